@@ -1,0 +1,41 @@
+# Two commands for a newcomer: `make run` (the main job) and `make test`. Both set up .venv first.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+
+.PHONY: install run test lint format bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+# Validate every SOP, then preview the callback SOP for a lead whose calls go unanswered until
+# the third retry connects and books a visit. (The durable Temporal stack lands with `sopflow up`.)
+run: install
+	$(BIN)/sopflow sop validate sop_definitions/
+	$(BIN)/sopflow sop simulate sop_definitions/new_lead_callback.yaml \
+	  --start 2026-12-01T09:10 --phone +12125550123 --contact first_name=Ann \
+	  --outcome first_call=no_answer@12m --outcome retry_calls=busy@20m \
+	  --outcome retry_calls=no_answer@10m --outcome retry_calls=booked@5m
+
+test: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: install
+	$(BIN)/python bench/bench_sop.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

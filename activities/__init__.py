@@ -1,0 +1,1 @@
+"""Temporal activities: thin wrappers over providers, store and compliance (durable-runs issue)."""

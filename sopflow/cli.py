@@ -1,0 +1,175 @@
+"""The `sopflow` command. User errors print one line and exit non-zero; never a traceback."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from sopflow.errors import SopflowError, SopValidationError
+from sopflow.sop import clock
+from sopflow.sop.schema import Sop
+from sopflow.sop.simulator import (
+    Script,
+    Simulation,
+    key_value,
+    parse_event_arg,
+    parse_outcome_arg,
+    sample_contact,
+    simulate,
+)
+from sopflow.sop.validate import load_plan, validate_paths
+
+app = typer.Typer(help="sopflow: sales SOPs as YAML, run durably, scored for compliance.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+sop_app = typer.Typer(help="Author SOPs: validate, preview and compile them.", no_args_is_help=True)
+app.add_typer(sop_app, name="sop")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(func: F) -> F:
+    """Turn sopflow's own errors into one line on stderr and exit code 1."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except SopValidationError as exc:
+            for problem in exc.problems:
+                typer.echo(str(problem), err=True)
+            raise typer.Exit(1) from None
+        except SopflowError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@sop_app.command("validate")
+@user_errors
+def validate_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="SOP files or folders of them")],
+) -> None:
+    """Check SOP files; print FILE:LINE:COL: error: MESSAGE for every problem (exit 1 if any)."""
+    plans, problems = validate_paths(paths)
+    for problem in problems:
+        typer.echo(str(problem), err=True)
+    for path, plan in plans.items():
+        typer.echo(f"ok {path}: {plan.sop.id} v{plan.sop.version} {plan.digest[:19]}")
+    if problems:
+        count = len(problems)
+        typer.echo(f"{count} problem{'s' if count != 1 else ''} found", err=True)
+        raise typer.Exit(1)
+
+
+@sop_app.command("schema")
+def schema_cmd() -> None:
+    """Print the JSON Schema of SOP files (point your editor's YAML plugin at it)."""
+    schema = Sop.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "sopflow SOP"
+    typer.echo(json.dumps(schema, indent=2))
+
+
+@sop_app.command("compile")
+@user_errors
+def compile_cmd(path: Annotated[Path, typer.Argument(help="an SOP file")]) -> None:
+    """Print the compiled plan (JSON) that runs are pinned to, with its digest."""
+    typer.echo(json.dumps(load_plan(path).model_dump(mode="json", by_alias=True), indent=2))
+
+
+def _parse_start(text: str | None, zone_name: str) -> datetime:
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        start = datetime.fromisoformat(text)
+    except ValueError:
+        raise SopflowError(f"invalid --start {text!r}: use ISO 8601, e.g. 2026-12-01T09:10-05:00") from None
+    if start.tzinfo is None:  # a naive start is the contact's local time
+        start = start.replace(tzinfo=clock.zone(zone_name))
+    return start.astimezone(UTC)
+
+
+@sop_app.command("simulate")
+@user_errors
+def simulate_cmd(
+    file: Annotated[Path, typer.Argument(help="the SOP file")],
+    contact_tz: Annotated[str | None, typer.Option(help="the contact's time zone, e.g. Europe/Paris")] = None,
+    phone: Annotated[str | None, typer.Option(help="the contact's phone, E.164 (+12125550123)")] = None,
+    start: Annotated[str | None, typer.Option(help="enrolment time, ISO 8601; default now")] = None,
+    outcome: Annotated[list[str] | None, typer.Option(
+        help="STEP=OUTCOME[@DELAY][:k=v,...], repeatable; ladder attempts take them in order; "
+        "k=v data is merged into the contact (e.g. the booked appointment)")] = None,
+    default_outcome: Annotated[str | None, typer.Option(
+        help="outcome for steps not scripted (default: nobody reports, so tasks escalate)")] = None,
+    contact: Annotated[list[str] | None, typer.Option(help="KEY=VALUE contact field, repeatable")] = None,
+    event: Annotated[list[str] | None, typer.Option(
+        help="NAME@OFFSET[:k=v,...] contact event after the start, e.g. visited@2d, repeatable")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a timeline")] = False,
+) -> None:
+    """Run an SOP on a virtual clock with scripted outcomes and print its timeline."""
+    plan = load_plan(file)
+    given: dict[str, Any] = {}
+    for pair in contact or []:
+        key, value = key_value(pair, "--contact")
+        given[key] = value.split(",") if key == "tags" else value
+    if contact_tz:
+        given["timezone"] = contact_tz
+    if phone:
+        given["phone"] = phone
+    person = sample_contact(plan, given)
+    zones, _ = clock.contact_zones(person, plan.sop.policy.timezone)
+    script = Script(default_outcome=default_outcome, events=[parse_event_arg(e) for e in event or []])
+    for text in outcome or []:
+        step, scripted = parse_outcome_arg(text)
+        if not plan.has_step(step):
+            raise SopflowError(f"--outcome names unknown step {step!r} in {plan.sop.id}")
+        script.outcomes.setdefault(step, []).append(scripted)
+    simulation = simulate(plan, person, _parse_start(start, zones[0]), script, zones)
+    if as_json:
+        typer.echo(json.dumps(simulation.to_json(), indent=2, ensure_ascii=False))
+    else:
+        typer.echo(format_timeline(simulation))
+
+
+def _summary(action: str, detail: dict[str, Any], zone_name: str) -> str:
+    def local(value: Any) -> str:
+        return datetime.fromisoformat(value).astimezone(clock.zone(zone_name)).strftime("%a %d %b %H:%M")
+
+    if action in ("sms", "whatsapp"):
+        return f"“{detail['text']}”"
+    if action == "call":
+        return f"script: “{detail['script']}”"
+    if action == "assign":
+        return f"{detail['title']} → {detail['assign']['strategy']}; due {local(detail['due_at'])}"
+    if action == "deferred":
+        return f"{detail['reason']}; deferred to {local(detail['until'])}"
+    if action == "outcome":
+        late = "" if detail.get("on_time") in (None, True) else " (after the due time)"
+        return f"{detail['outcome']} by {detail['actor']}{late}"
+    if action == "end":
+        return f"result: {detail['result']}"
+    return ", ".join(f"{k}={v}" for k, v in detail.items() if v not in (None, "", [], {}))
+
+
+def format_timeline(simulation: Simulation) -> str:
+    zone_name = simulation.zones[0]
+    plan = simulation.plan
+    lines = [f"{plan.sop.id} v{plan.sop.version} ({plan.digest[:19]}) for contact "
+             f"{simulation.contact.get('id')} in {', '.join(simulation.zones)}", ""]
+    for entry in simulation.timeline:
+        when = entry.at.astimezone(clock.zone(zone_name)).strftime("%a %d %b %H:%M")
+        lines.append(f"{when}  {entry.step:<16} {entry.action:<18} {_summary(entry.action, entry.detail, zone_name)}")
+    lines += ["", f"result: {simulation.result or 'not finished (waiting for input the script never gives)'}"]
+    return "\n".join(lines)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    sys.exit(app())

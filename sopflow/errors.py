@@ -1,0 +1,66 @@
+"""The one error tree of sopflow.
+
+    SopflowError
+    ├── SopValidationError        an SOP file is invalid; carries every Problem found
+    ├── UnknownSopError           a reference to an SOP that is not known
+    ├── InvalidContactError       a contact the SOP cannot run for (bad phone, missing field)
+    ├── InvalidEventError         an event the engine cannot accept (unknown step/outcome)
+    └── TemplateRenderError       a message template failed to render for a contact
+
+Errors build their message in ``__init__`` so every raise site reads the same way, and
+carry the context (file, line, field, contact) a person needs to fix the input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One thing wrong with an SOP file, located at a YAML node."""
+
+    file: str
+    line: int
+    column: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}: error: {self.message}"
+
+
+class SopflowError(Exception):
+    """Base of every error sopflow raises on purpose."""
+
+
+class SopValidationError(SopflowError):
+    """An SOP file is malformed or inconsistent; ``problems`` lists every issue found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class UnknownSopError(SopflowError):
+    def __init__(self, sop_id: str, known: list[str] | None = None) -> None:
+        self.sop_id = sop_id
+        hint = f" (known: {', '.join(sorted(known))})" if known else ""
+        super().__init__(f"unknown SOP {sop_id!r}{hint}")
+
+
+class InvalidContactError(SopflowError):
+    def __init__(self, reason: str, contact_id: str | None = None) -> None:
+        self.contact_id = contact_id
+        who = f"contact {contact_id!r}: " if contact_id else ""
+        super().__init__(f"{who}{reason}")
+
+
+class InvalidEventError(SopflowError):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+
+
+class TemplateRenderError(SopflowError):
+    def __init__(self, step: str, reason: str) -> None:
+        self.step = step
+        super().__init__(f"step {step!r}: template failed to render: {reason}")

@@ -1,0 +1,343 @@
+"""Cross-checks a schema cannot express: references, reachability, loops, outcomes, templates.
+
+Each check yields (loc, message); loc is a path into the YAML document, so the loader can
+point at the offending node.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Collection, Iterator
+from typing import Any
+
+import holidays as holidays_lib
+
+from sopflow.sop.schema import (
+    ENGINE_OUTCOMES,
+    STANDARD_CONTACT_FIELDS,
+    BranchStep,
+    CallStep,
+    Condition,
+    EndStep,
+    EnrollStep,
+    LadderStep,
+    MessageStep,
+    Moment,
+    Sop,
+    SplitStep,
+    Step,
+    TaskStep,
+    UpdateStep,
+    WaitForStep,
+    WaitStep,
+)
+from sopflow.sop.templates import template_problems
+
+Loc = tuple[str | int, ...]
+Finding = tuple[Loc, str]
+
+# Steps that always wait for time or for someone: a loop must pass through one of them.
+_WAITING = (WaitStep, WaitForStep, TaskStep, CallStep, LadderStep)
+
+
+def _hint(word: str, choices: Collection[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def routes(sop: Sop, index: int) -> Iterator[tuple[Loc, str | None]]:
+    """Every (loc, target) a step can go to; None target means "the next listed step"."""
+    step = sop.steps[index]
+    base: Loc = ("steps", index)
+    falls_through = not isinstance(step, EndStep | SplitStep)
+    if isinstance(step, BranchStep):
+        falls_through = step.default is None
+        for i, case in enumerate(step.cases):
+            yield (*base, "cases", i, "goto"), case.goto
+        if step.default:
+            yield (*base, "default"), step.default
+    if isinstance(step, SplitStep):
+        for i, variant in enumerate(step.variants):
+            yield (*base, "variants", i, "goto"), variant.goto
+    for field in ("on_failed", "on_exhausted", "on_timeout", "on_past"):
+        target = getattr(step, field, None)
+        if target:
+            yield (*base, field), target
+    for field in ("on_outcome", "on_event"):
+        for key, target in (getattr(step, field, None) or {}).items():
+            yield (*base, field, key), target
+    if falls_through:
+        if step.next is not None:
+            yield (*base, "next"), step.next
+        elif index + 1 < len(sop.steps):
+            yield (*base, "next"), sop.steps[index + 1].id
+
+
+def check_sop(sop: Sop, known_sops: Collection[str] | None = None) -> list[Finding]:
+    findings: list[Finding] = []
+    ids = [s.id for s in sop.steps]
+    first_index: dict[str, int] = {}
+    for i, step in enumerate(sop.steps):
+        if step.id in first_index:
+            findings.append(
+                (("steps", i, "id"), f"duplicate step id {step.id!r} (also step {first_index[step.id] + 1})")
+            )
+        first_index.setdefault(step.id, i)
+    contact_fields = STANDARD_CONTACT_FIELDS | set(sop.contact_fields)
+    produced = set(ENGINE_OUTCOMES)
+    for step in sop.steps:
+        produced |= set(_step_outcomes(step))
+
+    for i, _step in enumerate(sop.steps):
+        for loc, target in routes(sop, i):
+            if target is not None and target not in first_index:
+                findings.append((loc, f"unknown step {target!r}{_hint(target, ids)}"))
+    for event, target in sop.interrupts.items():
+        if target not in first_index:
+            findings.append((("interrupts", event), f"unknown step {target!r}{_hint(target, ids)}"))
+
+    for i, step in enumerate(sop.steps):
+        findings += _check_step(sop, i, step, contact_fields, produced, known_sops)
+    for i, condition in enumerate(sop.entry.conditions):
+        findings += _check_condition(
+            ("entry", "conditions", i), condition, contact_fields, produced, ids
+        )
+    findings += _check_policy(sop)
+    if not findings:  # graph checks need every reference to resolve
+        findings += _check_graph(sop)
+    return findings
+
+
+def _step_outcomes(step: Step) -> list[str]:
+    if isinstance(step, TaskStep | CallStep):
+        return list(step.outcomes)
+    if isinstance(step, LadderStep):
+        return list(step.attempt.outcomes)
+    return []
+
+
+def _check_step(
+    sop: Sop,
+    i: int,
+    step: Step,
+    contact_fields: set[str],
+    produced: set[str],
+    known_sops: Collection[str] | None,
+) -> list[Finding]:
+    base: Loc = ("steps", i)
+    out: list[Finding] = []
+    if isinstance(step, EndStep) and step.next is not None:
+        out.append(((*base, "next"), "an end step has no next"))
+    outcomes = set(_step_outcomes(step)) | ENGINE_OUTCOMES
+    on_outcome = getattr(step, "on_outcome", {}) or {}
+    for outcome in on_outcome:
+        if outcome not in outcomes:
+            out.append(
+                ((*base, "on_outcome", outcome),
+                 f"outcome {outcome!r} is never produced by this step"
+                 f" (its outcomes: {', '.join(_step_outcomes(step))}){_hint(outcome, outcomes)}")
+            )
+    if isinstance(step, LadderStep):
+        for j, outcome in enumerate(step.stop_on):
+            if outcome not in outcomes:
+                out.append(((*base, "stop_on", j),
+                            f"outcome {outcome!r} is never produced by the attempt{_hint(outcome, outcomes)}"))
+        for outcome in on_outcome:
+            if outcome in outcomes and outcome not in step.stop_on:
+                out.append(((*base, "on_outcome", outcome),
+                            f"outcome {outcome!r} does not stop the ladder; add it to stop_on"))
+        order = [(s.day, s.at) for s in step.slots]
+        for j in range(1, len(order)):
+            if order[j] <= order[j - 1]:
+                out.append(((*base, "slots", j), "slots must be in time order (day, then at)"))
+        for j, follow in enumerate(step.followups):
+            if follow.after_attempt > len(step.slots):
+                out.append(((*base, "followups", j, "after_attempt"),
+                            f"the ladder has only {len(step.slots)} attempts"))
+            out += _templates((*base, "followups", j, "body"), follow.body, contact_fields)
+        if step.attempt.kind == "task":
+            out += _templates((*base, "attempt", "instructions"), step.attempt.instructions, contact_fields)
+        else:
+            out += _templates((*base, "attempt", "script"), step.attempt.script, contact_fields)
+    if isinstance(step, MessageStep):
+        out += _templates((*base, "body"), step.body, contact_fields)
+    if isinstance(step, CallStep):
+        out += _templates((*base, "script"), step.script, contact_fields)
+    if isinstance(step, TaskStep):
+        out += _templates((*base, "instructions"), step.instructions, contact_fields)
+    if isinstance(step, EnrollStep):
+        if known_sops is not None and step.sop not in known_sops:
+            out.append(((*base, "sop"), f"unknown SOP {step.sop!r}{_hint(step.sop, known_sops)}"))
+        for key, template in step.data.items():
+            out += _templates((*base, "data", key), template, contact_fields)
+    if isinstance(step, UpdateStep):
+        out += _templates((*base, "target"), step.target, contact_fields)
+        for key, template in step.set.items():
+            out += _templates((*base, "set", key), template, contact_fields)
+    if isinstance(step, WaitStep | WaitForStep) and step.until is not None:
+        out += _check_moment(sop, (*base, "until"), step.until)
+    if isinstance(step, WaitForStep):
+        for event in step.on_event:
+            if event not in step.events:
+                out.append(((*base, "on_event", event),
+                            f"event {event!r} is not awaited by this step (events: {', '.join(step.events)})"))
+    if isinstance(step, BranchStep):
+        for j, case in enumerate(step.cases):
+            for k, condition in enumerate(case.when):
+                out += _check_condition(
+                    (*base, "cases", j, "when", k), condition, contact_fields, produced,
+                    [s.id for s in sop.steps],
+                )
+    if isinstance(step, SplitStep):
+        names = [v.name for v in step.variants]
+        for j, name in enumerate(names):
+            if name in names[:j]:
+                out.append(((*base, "variants", j, "name"), f"duplicate variant {name!r}"))
+    return out
+
+
+def _templates(loc: Loc, source: str, contact_fields: set[str]) -> list[Finding]:
+    return [(loc, message) for message in template_problems(source, contact_fields)]
+
+
+def _check_condition(
+    loc: Loc, condition: Condition, contact_fields: set[str], produced: set[str], step_ids: Collection[str]
+) -> list[Finding]:
+    if condition.any is not None:
+        return [
+            finding
+            for i, group in enumerate(condition.any)
+            for j, inner in enumerate(group)
+            for finding in _check_condition((*loc, "any", i, j), inner, contact_fields, produced, step_ids)
+        ]
+    assert condition.field is not None
+    root, _, rest = condition.field.partition(".")
+    where: Loc = (*loc, "field")
+    if root == "contact":
+        if rest not in contact_fields:
+            return [(where, f"unknown contact field {rest!r}{_hint(rest, contact_fields)}"
+                            " (declare it under contact_fields)")]
+    elif root == "visits":
+        if rest not in step_ids:
+            return [(where, f"unknown step {rest!r}{_hint(rest, step_ids)}")]
+    elif root == "outcome" and not rest:
+        values: list[Any] = []
+        if condition.equals is not None:
+            values = [condition.equals]
+        elif condition.in_ is not None:
+            values = list(condition.in_)
+        return [(where, f"branches on outcome {v!r}, which no step produces{_hint(str(v), produced)}")
+                for v in values if v not in produced]
+    elif root not in ("event", "variant") or (root == "variant" and rest):
+        return [(where, f"unknown field {condition.field!r}: use contact.<field>, event.<field>, "
+                        "event.type, outcome, variant or visits.<step>")]
+    return []
+
+
+def _check_moment(sop: Sop, loc: Loc, moment: Moment) -> list[Finding]:
+    anchor = moment.anchor
+    if anchor in ("enrolment", "now"):
+        return []
+    if anchor.startswith("step:"):
+        target = anchor[5:]
+        ids = [s.id for s in sop.steps]
+        return [] if target in ids else [((*loc, "anchor"), f"unknown step {target!r}{_hint(target, ids)}")]
+    if anchor.startswith("contact."):
+        name = anchor[8:]
+        field = sop.contact_fields.get(name)
+        if field is None:
+            return [((*loc, "anchor"), f"unknown contact field {name!r}; declare it under contact_fields "
+                                       "with type date or datetime")]
+        if field.type not in ("date", "datetime"):
+            return [((*loc, "anchor"), f"contact field {name!r} is a {field.type}, not a date or datetime")]
+        return []
+    return [((*loc, "anchor"), f"invalid anchor {anchor!r}: use enrolment, now, step:<id> or contact.<field>")]
+
+
+def _check_policy(sop: Sop) -> list[Finding]:
+    out: list[Finding] = []
+    policy = sop.policy
+    for channel, window in policy.windows.items():
+        if window.days == "business" and not policy.business_days:
+            out.append((("policy", "windows", channel, "days"), "empty window: the policy has no business days"))
+    calendar = policy.holidays
+    if calendar is not None:
+        supported = holidays_lib.list_supported_countries()
+        if calendar.country not in supported:
+            out.append((("policy", "holidays", "country"),
+                        f"no holiday calendar for country {calendar.country!r}{_hint(calendar.country, supported)}"))
+        elif calendar.subdivision is not None and calendar.subdivision not in supported[calendar.country]:
+            subdivisions = supported[calendar.country]
+            out.append((("policy", "holidays", "subdivision"),
+                        f"unknown subdivision {calendar.subdivision!r} of {calendar.country}"
+                        f"{_hint(calendar.subdivision, subdivisions)}"))
+    return out
+
+
+def _check_graph(sop: Sop) -> list[Finding]:
+    index = {s.id: i for i, s in enumerate(sop.steps)}
+    edges: dict[str, list[str]] = {
+        s.id: [t for _, t in routes(sop, i) if t is not None] for i, s in enumerate(sop.steps)
+    }
+    out: list[Finding] = []
+    reached: set[str] = set()
+    frontier = [sop.steps[0].id, *sop.interrupts.values()]
+    while frontier:
+        node = frontier.pop()
+        if node not in reached:
+            reached.add(node)
+            frontier.extend(edges[node])
+    for step in sop.steps:
+        if step.id not in reached:
+            out.append((("steps", index[step.id], "id"), f"step {step.id!r} is unreachable: no step leads to it"))
+    # A cycle through steps that never wait would spin (or text someone) without end.
+    instant = {s.id for s in sop.steps if not isinstance(s, _WAITING)}
+    instant_edges = {n: [t for t in edges[n] if t in instant] for n in instant}
+    for component in _strongly_connected(instant_edges):
+        if len(component) > 1 or component[0] in instant_edges[component[0]]:
+            ordered = sorted(component, key=index.__getitem__)
+            out.append((("steps", index[ordered[0]], "id"),
+                        f"loop with no wait through steps {', '.join(ordered)}; "
+                        "add a wait, wait_for, task or call to the loop"))
+    return out
+
+
+def _strongly_connected(edges: dict[str, list[str]]) -> list[list[str]]:
+    """Tarjan's algorithm, iterative so a long chain cannot hit the recursion limit."""
+    counter, order, low = 0, {}, {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[list[str]] = []
+    for root in edges:
+        if root in order:
+            continue
+        work = [(root, 0)]
+        while work:
+            node, child = work.pop()
+            if child == 0:
+                order[node] = low[node] = counter
+                counter += 1
+                stack.append(node)
+                on_stack.add(node)
+            targets = edges[node]
+            if child < len(targets):
+                work.append((node, child + 1))
+                target = targets[child]
+                if target not in order:
+                    work.append((target, 0))
+                elif target in on_stack:
+                    low[node] = min(low[node], order[target])
+                continue
+            if low[node] == order[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                components.append(component)
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+    return components

@@ -1,0 +1,237 @@
+"""Local time, send windows, business days and holidays. Pure: time always comes in as a value.
+
+All instants are timezone-aware UTC datetimes; local wall-clock times exist only inside
+these functions. A contact may have several candidate zones (a phone number spanning
+zones): a moment is allowed only if it is allowed in every one of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from functools import cache, lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import holidays as holidays_lib
+import phonenumbers
+from phonenumbers import timezone as phone_timezone
+
+from sopflow.errors import InvalidContactError
+from sopflow.sop.conditions import next_anniversary
+from sopflow.sop.schema import WEEKDAYS, ContactPolicy, Moment, TimezonePolicy, WindowSpec
+
+# Looking further ahead than this for an allowed moment means the policy allows none.
+_HORIZON_DAYS = 400
+
+
+@cache
+def zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def to_local(at: datetime, zone_name: str) -> datetime:
+    return at.astimezone(zone(zone_name))
+
+
+def local_instant(day: date, clock: time, zone_name: str) -> datetime:
+    """The UTC instant a local wall clock shows `clock` on `day`.
+
+    In a spring-forward gap the wall time does not exist; fold=0 maps it just past the gap
+    (02:30 on a 02:00→03:00 night becomes 03:30), so a slot is late by the gap, never early.
+    On a fall-back night the first of the two occurrences is used.
+    """
+    return datetime.combine(day, clock, tzinfo=zone(zone_name)).astimezone(UTC)
+
+
+@lru_cache(maxsize=256)
+def _holiday_table(country: str, subdivision: str | None, year: int) -> Mapping[date, str]:
+    table = holidays_lib.country_holidays(country, subdiv=subdivision, years=year)
+    return dict(table.items())
+
+
+@dataclass(frozen=True)
+class Calendar:
+    """Business days and public holidays of one SOP's policy."""
+
+    business_days: frozenset[int]  # 0 = Monday
+    country: str | None = None
+    subdivision: str | None = None
+
+    @classmethod
+    def from_policy(cls, policy: ContactPolicy) -> Calendar:
+        days = frozenset(WEEKDAYS.index(d) for d in policy.business_days)
+        if policy.holidays is None:
+            return cls(days)
+        return cls(days, policy.holidays.country, policy.holidays.subdivision)
+
+    def holiday(self, day: date) -> str | None:
+        if self.country is None:
+            return None
+        return _holiday_table(self.country, self.subdivision, day.year).get(day)
+
+    def is_business_day(self, day: date) -> bool:
+        return day.weekday() in self.business_days and self.holiday(day) is None
+
+    def nth_business_day_after(self, day: date, n: int) -> date:
+        found = 0
+        for offset in range(1, _HORIZON_DAYS):
+            candidate = day + timedelta(days=offset)
+            if self.is_business_day(candidate):
+                found += 1
+                if found == n:
+                    return candidate
+        raise ValueError("the policy has no business days")
+
+
+def _day_allowed(day: date, window: WindowSpec, calendar: Calendar) -> bool:
+    return window.days == "all" or calendar.is_business_day(day)
+
+
+def _next_allowed_in_zone(
+    at: datetime, zone_name: str, window: WindowSpec, calendar: Calendar
+) -> datetime | None:
+    first = to_local(at, zone_name).date()
+    for offset in range(_HORIZON_DAYS):
+        day = first + timedelta(days=offset)
+        if not _day_allowed(day, window, calendar):
+            continue
+        for start, end in window.hours:
+            opens, closes = local_instant(day, start, zone_name), local_instant(day, end, zone_name)
+            if closes > at:
+                return max(opens, at)
+    return None
+
+
+def next_allowed(
+    at: datetime, zones: Sequence[str], window: WindowSpec | None, calendar: Calendar
+) -> datetime | None:
+    """The earliest instant >= `at` inside `window` in every zone; None if there is none."""
+    if window is None:
+        return at
+    candidate = at
+    # Each zone moves the candidate forward to its own next opening; stop when all agree.
+    for _ in range(64):
+        moved = False
+        for zone_name in zones:
+            found = _next_allowed_in_zone(candidate, zone_name, window, calendar)
+            if found is None:
+                return None
+            if found != candidate:
+                candidate, moved = found, True
+        if not moved:
+            return candidate
+    return None
+
+
+def why_blocked(
+    at: datetime, zones: Sequence[str], channel: str, window: WindowSpec, calendar: Calendar
+) -> str:
+    """A sentence an ops person understands: why `at` is outside the window."""
+    for zone_name in zones:
+        local = to_local(at, zone_name)
+        day = local.date()
+        where = f"local {local:%a %Y-%m-%d %H:%M} {zone_name}"
+        if window.days == "business":
+            holiday = calendar.holiday(day)
+            if holiday:
+                return f"{holiday} is a public holiday ({where})"
+            if day.weekday() not in calendar.business_days:
+                return f"{local:%A} is not a business day ({where})"
+        if not any(start <= local.time() < end for start, end in window.hours):
+            hours = ", ".join(f"{s:%H:%M}-{e:%H:%M}" for s, e in window.hours)
+            return f"outside the {channel} window {hours} ({where})"
+    return "outside the allowed window"
+
+
+# ---------------------------------------------------------------- moments
+def _parse_instant(value: Any, zone_name: str, field: str) -> datetime:
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, date):
+        parsed = datetime.combine(value, time(0))
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise InvalidContactError(
+                f"field {field!r} is {value!r}, not an ISO 8601 date or date-time"
+            ) from exc
+    else:
+        raise InvalidContactError(f"field {field!r} is {value!r}, not a date or date-time")
+    if parsed.tzinfo is None:  # a naive value is the contact's local time
+        parsed = parsed.replace(tzinfo=zone(zone_name))
+    return parsed.astimezone(UTC)
+
+
+def resolve_moment(
+    moment: Moment,
+    *,
+    now: datetime,
+    enrolled_at: datetime,
+    step_started: Mapping[str, datetime],
+    contact: Mapping[str, Any],
+    zone_name: str,
+    calendar: Calendar,
+) -> datetime:
+    """Turn a Moment of the SOP into a UTC instant for one run."""
+    anchor = moment.anchor
+    if anchor == "enrolment":
+        base = enrolled_at
+    elif anchor == "now":
+        base = now
+    elif anchor.startswith("step:"):
+        base = step_started.get(anchor[5:], now)
+    else:  # contact.<field>; checked at validation
+        field = anchor.removeprefix("contact.")
+        if contact.get(field) in (None, ""):
+            raise InvalidContactError(f"missing field {field!r}, needed to schedule a step")
+        base = _parse_instant(contact[field], zone_name, field)
+        if moment.annual:  # a birthday: its next occurrence, keeping the local time of day
+            local_base = to_local(base, zone_name)
+            today = to_local(now - moment.offset, zone_name).date()
+            base = local_instant(next_anniversary(local_base.date(), today), local_base.time(), zone_name)
+    base += moment.offset
+    local = to_local(base, zone_name)
+    if moment.day is not None:
+        day = local.date() + timedelta(days=moment.day - 1)
+    elif moment.business_day is not None:
+        day = calendar.nth_business_day_after(local.date(), moment.business_day)
+    else:
+        day = local.date()
+    clock = moment.at if moment.at is not None else local.time().replace(tzinfo=None)
+    if moment.at is None and moment.day is None and moment.business_day is None:
+        return base
+    return local_instant(day, clock, zone_name)
+
+
+# ---------------------------------------------------------------- time zones of a contact
+def zones_for_phone(number: str) -> list[str]:
+    """Candidate IANA zones of an E.164 phone number; raises InvalidContactError if invalid."""
+    try:
+        parsed = phonenumbers.parse(number, None)
+    except phonenumbers.NumberParseException as exc:
+        raise InvalidContactError(f"invalid phone number {number!r}: {exc}") from exc
+    if not phonenumbers.is_valid_number(parsed):
+        raise InvalidContactError(f"invalid phone number {number!r}: not a valid number")
+    zones = [z for z in phone_timezone.time_zones_for_number(parsed) if z != "Etc/Unknown"]
+    return sorted(zones)
+
+
+def contact_zones(contact: Mapping[str, Any], policy: TimezonePolicy) -> tuple[list[str], str]:
+    """The contact's zones and where they came from ("contact", "phone" or "default")."""
+    for source in policy.sources:
+        if source == "contact" and contact.get("timezone"):
+            name = str(contact["timezone"])
+            try:
+                zone(name)
+            except (ValueError, KeyError) as exc:
+                raise InvalidContactError(f"unknown time zone {name!r}") from exc
+            return [name], "contact"
+        if source == "phone" and contact.get("phone"):
+            zones = zones_for_phone(str(contact["phone"]))
+            if zones:
+                return zones, "phone"
+    return [policy.default], "default"
+

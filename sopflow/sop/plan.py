@@ -1,0 +1,51 @@
+"""A compiled SOP: the validated model plus a content digest. This is what runs are pinned to."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import cached_property
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from sopflow.sop.schema import Sop, Step
+
+PLAN_FORMAT = 1
+
+
+class Plan(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: int = PLAN_FORMAT
+    digest: str
+    sop: Sop
+
+    @cached_property
+    def _index(self) -> dict[str, tuple[int, Step]]:
+        return {step.id: (i, step) for i, step in enumerate(self.sop.steps)}
+
+    def step(self, step_id: str) -> Step:
+        return self._index[step_id][1]
+
+    def has_step(self, step_id: str) -> bool:
+        return step_id in self._index
+
+    def next_of(self, step_id: str) -> str | None:
+        """The step's explicit `next`, else the step listed after it, else None (the run ends)."""
+        index, step = self._index[step_id]
+        if step.next is not None:
+            return step.next
+        following = index + 1
+        return self.sop.steps[following].id if following < len(self.sop.steps) else None
+
+
+def canonical_json(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def compile_plan(sop: Sop) -> Plan:
+    """Compile a validated SOP. Same meaning, same digest: formatting and comments do not count."""
+    payload = canonical_json({"format": PLAN_FORMAT, "sop": sop.model_dump(mode="json", by_alias=True)})
+    digest = "sha256:" + hashlib.sha256(payload.encode()).hexdigest()
+    return Plan(digest=digest, sop=sop)

@@ -1,0 +1,201 @@
+"""The engine's protocol: events in, commands out, and the run state carried between them.
+
+Everything here is JSON-serialisable (pydantic), so a Temporal workflow can keep the state
+in its history and the simulator can print it. Add fields; never remove or rename them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from sopflow.sop.schema import AssignRule
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- events (shell -> engine)
+class Tick(_Model):
+    """The shell's timer fired (at or after state.wake_at)."""
+
+    type: Literal["tick"] = "tick"
+    at: AwareDatetime
+
+
+class ActionResult(_Model):
+    """What became of a send / call / assign command, matched by its key."""
+
+    type: Literal["action_result"] = "action_result"
+    at: AwareDatetime
+    key: str
+    status: Literal["done", "blocked", "failed"]
+    reason: str = ""
+    retry_at: AwareDatetime | None = Field(None, description="blocked: the next allowed moment")
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class OutcomeReported(_Model):
+    """A rep (task) or the carrier (call) reports how a step went."""
+
+    type: Literal["outcome"] = "outcome"
+    at: AwareDatetime
+    step: str
+    outcome: str
+    actor: str = ""
+    note: str = ""
+    data: dict[str, Any] = Field(default_factory=dict, description="merged into the contact")
+
+
+class ContactEvent(_Model):
+    """Something the contact did or that happened to them: reply, booked, visited, opted_out…"""
+
+    type: Literal["contact_event"] = "contact_event"
+    at: AwareDatetime
+    name: str
+    data: dict[str, Any] = Field(default_factory=dict, description="merged into the contact")
+
+
+Event = Annotated[Tick | ActionResult | OutcomeReported | ContactEvent, Field(discriminator="type")]
+
+
+# ---------------------------------------------------------------- commands (engine -> shell)
+class _Command(_Model):
+    at: AwareDatetime = Field(description="when the engine issued it")
+    step: str
+    key: str = Field(description="idempotency key, unique within the run")
+
+
+class SendMessage(_Command):
+    kind: Literal["send"] = "send"
+    channel: Literal["sms", "whatsapp"]
+    body: str = Field(description="Jinja2 template; the shell renders it with `context`")
+    planned_at: AwareDatetime
+    context: dict[str, Any]
+
+
+class PlaceCall(_Command):
+    kind: Literal["call"] = "call"
+    script: str
+    machine_detection: bool
+    planned_at: AwareDatetime
+    context: dict[str, Any]
+
+
+class AssignTask(_Command):
+    kind: Literal["assign"] = "assign"
+    title: str
+    instructions: str
+    assign: AssignRule
+    due_at: AwareDatetime
+    planned_at: AwareDatetime
+    attempt: int
+    context: dict[str, Any]
+
+
+class Escalate(_Command):
+    kind: Literal["escalate"] = "escalate"
+    action: Literal["remind", "notify_supervisor", "reassign"]
+    level: int
+    to: AssignRule | None
+    due_at: AwareDatetime
+
+
+class EnrollContact(_Command):
+    kind: Literal["enroll"] = "enroll"
+    sop: str
+    data: dict[str, str] = Field(description="templates rendered with `context`")
+    context: dict[str, Any]
+
+
+class UpdateContact(_Command):
+    kind: Literal["update"] = "update"
+    target: str
+    set: dict[str, str]
+    add_tags: list[str]
+    context: dict[str, Any]
+
+
+class Record(_Command):
+    """Something to write down that needs no side effect: deferral, outcome, branch, timeout…"""
+
+    kind: Literal["record"] = "record"
+    action: str
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class Finish(_Command):
+    kind: Literal["finish"] = "finish"
+    result: str
+
+
+Command = Annotated[
+    SendMessage | PlaceCall | AssignTask | Escalate | EnrollContact | UpdateContact | Record | Finish,
+    Field(discriminator="kind"),
+]
+EFFECTS_WITH_RESULT = (SendMessage, PlaceCall, AssignTask)
+
+Phase = Literal[
+    "deferred",  # a touch waits for its window (wake_at)
+    "waiting",  # a wait step or a ladder slot (wake_at)
+    "awaiting_result",  # a send / call / assign is out; needs an ActionResult for `pending`
+    "awaiting_outcome",  # a task or call waits for an outcome; wake_at = next escalation/timeout
+    "awaiting_event",  # wait_for: one of awaiting_events, or the timeout at wake_at
+    "finished",
+]
+
+
+class RunState(BaseModel):
+    """Everything the engine knows about one run. The engine copies it; callers never mutate it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sop: str
+    version: int
+    digest: str
+    contact: dict[str, Any]
+    zones: list[str]
+    enrolled_at: AwareDatetime
+    now: AwareDatetime
+    step: str | None = None
+    phase: Phase = "waiting"
+    wake_at: AwareDatetime | None = None
+    awaiting_events: list[str] = Field(default_factory=list)
+    pending: str | None = Field(None, description="key of the command whose result is awaited")
+    visits: dict[str, int] = Field(default_factory=dict)
+    step_started: dict[str, AwareDatetime] = Field(default_factory=dict)
+    planned_at: AwareDatetime | None = None
+    attempt: int = 0
+    followup: int | None = Field(None, description="ladder: index of the follow-up being sent")
+    slots: list[AwareDatetime] = Field(default_factory=list)
+    due_at: AwareDatetime | None = None
+    overdue_recorded: bool = False
+    escalation_level: int = 0
+    last_outcome: str | None = None
+    last_event: dict[str, Any] = Field(default_factory=dict)
+    variants: dict[str, str] = Field(default_factory=dict)
+    result: str | None = None
+    transitions: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.phase == "finished"
+
+
+class Transition(BaseModel):
+    """What one engine call returns: the new state and the commands to carry out, in order."""
+
+    model_config = ConfigDict(frozen=True)
+
+    state: RunState
+    commands: list[Command]
+
+
+def utc(value: datetime) -> datetime:
+    """Reject naive datetimes early: the engine only works with aware instants."""
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value.isoformat()}: the engine needs a time zone")
+    return value

@@ -1,0 +1,1 @@
+"""Temporal workflows: thin shells over sopflow.sop.engine (the durable-runs issue builds them)."""
