@@ -20,7 +20,7 @@ run: install
 	$(BIN)/sopflow sop simulate sop_definitions/new_lead_callback.yaml \
 	  --start 2026-12-01T09:10 --phone +12125550123 --contact first_name=Ann \
 	  --outcome first_call=no_answer@12m --outcome retry_calls=busy@20m \
-	  --outcome retry_calls=no_answer@10m --outcome retry_calls=booked@5m
+	  --outcome retry_calls=no_answer@10m --outcome 'retry_calls=booked@5m:appointment_at=2026-12-05T11:00,store_name=Downtown,store_address=12 Market St'
 
 test: install
 	$(BIN)/pytest

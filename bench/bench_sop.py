@@ -25,15 +25,27 @@ from sopflow.sop.validate import validate_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTCOMES = ["connected", "booked", "no_answer", "busy", "wrong_number", "not_interested"]
-CONTACT = {"id": "bench", "first_name": "Ann", "phone": "+12125550123", "lead_source": "web",
-           "appointment_at": "2026-12-10T11:00", "store_name": "Downtown", "store_address": "12 Market St"}
+CONTACT = {
+    "id": "bench",
+    "first_name": "Ann",
+    "phone": "+12125550123",
+    "lead_source": "web",
+    "appointment_at": "2026-12-10T11:00",
+    "store_name": "Downtown",
+    "store_address": "12 Market St",
+}
 
 
 def random_script(rng: random.Random) -> Script:
     """Outcomes drawn at random; a third of the time the rep stays silent on a step."""
+
     def pick() -> list[ScriptedOutcome]:
-        return [ScriptedOutcome(rng.choice(OUTCOMES), timedelta(minutes=rng.randint(1, 90)))
-                for _ in range(6) if rng.random() > 0.33]
+        return [
+            ScriptedOutcome(rng.choice(OUTCOMES), timedelta(minutes=rng.randint(1, 90)))
+            for _ in range(6)
+            if rng.random() > 0.33
+        ]
+
     return Script(outcomes={"first_call": pick()[:1], "retry_calls": pick()})
 
 
@@ -45,8 +57,11 @@ def baseline(plan: Plan, start: datetime, inputs: int) -> float:
     while fed < inputs and not transition.state.finished:
         state = transition.state
         pending = next((c for c in transition.commands if isinstance(c, AssignTask)), None)
-        event = (ActionResult(at=state.now, key=pending.key, status="done") if pending
-                 else Tick(at=state.wake_at or state.now))
+        event = (
+            ActionResult(at=state.now, key=pending.key, status="done")
+            if pending
+            else Tick(at=state.wake_at or state.now)
+        )
         transition = engine.handle(plan, state, event)
         fed += 1
     return time.perf_counter() - began
@@ -79,10 +94,14 @@ def main() -> int:
         base_times.append(baseline(plan, start, sim.inputs))
 
     sim_median, base_median = statistics.median(sim_times), statistics.median(base_times)
-    print(f"validate+compile {len(plans)} SOPs: {validate_seconds * 1000:.1f} ms (cold, includes imports of holidays data)")
+    print(
+        f"validate+compile {len(plans)} SOPs: {validate_seconds * 1000:.1f} ms (cold, includes imports of holidays data)"
+    )
     print(f"simulations: {args.runs}, timeline entries median {statistics.median(entries):.0f}")
-    print(f"simulate callback SOP: median {sim_median * 1000:.2f} ms, p95 "
-          f"{sorted(sim_times)[int(0.95 * len(sim_times))] * 1000:.2f} ms")
+    print(
+        f"simulate callback SOP: median {sim_median * 1000:.2f} ms, p95 "
+        f"{sorted(sim_times)[int(0.95 * len(sim_times))] * 1000:.2f} ms"
+    )
     print(f"engine-only baseline (same number of inputs): median {base_median * 1000:.2f} ms")
     print(f"ratio simulate / engine-only: {sim_median / base_median:.2f}")
     print(f"results: {dict(sorted(results.items(), key=lambda kv: str(kv[0])))}")

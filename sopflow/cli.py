@@ -26,8 +26,12 @@ from sopflow.sop.simulator import (
 )
 from sopflow.sop.validate import load_plan, validate_paths
 
-app = typer.Typer(help="sopflow: sales SOPs as YAML, run durably, scored for compliance.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app = typer.Typer(
+    help="sopflow: sales SOPs as YAML, run durably, scored for compliance.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
 sop_app = typer.Typer(help="Author SOPs: validate, preview and compile them.", no_args_is_help=True)
 app.add_typer(sop_app, name="sop")
 
@@ -91,7 +95,9 @@ def _parse_start(text: str | None, zone_name: str) -> datetime:
     try:
         start = datetime.fromisoformat(text)
     except ValueError:
-        raise SopflowError(f"invalid --start {text!r}: use ISO 8601, e.g. 2026-12-01T09:10-05:00") from None
+        raise SopflowError(
+            f"invalid --start {text!r}: use ISO 8601, e.g. 2026-12-01T09:10-05:00"
+        ) from None
     if start.tzinfo is None:  # a naive start is the contact's local time
         start = start.replace(tzinfo=clock.zone(zone_name))
     return start.astimezone(UTC)
@@ -101,18 +107,38 @@ def _parse_start(text: str | None, zone_name: str) -> datetime:
 @user_errors
 def simulate_cmd(
     file: Annotated[Path, typer.Argument(help="the SOP file")],
-    contact_tz: Annotated[str | None, typer.Option(help="the contact's time zone, e.g. Europe/Paris")] = None,
-    phone: Annotated[str | None, typer.Option(help="the contact's phone, E.164 (+12125550123)")] = None,
+    contact_tz: Annotated[
+        str | None, typer.Option(help="the contact's time zone, e.g. Europe/Paris")
+    ] = None,
+    phone: Annotated[
+        str | None, typer.Option(help="the contact's phone, E.164 (+12125550123)")
+    ] = None,
     start: Annotated[str | None, typer.Option(help="enrolment time, ISO 8601; default now")] = None,
-    outcome: Annotated[list[str] | None, typer.Option(
-        help="STEP=OUTCOME[@DELAY][:k=v,...], repeatable; ladder attempts take them in order; "
-        "k=v data is merged into the contact (e.g. the booked appointment)")] = None,
-    default_outcome: Annotated[str | None, typer.Option(
-        help="outcome for steps not scripted (default: nobody reports, so tasks escalate)")] = None,
-    contact: Annotated[list[str] | None, typer.Option(help="KEY=VALUE contact field, repeatable")] = None,
-    event: Annotated[list[str] | None, typer.Option(
-        help="NAME@OFFSET[:k=v,...] contact event after the start, e.g. visited@2d, repeatable")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a timeline")] = False,
+    outcome: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="STEP=OUTCOME[@DELAY][:k=v,...], repeatable; ladder attempts take them in order; "
+            "k=v data is merged into the contact (e.g. the booked appointment)"
+        ),
+    ] = None,
+    default_outcome: Annotated[
+        str | None,
+        typer.Option(
+            help="outcome for steps not scripted (default: nobody reports, so tasks escalate)"
+        ),
+    ] = None,
+    contact: Annotated[
+        list[str] | None, typer.Option(help="KEY=VALUE contact field, repeatable")
+    ] = None,
+    event: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME@OFFSET[:k=v,...] contact event after the start, e.g. visited@2d, repeatable"
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print JSON instead of a timeline")
+    ] = False,
 ) -> None:
     """Run an SOP on a virtual clock with scripted outcomes and print its timeline."""
     plan = load_plan(file)
@@ -126,7 +152,9 @@ def simulate_cmd(
         given["phone"] = phone
     person = sample_contact(plan, given)
     zones, _ = clock.contact_zones(person, plan.sop.policy.timezone)
-    script = Script(default_outcome=default_outcome, events=[parse_event_arg(e) for e in event or []])
+    script = Script(
+        default_outcome=default_outcome, events=[parse_event_arg(e) for e in event or []]
+    )
     for text in outcome or []:
         step, scripted = parse_outcome_arg(text)
         if not plan.has_step(step):
@@ -141,7 +169,11 @@ def simulate_cmd(
 
 def _summary(action: str, detail: dict[str, Any], zone_name: str) -> str:
     def local(value: Any) -> str:
-        return datetime.fromisoformat(value).astimezone(clock.zone(zone_name)).strftime("%a %d %b %H:%M")
+        return (
+            datetime.fromisoformat(value)
+            .astimezone(clock.zone(zone_name))
+            .strftime("%a %d %b %H:%M")
+        )
 
     if action in ("sms", "whatsapp"):
         return f"“{detail['text']}”"
@@ -162,12 +194,20 @@ def _summary(action: str, detail: dict[str, Any], zone_name: str) -> str:
 def format_timeline(simulation: Simulation) -> str:
     zone_name = simulation.zones[0]
     plan = simulation.plan
-    lines = [f"{plan.sop.id} v{plan.sop.version} ({plan.digest[:19]}) for contact "
-             f"{simulation.contact.get('id')} in {', '.join(simulation.zones)}", ""]
+    lines = [
+        f"{plan.sop.id} v{plan.sop.version} ({plan.digest[:19]}) for contact "
+        f"{simulation.contact.get('id')} in {', '.join(simulation.zones)}",
+        "",
+    ]
     for entry in simulation.timeline:
         when = entry.at.astimezone(clock.zone(zone_name)).strftime("%a %d %b %H:%M")
-        lines.append(f"{when}  {entry.step:<16} {entry.action:<18} {_summary(entry.action, entry.detail, zone_name)}")
-    lines += ["", f"result: {simulation.result or 'not finished (waiting for input the script never gives)'}"]
+        lines.append(
+            f"{when}  {entry.step:<16} {entry.action:<18} {_summary(entry.action, entry.detail, zone_name)}"
+        )
+    lines += [
+        "",
+        f"result: {simulation.result or 'not finished (waiting for input the script never gives)'}",
+    ]
     return "\n".join(lines)
 
 

@@ -26,6 +26,7 @@ from sopflow.sop.schema import (
     Sop,
     SplitStep,
     Step,
+    TaskSpec,
     TaskStep,
     UpdateStep,
     WaitForStep,
@@ -80,10 +81,13 @@ def check_sop(sop: Sop, known_sops: Collection[str] | None = None) -> list[Findi
     for i, step in enumerate(sop.steps):
         if step.id in first_index:
             findings.append(
-                (("steps", i, "id"), f"duplicate step id {step.id!r} (also step {first_index[step.id] + 1})")
+                (
+                    ("steps", i, "id"),
+                    f"duplicate step id {step.id!r} (also step {first_index[step.id] + 1})",
+                )
             )
         first_index.setdefault(step.id, i)
-    contact_fields = STANDARD_CONTACT_FIELDS | set(sop.contact_fields)
+    contact_fields = set(STANDARD_CONTACT_FIELDS) | set(sop.contact_fields)
     produced = set(ENGINE_OUTCOMES)
     for step in sop.steps:
         produced |= set(_step_outcomes(step))
@@ -133,30 +137,66 @@ def _check_step(
     for outcome in on_outcome:
         if outcome not in outcomes:
             out.append(
-                ((*base, "on_outcome", outcome),
-                 f"outcome {outcome!r} is never produced by this step"
-                 f" (its outcomes: {', '.join(_step_outcomes(step))}){_hint(outcome, outcomes)}")
+                (
+                    (*base, "on_outcome", outcome),
+                    f"outcome {outcome!r} is never produced by this step"
+                    f" (its outcomes: {', '.join(_step_outcomes(step))}){_hint(outcome, outcomes)}",
+                )
             )
+    action = step.attempt if isinstance(step, LadderStep) else step
+    if isinstance(action, TaskSpec):
+        prefix: Loc = (*base, "attempt") if isinstance(step, LadderStep) else base
+        for outcome, names in action.outcome_fields.items():
+            if outcome not in action.outcomes:
+                out.append(
+                    (
+                        (*prefix, "outcome_fields", outcome),
+                        f"{outcome!r} is not one of the outcomes",
+                    )
+                )
+            out += [
+                (
+                    (*prefix, "outcome_fields", outcome),
+                    f"unknown contact field {name!r}"
+                    f"{_hint(name, contact_fields)} (declare it under contact_fields)",
+                )
+                for name in names
+                if name not in contact_fields
+            ]
     if isinstance(step, LadderStep):
         for j, outcome in enumerate(step.stop_on):
             if outcome not in outcomes:
-                out.append(((*base, "stop_on", j),
-                            f"outcome {outcome!r} is never produced by the attempt{_hint(outcome, outcomes)}"))
+                out.append(
+                    (
+                        (*base, "stop_on", j),
+                        f"outcome {outcome!r} is never produced by the attempt{_hint(outcome, outcomes)}",
+                    )
+                )
         for outcome in on_outcome:
             if outcome in outcomes and outcome not in step.stop_on:
-                out.append(((*base, "on_outcome", outcome),
-                            f"outcome {outcome!r} does not stop the ladder; add it to stop_on"))
+                out.append(
+                    (
+                        (*base, "on_outcome", outcome),
+                        f"outcome {outcome!r} does not stop the ladder; add it to stop_on",
+                    )
+                )
         order = [(s.day, s.at) for s in step.slots]
         for j in range(1, len(order)):
             if order[j] <= order[j - 1]:
                 out.append(((*base, "slots", j), "slots must be in time order (day, then at)"))
         for j, follow in enumerate(step.followups):
             if follow.after_attempt > len(step.slots):
-                out.append(((*base, "followups", j, "after_attempt"),
-                            f"the ladder has only {len(step.slots)} attempts"))
+                out.append(
+                    (
+                        (*base, "followups", j, "after_attempt"),
+                        f"the ladder has only {len(step.slots)} attempts",
+                    )
+                )
             out += _templates((*base, "followups", j, "body"), follow.body, contact_fields)
         if step.attempt.kind == "task":
-            out += _templates((*base, "attempt", "instructions"), step.attempt.instructions, contact_fields)
+            out += _templates(
+                (*base, "attempt", "instructions"), step.attempt.instructions, contact_fields
+            )
         else:
             out += _templates((*base, "attempt", "script"), step.attempt.script, contact_fields)
     if isinstance(step, MessageStep):
@@ -179,13 +219,20 @@ def _check_step(
     if isinstance(step, WaitForStep):
         for event in step.on_event:
             if event not in step.events:
-                out.append(((*base, "on_event", event),
-                            f"event {event!r} is not awaited by this step (events: {', '.join(step.events)})"))
+                out.append(
+                    (
+                        (*base, "on_event", event),
+                        f"event {event!r} is not awaited by this step (events: {', '.join(step.events)})",
+                    )
+                )
     if isinstance(step, BranchStep):
         for j, case in enumerate(step.cases):
             for k, condition in enumerate(case.when):
                 out += _check_condition(
-                    (*base, "cases", j, "when", k), condition, contact_fields, produced,
+                    (*base, "cases", j, "when", k),
+                    condition,
+                    contact_fields,
+                    produced,
                     [s.id for s in sop.steps],
                 )
     if isinstance(step, SplitStep):
@@ -201,22 +248,33 @@ def _templates(loc: Loc, source: str, contact_fields: set[str]) -> list[Finding]
 
 
 def _check_condition(
-    loc: Loc, condition: Condition, contact_fields: set[str], produced: set[str], step_ids: Collection[str]
+    loc: Loc,
+    condition: Condition,
+    contact_fields: set[str],
+    produced: set[str],
+    step_ids: Collection[str],
 ) -> list[Finding]:
     if condition.any is not None:
         return [
             finding
             for i, group in enumerate(condition.any)
             for j, inner in enumerate(group)
-            for finding in _check_condition((*loc, "any", i, j), inner, contact_fields, produced, step_ids)
+            for finding in _check_condition(
+                (*loc, "any", i, j), inner, contact_fields, produced, step_ids
+            )
         ]
     assert condition.field is not None
     root, _, rest = condition.field.partition(".")
     where: Loc = (*loc, "field")
     if root == "contact":
         if rest not in contact_fields:
-            return [(where, f"unknown contact field {rest!r}{_hint(rest, contact_fields)}"
-                            " (declare it under contact_fields)")]
+            return [
+                (
+                    where,
+                    f"unknown contact field {rest!r}{_hint(rest, contact_fields)}"
+                    " (declare it under contact_fields)",
+                )
+            ]
     elif root == "visits":
         if rest not in step_ids:
             return [(where, f"unknown step {rest!r}{_hint(rest, step_ids)}")]
@@ -226,11 +284,19 @@ def _check_condition(
             values = [condition.equals]
         elif condition.in_ is not None:
             values = list(condition.in_)
-        return [(where, f"branches on outcome {v!r}, which no step produces{_hint(str(v), produced)}")
-                for v in values if v not in produced]
+        return [
+            (where, f"branches on outcome {v!r}, which no step produces{_hint(str(v), produced)}")
+            for v in values
+            if v not in produced
+        ]
     elif root not in ("event", "variant") or (root == "variant" and rest):
-        return [(where, f"unknown field {condition.field!r}: use contact.<field>, event.<field>, "
-                        "event.type, outcome, variant or visits.<step>")]
+        return [
+            (
+                where,
+                f"unknown field {condition.field!r}: use contact.<field>, event.<field>, "
+                "event.type, outcome, variant or visits.<step>",
+            )
+        ]
     return []
 
 
@@ -241,17 +307,36 @@ def _check_moment(sop: Sop, loc: Loc, moment: Moment) -> list[Finding]:
     if anchor.startswith("step:"):
         target = anchor[5:]
         ids = [s.id for s in sop.steps]
-        return [] if target in ids else [((*loc, "anchor"), f"unknown step {target!r}{_hint(target, ids)}")]
+        return (
+            []
+            if target in ids
+            else [((*loc, "anchor"), f"unknown step {target!r}{_hint(target, ids)}")]
+        )
     if anchor.startswith("contact."):
         name = anchor[8:]
         field = sop.contact_fields.get(name)
         if field is None:
-            return [((*loc, "anchor"), f"unknown contact field {name!r}; declare it under contact_fields "
-                                       "with type date or datetime")]
+            return [
+                (
+                    (*loc, "anchor"),
+                    f"unknown contact field {name!r}; declare it under contact_fields "
+                    "with type date or datetime",
+                )
+            ]
         if field.type not in ("date", "datetime"):
-            return [((*loc, "anchor"), f"contact field {name!r} is a {field.type}, not a date or datetime")]
+            return [
+                (
+                    (*loc, "anchor"),
+                    f"contact field {name!r} is a {field.type}, not a date or datetime",
+                )
+            ]
         return []
-    return [((*loc, "anchor"), f"invalid anchor {anchor!r}: use enrolment, now, step:<id> or contact.<field>")]
+    return [
+        (
+            (*loc, "anchor"),
+            f"invalid anchor {anchor!r}: use enrolment, now, step:<id> or contact.<field>",
+        )
+    ]
 
 
 def _check_policy(sop: Sop) -> list[Finding]:
@@ -259,18 +344,34 @@ def _check_policy(sop: Sop) -> list[Finding]:
     policy = sop.policy
     for channel, window in policy.windows.items():
         if window.days == "business" and not policy.business_days:
-            out.append((("policy", "windows", channel, "days"), "empty window: the policy has no business days"))
+            out.append(
+                (
+                    ("policy", "windows", channel, "days"),
+                    "empty window: the policy has no business days",
+                )
+            )
     calendar = policy.holidays
     if calendar is not None:
         supported = holidays_lib.list_supported_countries()
         if calendar.country not in supported:
-            out.append((("policy", "holidays", "country"),
-                        f"no holiday calendar for country {calendar.country!r}{_hint(calendar.country, supported)}"))
-        elif calendar.subdivision is not None and calendar.subdivision not in supported[calendar.country]:
+            out.append(
+                (
+                    ("policy", "holidays", "country"),
+                    f"no holiday calendar for country {calendar.country!r}{_hint(calendar.country, supported)}",
+                )
+            )
+        elif (
+            calendar.subdivision is not None
+            and calendar.subdivision not in supported[calendar.country]
+        ):
             subdivisions = supported[calendar.country]
-            out.append((("policy", "holidays", "subdivision"),
-                        f"unknown subdivision {calendar.subdivision!r} of {calendar.country}"
-                        f"{_hint(calendar.subdivision, subdivisions)}"))
+            out.append(
+                (
+                    ("policy", "holidays", "subdivision"),
+                    f"unknown subdivision {calendar.subdivision!r} of {calendar.country}"
+                    f"{_hint(calendar.subdivision, subdivisions)}",
+                )
+            )
     return out
 
 
@@ -289,16 +390,25 @@ def _check_graph(sop: Sop) -> list[Finding]:
             frontier.extend(edges[node])
     for step in sop.steps:
         if step.id not in reached:
-            out.append((("steps", index[step.id], "id"), f"step {step.id!r} is unreachable: no step leads to it"))
+            out.append(
+                (
+                    ("steps", index[step.id], "id"),
+                    f"step {step.id!r} is unreachable: no step leads to it",
+                )
+            )
     # A cycle through steps that never wait would spin (or text someone) without end.
     instant = {s.id for s in sop.steps if not isinstance(s, _WAITING)}
     instant_edges = {n: [t for t in edges[n] if t in instant] for n in instant}
     for component in _strongly_connected(instant_edges):
         if len(component) > 1 or component[0] in instant_edges[component[0]]:
             ordered = sorted(component, key=index.__getitem__)
-            out.append((("steps", index[ordered[0]], "id"),
-                        f"loop with no wait through steps {', '.join(ordered)}; "
-                        "add a wait, wait_for, task or call to the loop"))
+            out.append(
+                (
+                    ("steps", index[ordered[0]], "id"),
+                    f"loop with no wait through steps {', '.join(ordered)}; "
+                    "add a wait, wait_for, task or call to the loop",
+                )
+            )
     return out
 
 

@@ -7,7 +7,7 @@ zones): a moment is allowed only if it is allowed in every one of them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache, lru_cache
@@ -191,7 +191,9 @@ def resolve_moment(
         if moment.annual:  # a birthday: its next occurrence, keeping the local time of day
             local_base = to_local(base, zone_name)
             today = to_local(now - moment.offset, zone_name).date()
-            base = local_instant(next_anniversary(local_base.date(), today), local_base.time(), zone_name)
+            base = local_instant(
+                next_anniversary(local_base.date(), today), local_base.time(), zone_name
+            )
     base += moment.offset
     local = to_local(base, zone_name)
     if moment.day is not None:
@@ -234,4 +236,3 @@ def contact_zones(contact: Mapping[str, Any], policy: TimezonePolicy) -> tuple[l
             if zones:
                 return zones, "phone"
     return [policy.default], "default"
-

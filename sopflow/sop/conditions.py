@@ -55,7 +55,11 @@ def _within_days(value: Any, days: int, today: date) -> bool:
 def next_anniversary(when: date, today: date) -> date:
     """The next yearly occurrence of `when` on or after `today` (29 Feb falls on 28 Feb)."""
     for year in (today.year, today.year + 1):
-        day = min(when.day, 28) if (when.month, when.day) == (2, 29) and not isleap(year) else when.day
+        day = (
+            min(when.day, 28)
+            if (when.month, when.day) == (2, 29) and not isleap(year)
+            else when.day
+        )
         candidate = date(year, when.month, day)
         if candidate >= today:
             return candidate

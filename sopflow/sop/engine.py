@@ -83,7 +83,7 @@ def start(
         last_event={"type": trigger, "data": dict(trigger_data or {})},
     )
     run = _Run(plan, state)
-    run.record(plan.sop.steps[0].id, "enrolled", zones=state.zones, digest=plan.digest)
+    run.record(plan.sop.steps[0].id, "enrolled", zones=state.zones, version=plan.sop.version)
     run.goto(plan.sop.steps[0].id)
     return run.finish_transition()
 
@@ -101,7 +101,7 @@ def handle(plan: Plan, state: RunState, event: Event) -> Transition:
     elif isinstance(event, ActionResult):
         run.on_result(event)
     elif isinstance(event, OutcomeReported):
-        problem = outcome_problem(plan, state, event.step, event.outcome)
+        problem = outcome_problem(plan, state, event.step, event.outcome, event.data)
         if problem:
             raise InvalidEventError(problem)
         run.on_outcome(event.outcome, actor=event.actor, note=event.note, data=event.data)
@@ -110,7 +110,9 @@ def handle(plan: Plan, state: RunState, event: Event) -> Transition:
     return run.finish_transition()
 
 
-def outcome_problem(plan: Plan, state: RunState, step_id: str, outcome: str) -> str | None:
+def outcome_problem(
+    plan: Plan, state: RunState, step_id: str, outcome: str, data: Mapping[str, Any] | None = None
+) -> str | None:
     """Why an outcome report would be rejected, or None. Shells call this to validate updates."""
     if not plan.has_step(step_id):
         return f"unknown step {step_id!r} in SOP {plan.sop.id!r}"
@@ -121,10 +123,17 @@ def outcome_problem(plan: Plan, state: RunState, step_id: str, outcome: str) -> 
     allowed = _outcomes(plan.step(step_id))
     if outcome not in allowed:
         return f"outcome {outcome!r} is not allowed for step {step_id!r} (allowed: {', '.join(allowed)})"
+    action = _action(plan.step(step_id))
+    needed = action.outcome_fields.get(outcome, []) if isinstance(action, TaskSpec) else []
+    missing = [name for name in needed if (data or {}).get(name) in (None, "")]
+    if missing:
+        return f"outcome {outcome!r} of step {step_id!r} needs {', '.join(missing)}"
     return None
 
 
-def entry_matches(plan: Plan, event_type: str, contact: Mapping[str, Any], data: Mapping[str, Any]) -> bool:
+def entry_matches(
+    plan: Plan, event_type: str, contact: Mapping[str, Any], data: Mapping[str, Any]
+) -> bool:
     """Does this event enrol this contact into the plan's SOP?"""
     entry = plan.sop.entry
     scope = {"contact": contact, "event": {**data, "type": event_type}}
@@ -200,7 +209,11 @@ class _Run:
                 "step": state.step,
                 "timezone": state.zones[0],
             },
-            "sop": {"id": self.plan.sop.id, "name": self.plan.sop.name, "version": self.plan.sop.version},
+            "sop": {
+                "id": self.plan.sop.id,
+                "name": self.plan.sop.name,
+                "version": self.plan.sop.version,
+            },
         }
 
     def goto(self, target: str | None) -> None:
@@ -225,7 +238,9 @@ class _Run:
         state = self.state
         state.phase, state.result, state.wake_at, state.pending = "finished", result, None, None
         state.awaiting_events = []
-        self.commands.append(Finish(at=self.now, step=state.step or "", key=self.key(":end"), result=result))
+        self.commands.append(
+            Finish(at=self.now, step=state.step or "", key=self.key(":end"), result=result)
+        )
 
     # ------------------------------------------------------------ entering steps
     def _enter(self, target: str | None) -> None:
@@ -248,9 +263,7 @@ class _Run:
             self._start_wait(step)
         elif isinstance(step, WaitForStep):
             deadline = (
-                self.now + step.timeout
-                if step.timeout is not None
-                else self.moment(step.until)  # type: ignore[arg-type]  # validated: one is set
+                self.now + step.timeout if step.timeout is not None else self.moment(step.until)
             )
             state.awaiting_events = list(step.events)
             self.wait("awaiting_event", deadline)
@@ -264,7 +277,11 @@ class _Run:
         elif isinstance(step, EnrollStep):
             self.commands.append(
                 EnrollContact(
-                    at=self.now, step=step.id, key=self.key(), sop=step.sop, data=step.data,
+                    at=self.now,
+                    step=step.id,
+                    key=self.key(),
+                    sop=step.sop,
+                    data=step.data,
                     context=self.context(),
                 )
             )
@@ -272,8 +289,13 @@ class _Run:
         elif isinstance(step, UpdateStep):
             self.commands.append(
                 UpdateContact(
-                    at=self.now, step=step.id, key=self.key(), target=step.target, set=step.set,
-                    add_tags=step.add_tags, context=self.context(),
+                    at=self.now,
+                    step=step.id,
+                    key=self.key(),
+                    target=step.target,
+                    set=step.set,
+                    add_tags=step.add_tags,
+                    context=self.context(),
                 )
             )
             self.goto(self.plan.next_of(step.id))
@@ -343,8 +365,13 @@ class _Run:
         assert window is not None and channel is not None
         reason = clock.why_blocked(self.now, state.zones, channel, window, self.calendar)
         if allowed is not None and policy.outside_window == "defer":
-            self.record(state.step or "", "deferred", reason=reason, until=allowed.isoformat(),
-                        planned_at=_iso(state.planned_at))
+            self.record(
+                state.step or "",
+                "deferred",
+                reason=reason,
+                until=allowed.isoformat(),
+                planned_at=_iso(state.planned_at),
+            )
             self.wait("deferred", allowed)
             return
         self.record(state.step or "", "skipped", reason=reason, planned_at=_iso(state.planned_at))
@@ -357,25 +384,52 @@ class _Run:
         if state.followup is not None:
             assert isinstance(step, LadderStep)
             follow = step.followups[state.followup]
-            command = SendMessage(at=self.now, step=step.id, key=self.key(f":f{state.followup}"),
-                                  channel=follow.kind, body=follow.body, planned_at=planned,
-                                  context=self.context())
+            command = SendMessage(
+                at=self.now,
+                step=step.id,
+                key=self.key(f":f{state.followup}"),
+                channel=follow.kind,
+                body=follow.body,
+                planned_at=planned,
+                context=self.context(),
+            )
         elif isinstance(step, MessageStep):
-            command = SendMessage(at=self.now, step=step.id, key=self.key(), channel=step.kind,
-                                  body=step.body, planned_at=planned, context=self.context())
+            command = SendMessage(
+                at=self.now,
+                step=step.id,
+                key=self.key(),
+                channel=step.kind,
+                body=step.body,
+                planned_at=planned,
+                context=self.context(),
+            )
         else:
             action = _action(step)
             if isinstance(action, CallSpec):
-                command = PlaceCall(at=self.now, step=step.id, key=self.key(), script=action.script,
-                                    machine_detection=action.machine_detection, planned_at=planned,
-                                    context=self.context())
+                command = PlaceCall(
+                    at=self.now,
+                    step=step.id,
+                    key=self.key(),
+                    script=action.script,
+                    machine_detection=action.machine_detection,
+                    planned_at=planned,
+                    context=self.context(),
+                )
             else:
                 assert isinstance(action, TaskSpec)
                 state.due_at = self.now + action.due_within
-                command = AssignTask(at=self.now, step=step.id, key=self.key(), title=action.title,
-                                     instructions=action.instructions, assign=action.assign,
-                                     due_at=state.due_at, planned_at=planned,
-                                     attempt=max(state.attempt, 1), context=self.context())
+                command = AssignTask(
+                    at=self.now,
+                    step=step.id,
+                    key=self.key(),
+                    title=action.title,
+                    instructions=action.instructions,
+                    assign=action.assign,
+                    due_at=state.due_at,
+                    planned_at=planned,
+                    attempt=max(state.attempt, 1),
+                    context=self.context(),
+                )
         state.pending = command.key
         self.commands.append(command)
         self.wait("awaiting_result", None)
@@ -393,13 +447,24 @@ class _Run:
     def on_result(self, event: ActionResult) -> None:
         state, step = self.state, self.step
         if state.pending != event.key:
-            self.record(state.step or "", "ignored", reason="result for a command not awaited", key=event.key)
+            self.record(
+                state.step or "",
+                "ignored",
+                reason="result for a command not awaited",
+                key=event.key,
+            )
             return
         state.pending = None
         if event.status == "blocked":
             if event.retry_at is not None and self.plan.sop.policy.outside_window == "defer":
-                self.record(step.id, "deferred", reason=event.reason, until=event.retry_at.isoformat(),
-                            planned_at=_iso(state.planned_at), by="compliance")
+                self.record(
+                    step.id,
+                    "deferred",
+                    reason=event.reason,
+                    until=event.retry_at.isoformat(),
+                    planned_at=_iso(state.planned_at),
+                    by="compliance",
+                )
                 self.wait("deferred", max(event.retry_at, self.now))
                 return
             self.record(step.id, "blocked", reason=event.reason)
@@ -457,8 +522,15 @@ class _Run:
             rung = action.escalation[state.escalation_level]
             state.escalation_level += 1
             self.commands.append(
-                Escalate(at=self.now, step=self.step.id, key=self.key(f":e{state.escalation_level}"),
-                         action=rung.action, level=state.escalation_level, to=rung.to, due_at=state.due_at)
+                Escalate(
+                    at=self.now,
+                    step=self.step.id,
+                    key=self.key(f":e{state.escalation_level}"),
+                    action=rung.action,
+                    level=state.escalation_level,
+                    to=rung.to,
+                    due_at=state.due_at,
+                )
             )
         if action.expires_after is not None and self.now >= state.due_at + action.expires_after:
             self.record(self.step.id, "expired", due_at=state.due_at.isoformat())
@@ -466,21 +538,33 @@ class _Run:
             return
         self._await_outcome()
 
-    def on_outcome(self, outcome: str, *, actor: str, note: str = "", data: Mapping[str, Any] | None = None) -> None:
+    def on_outcome(
+        self, outcome: str, *, actor: str, note: str = "", data: Mapping[str, Any] | None = None
+    ) -> None:
         state, step = self.state, self.step
         state.last_outcome = outcome
         if data:
             state.contact.update(data)
             state.last_event = {"type": "outcome", "data": dict(data)}
         on_time = None if state.due_at is None else self.now <= state.due_at
-        self.record(step.id, "outcome", outcome=outcome, actor=actor, note=note, attempt=state.attempt,
-                    on_time=on_time, **({"data": dict(data)} if data else {}))
+        self.record(
+            step.id,
+            "outcome",
+            outcome=outcome,
+            actor=actor,
+            note=note,
+            attempt=state.attempt,
+            on_time=on_time,
+            **({"data": dict(data)} if data else {}),
+        )
         state.wake_at, state.pending = None, None
         if isinstance(step, LadderStep):
             if outcome in step.stop_on:
                 self.goto(step.on_outcome.get(outcome) or self.plan.next_of(step.id))
                 return
-            index = next((i for i, f in enumerate(step.followups) if f.after_attempt == state.attempt), None)
+            index = next(
+                (i for i, f in enumerate(step.followups) if f.after_attempt == state.attempt), None
+            )
             if index is not None:
                 state.followup, state.planned_at = index, self.now
                 self.try_touch()
@@ -496,7 +580,8 @@ class _Run:
         zone_name = self.state.zones[0]
         day0 = clock.to_local(anchor, zone_name).date()
         self.state.slots = [
-            clock.local_instant(day0 + timedelta(days=slot.day - 1), slot.at, zone_name) for slot in step.slots
+            clock.local_instant(day0 + timedelta(days=slot.day - 1), slot.at, zone_name)
+            for slot in step.slots
         ]
         self._next_slot(step)
 
@@ -511,7 +596,12 @@ class _Run:
         while state.attempt < len(state.slots):
             state.attempt += 1
             slot = state.slots[state.attempt - 1]
-            state.planned_at, state.due_at, state.overdue_recorded, state.escalation_level = slot, None, False, 0
+            state.planned_at, state.due_at, state.overdue_recorded, state.escalation_level = (
+                slot,
+                None,
+                False,
+                0,
+            )
             if slot > self.now:
                 self.wait("waiting", slot)
                 return

@@ -46,6 +46,8 @@ def canonical_json(data: Any) -> str:
 
 def compile_plan(sop: Sop) -> Plan:
     """Compile a validated SOP. Same meaning, same digest: formatting and comments do not count."""
-    payload = canonical_json({"format": PLAN_FORMAT, "sop": sop.model_dump(mode="json", by_alias=True)})
+    payload = canonical_json(
+        {"format": PLAN_FORMAT, "sop": sop.model_dump(mode="json", by_alias=True)}
+    )
     digest = "sha256:" + hashlib.sha256(payload.encode()).hexdigest()
     return Plan(digest=digest, sop=sop)

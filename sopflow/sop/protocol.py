@@ -133,7 +133,14 @@ class Finish(_Command):
 
 
 Command = Annotated[
-    SendMessage | PlaceCall | AssignTask | Escalate | EnrollContact | UpdateContact | Record | Finish,
+    SendMessage
+    | PlaceCall
+    | AssignTask
+    | Escalate
+    | EnrollContact
+    | UpdateContact
+    | Record
+    | Finish,
     Field(discriminator="kind"),
 ]
 EFFECTS_WITH_RESULT = (SendMessage, PlaceCall, AssignTask)

@@ -37,7 +37,18 @@ Scalar = str | int | float | bool
 
 # Fields every contact has; an SOP declares any others it uses under `contact_fields`.
 STANDARD_CONTACT_FIELDS = frozenset(
-    {"id", "first_name", "last_name", "phone", "email", "timezone", "country", "language", "tags", "owner"}
+    {
+        "id",
+        "first_name",
+        "last_name",
+        "phone",
+        "email",
+        "timezone",
+        "country",
+        "language",
+        "tags",
+        "owner",
+    }
 )
 # Outcomes the engine itself produces, whatever the SOP lists.
 ENGINE_OUTCOMES = frozenset({"expired", "skipped", "failed"})
@@ -91,22 +102,27 @@ class WindowSpec(Strict):
     )
 
 
+_SOURCES: tuple[Literal["contact", "phone"], ...] = ("contact", "phone")
+
+
 class TimezonePolicy(Strict):
     sources: list[Literal["contact", "phone"]] = Field(
-        default_factory=lambda: ["contact", "phone"],
+        default_factory=lambda: list(_SOURCES),
         description="where the contact's zone comes from, in order: the contact record, the phone number",
     )
     default: ZoneName = Field("UTC", description="used when no source gives a zone")
 
 
 class HolidayCalendar(Strict):
-    country: str = Field(description="ISO 3166 code known to the `holidays` package, e.g. US, FR, CN")
+    country: str = Field(
+        description="ISO 3166 code known to the `holidays` package, e.g. US, FR, CN"
+    )
     subdivision: str | None = Field(None, description="state/region code, e.g. CA")
 
 
 class ContactPolicy(Strict):
     timezone: TimezonePolicy = Field(default_factory=TimezonePolicy)
-    business_days: list[Weekday] = Field(default_factory=lambda: ["mon", "tue", "wed", "thu", "fri"])
+    business_days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS[:5]))
     holidays: HolidayCalendar | None = None
     windows: dict[Channel, WindowSpec] = Field(default_factory=dict)
     outside_window: Literal["defer", "skip"] = Field(
@@ -130,7 +146,9 @@ class Condition(Strict):
     """
 
     field: str | None = None
-    any: list[list[Condition]] | None = Field(None, description="holds if all tests of one group hold")
+    any: list[list[Condition]] | None = Field(
+        None, description="holds if all tests of one group hold"
+    )
     equals: Scalar | None = None
     not_equals: Scalar | None = None
     in_: list[Scalar] | None = Field(None, alias="in")
@@ -166,7 +184,17 @@ class Condition(Strict):
 
 
 OPERATORS = (
-    "equals", "not_equals", "in_", "not_in", "contains", "gt", "gte", "lt", "lte", "exists", "within_days",
+    "equals",
+    "not_equals",
+    "in_",
+    "not_in",
+    "contains",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "exists",
+    "within_days",
 )
 
 
@@ -248,6 +276,10 @@ class TaskSpec(Strict):
     expires_after: Duration | None = Field(
         None, description="after the due time, give up with outcome 'expired'"
     )
+    outcome_fields: dict[Identifier, list[Identifier]] = Field(
+        default_factory=dict,
+        description="contact fields a report of that outcome must carry, e.g. booked: [appointment_at]",
+    )
 
 
 class CallSpec(Strict):
@@ -266,7 +298,9 @@ class CallSpec(Strict):
 class MessageStep(StepBase):
     kind: Literal["sms", "whatsapp"]
     body: Template = Field(min_length=1)
-    on_failed: Identifier | None = Field(None, description="where to go if the send fails or is skipped")
+    on_failed: Identifier | None = Field(
+        None, description="where to go if the send fails or is skipped"
+    )
 
 
 class CallStep(StepBase, CallSpec):
@@ -340,7 +374,9 @@ class WaitForStep(StepBase):
     @model_validator(mode="after")
     def _deadline(self) -> WaitForStep:
         if (self.timeout is None) == (self.until is None):
-            raise ValueError("wait_for needs exactly one of timeout or until (no run waits forever)")
+            raise ValueError(
+                "wait_for needs exactly one of timeout or until (no run waits forever)"
+            )
         return self
 
 

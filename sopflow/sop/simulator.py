@@ -37,8 +37,13 @@ from sopflow.sop.protocol import (
 from sopflow.sop.templates import render
 from sopflow.sop.values import parse_duration
 
-SAMPLE_REP = {"id": "rep-1", "name": "Sam Rivera", "first_name": "Sam", "phone": "+12125550199",
-              "email": "sam@example.com"}
+SAMPLE_REP = {
+    "id": "rep-1",
+    "name": "Sam Rivera",
+    "first_name": "Sam",
+    "phone": "+12125550199",
+    "email": "sam@example.com",
+}
 DEFAULT_TASK_DELAY = timedelta(minutes=5)
 _HORIZON = timedelta(days=800)
 _MAX_INPUTS = 20_000
@@ -103,7 +108,12 @@ class Simulation:
             "digest": self.plan.digest,
             "contact": {"id": self.contact.get("id"), "zones": self.zones},
             "events": [
-                {"at": e.at.astimezone(zone).isoformat(), "step": e.step, "action": e.action, "detail": e.detail}
+                {
+                    "at": e.at.astimezone(zone).isoformat(),
+                    "step": e.step,
+                    "action": e.action,
+                    "detail": e.detail,
+                }
                 for e in self.timeline
             ],
             "result": self.state.result,
@@ -112,21 +122,31 @@ class Simulation:
 
 def parse_outcome_arg(text: str) -> tuple[str, ScriptedOutcome]:
     """STEP=OUTCOME[@DELAY][:key=value,...] (e.g. first_call=no_answer@45m)."""
-    match = re.fullmatch(r"([a-z][a-z0-9_]*)=([a-z][a-z0-9_]*)(?:@([^:]+))?(?::(.*))?", text.strip())
+    match = re.fullmatch(
+        r"([a-z][a-z0-9_]*)=([a-z][a-z0-9_]*)(?:@([^:]+))?(?::(.*))?", text.strip()
+    )
     if not match:
         raise SopflowError(
             f"invalid --outcome {text!r}: write STEP=OUTCOME, STEP=OUTCOME@DELAY or STEP=OUTCOME@DELAY:k=v,..."
         )
     delay = _duration_arg(match.group(3), "--outcome") if match.group(3) else None
-    return match.group(1), ScriptedOutcome(match.group(2), delay, _data_arg(match.group(4), "--outcome"))
+    return match.group(1), ScriptedOutcome(
+        match.group(2), delay, _data_arg(match.group(4), "--outcome")
+    )
 
 
 def parse_event_arg(text: str) -> ScriptedEvent:
     """NAME@OFFSET[:key=value,key=value] (e.g. visited@2d, booked@1h:appointment_at=...)."""
     match = re.fullmatch(r"([a-z][a-z0-9_.]*)@([^:]+)(?::(.*))?", text.strip())
     if not match:
-        raise SopflowError(f"invalid --event {text!r}: write NAME@OFFSET or NAME@OFFSET:key=value,...")
-    return ScriptedEvent(_duration_arg(match.group(2), "--event"), match.group(1), _data_arg(match.group(3), "--event"))
+        raise SopflowError(
+            f"invalid --event {text!r}: write NAME@OFFSET or NAME@OFFSET:key=value,..."
+        )
+    return ScriptedEvent(
+        _duration_arg(match.group(2), "--event"),
+        match.group(1),
+        _data_arg(match.group(3), "--event"),
+    )
 
 
 def _data_arg(text: str | None, flag: str) -> dict[str, str]:
@@ -152,22 +172,43 @@ def _duration_arg(text: str, flag: str) -> timedelta:
 
 def sample_contact(plan: Plan, given: Mapping[str, Any]) -> dict[str, Any]:
     """The contact to simulate: what was given, else the SOP's examples, else placeholders."""
-    contact: dict[str, Any] = {"id": "sim-contact", "first_name": "Alex", "last_name": "Morgan",
-                               "phone": "+12125550123", "email": "alex@example.com", "tags": []}
-    contact |= {name: f.example for name, f in plan.sop.contact_fields.items() if f.example is not None}
+    contact: dict[str, Any] = {
+        "id": "sim-contact",
+        "first_name": "Alex",
+        "last_name": "Morgan",
+        "phone": "+12125550123",
+        "email": "alex@example.com",
+        "tags": [],
+    }
+    contact |= {
+        name: f.example for name, f in plan.sop.contact_fields.items() if f.example is not None
+    }
     contact |= dict(given)
-    missing = [n for n, f in plan.sop.contact_fields.items() if f.required and contact.get(n) in (None, "")]
+    missing = [
+        n for n, f in plan.sop.contact_fields.items() if f.required and contact.get(n) in (None, "")
+    ]
     if missing:
-        raise InvalidContactError(f"missing required field(s) {', '.join(missing)}: pass --contact NAME=VALUE")
+        raise InvalidContactError(
+            f"missing required field(s) {', '.join(missing)}: pass --contact NAME=VALUE"
+        )
     return contact
 
 
-def simulate(plan: Plan, contact: Mapping[str, Any], start: datetime, script: Script | None = None,
-             zones: list[str] | None = None) -> Simulation:
+def simulate(
+    plan: Plan,
+    contact: Mapping[str, Any],
+    start: datetime,
+    script: Script | None = None,
+    zones: list[str] | None = None,
+) -> Simulation:
     """Run the plan for one contact from `start` until it finishes (or two years pass)."""
     script = script or Script()
-    script = Script({k: list(v) for k, v in script.outcomes.items()}, script.default_outcome,
-                    list(script.events), script.delay)  # a copy: outcomes are consumed
+    script = Script(
+        {k: list(v) for k, v in script.outcomes.items()},
+        script.default_outcome,
+        list(script.events),
+        script.delay,
+    )  # a copy: outcomes are consumed
     if zones is None:
         zones, _ = clock.contact_zones(contact, plan.sop.policy.timezone)
     trigger = plan.sop.entry.events[0]
@@ -182,7 +223,10 @@ def simulate(plan: Plan, contact: Mapping[str, Any], start: datetime, script: Sc
         heapq.heappush(inbox, (event.at, priority, seq, event))
 
     for scripted in script.events:
-        push(ContactEvent(at=start + scripted.offset, name=scripted.name, data=dict(scripted.data)), 1)
+        push(
+            ContactEvent(at=start + scripted.offset, name=scripted.name, data=dict(scripted.data)),
+            1,
+        )
     commands = transition.commands
     for _ in range(_MAX_INPUTS):
         for command in commands:
@@ -193,9 +237,16 @@ def simulate(plan: Plan, contact: Mapping[str, Any], start: datetime, script: Sc
                 planned = script.next_outcome(command.step)
                 if planned is not None:
                     delay = planned.delay if planned.delay is not None else script.delay
-                    push(OutcomeReported(at=command.at + delay, step=command.step, outcome=planned.outcome,
-                                         actor="rep-1" if isinstance(command, AssignTask) else "carrier",
-                                         data=dict(planned.data)), 1)
+                    push(
+                        OutcomeReported(
+                            at=command.at + delay,
+                            step=command.step,
+                            outcome=planned.outcome,
+                            actor="rep-1" if isinstance(command, AssignTask) else "carrier",
+                            data=dict(planned.data),
+                        ),
+                        1,
+                    )
         state = sim.state
         if state.finished:
             break
@@ -207,9 +258,17 @@ def simulate(plan: Plan, contact: Mapping[str, Any], start: datetime, script: Sc
             break  # waiting for something the script never provides
         if event.at - start > _HORIZON:
             break
-        if isinstance(event, OutcomeReported) and engine.outcome_problem(plan, state, event.step, event.outcome):
-            sim.timeline.append(TimelineEntry(event.at, event.step, "outcome_dropped",
-                                              {"outcome": event.outcome, "reason": "the step no longer waits"}))
+        if isinstance(event, OutcomeReported) and engine.outcome_problem(
+            plan, state, event.step, event.outcome, event.data
+        ):
+            sim.timeline.append(
+                TimelineEntry(
+                    event.at,
+                    event.step,
+                    "outcome_dropped",
+                    {"outcome": event.outcome, "reason": "the step no longer waits"},
+                )
+            )
             continue
         transition = engine.handle(plan, state, event)
         sim.state, commands = transition.state, transition.commands
@@ -238,8 +297,12 @@ def _entry(command: Command) -> TimelineEntry:
         action, detail = "call", {"script": _render(command, command.script)}
     elif isinstance(command, AssignTask):
         action = "assign"
-        detail = {"title": command.title, "assign": command.assign.model_dump(exclude_none=True),
-                  "due_at": command.due_at.isoformat(), "attempt": command.attempt}
+        detail = {
+            "title": command.title,
+            "assign": command.assign.model_dump(exclude_none=True),
+            "due_at": command.due_at.isoformat(),
+            "attempt": command.attempt,
+        }
     elif isinstance(command, Escalate):
         action = command.action
         detail = {"level": command.level, "due_at": command.due_at.isoformat()}
@@ -247,14 +310,23 @@ def _entry(command: Command) -> TimelineEntry:
             detail["to"] = command.to.model_dump(exclude_none=True)
     elif isinstance(command, EnrollContact):
         action = "enroll"
-        detail = {"sop": command.sop, "data": {k: _render(command, v) for k, v in command.data.items()}}
+        detail = {
+            "sop": command.sop,
+            "data": {k: _render(command, v) for k, v in command.data.items()},
+        }
     elif isinstance(command, UpdateContact):
         action = "update"
-        detail = {"target": _render(command, command.target),
-                  "set": {k: _render(command, v) for k, v in command.set.items()}, "add_tags": command.add_tags}
+        detail = {
+            "target": _render(command, command.target),
+            "set": {k: _render(command, v) for k, v in command.set.items()},
+            "add_tags": command.add_tags,
+        }
     else:
         assert isinstance(command, Finish)
         action, detail = "end", {"result": command.result}
-    if isinstance(command, SendMessage | PlaceCall | AssignTask) and command.planned_at != command.at:
+    if (
+        isinstance(command, SendMessage | PlaceCall | AssignTask)
+        and command.planned_at != command.at
+    ):
         detail["planned_at"] = command.planned_at.isoformat()
     return TimelineEntry(command.at, command.step, action, detail)

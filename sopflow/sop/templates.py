@@ -55,14 +55,18 @@ def environment() -> SandboxedEnvironment:
 def _attribute_uses(tree: nodes.Template) -> list[tuple[str, str, int]]:
     """(root, attribute, line) for every `root.attr` or `root['attr']` in the template."""
     uses = []
-    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-        target = node.node
-        if not isinstance(target, nodes.Name):
-            continue
-        if isinstance(node, nodes.Getattr):
-            uses.append((target.name, node.attr, node.lineno))
-        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-            uses.append((target.name, node.arg.value, node.lineno))
+    for attr in tree.find_all(nodes.Getattr):
+        assert isinstance(attr, nodes.Getattr)
+        if isinstance(attr.node, nodes.Name):
+            uses.append((attr.node.name, attr.attr, attr.lineno))
+    for item in tree.find_all(nodes.Getitem):
+        assert isinstance(item, nodes.Getitem)
+        if (
+            isinstance(item.node, nodes.Name)
+            and isinstance(item.arg, nodes.Const)
+            and isinstance(item.arg.value, str)
+        ):
+            uses.append((item.node.name, item.arg.value, item.lineno))
     return uses
 
 
@@ -96,7 +100,9 @@ def template_problems(source: str, contact_fields: Collection[str]) -> list[str]
                 if root == "contact"
                 else f" (available: {', '.join(sorted(allowed))})"
             )
-            problems.append(f"template uses unknown variable '{root}.{attr}' on its line {line}{hint}")
+            problems.append(
+                f"template uses unknown variable '{root}.{attr}' on its line {line}{hint}"
+            )
     return problems
 
 

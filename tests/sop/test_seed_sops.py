@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -75,28 +76,54 @@ def test_callback_silent_rep_escalates_then_runs_five_attempts_at_local_slots() 
 
 
 def test_callback_connected_on_third_attempt_books_and_enrols_the_reminder() -> None:
-    booking = {"appointment_at": "2026-12-05T11:00:00-05:00", "store_name": "Downtown",
-               "store_address": "12 Market St"}
-    script = Script(outcomes={
-        "first_call": [ScriptedOutcome("no_answer", timedelta(minutes=12))],
-        "retry_calls": [ScriptedOutcome("busy"), ScriptedOutcome("no_answer"),
-                        ScriptedOutcome("booked", timedelta(minutes=3), booking)],
-    })
+    booking = {
+        "appointment_at": "2026-12-05T11:00:00-05:00",
+        "store_name": "Downtown",
+        "store_address": "12 Market St",
+    }
+    script = Script(
+        outcomes={
+            "first_call": [ScriptedOutcome("no_answer", timedelta(minutes=12))],
+            "retry_calls": [
+                ScriptedOutcome("busy"),
+                ScriptedOutcome("no_answer"),
+                ScriptedOutcome("booked", timedelta(minutes=3), booking),
+            ],
+        }
+    )
     sim = simulate(plan("new_lead_callback"), CONTACT, local(2026, 12, 1, 9, 10), script)
-    outcomes = [(e.step, e.detail["outcome"], e.detail["on_time"]) for e in sim.timeline if e.action == "outcome"]
-    assert outcomes == [("first_call", "no_answer", True), ("retry_calls", "busy", True),
-                        ("retry_calls", "no_answer", True), ("retry_calls", "booked", True)]
+    outcomes = [
+        (e.step, e.detail["outcome"], e.detail["on_time"])
+        for e in sim.timeline
+        if e.action == "outcome"
+    ]
+    assert outcomes == [
+        ("first_call", "no_answer", True),
+        ("retry_calls", "busy", True),
+        ("retry_calls", "no_answer", True),
+        ("retry_calls", "booked", True),
+    ]
     enrol = next(e for e in sim.timeline if e.action == "enroll")
-    assert enrol.detail == {"sop": "store_visit_reminder", "data": {
-        "appointment_at": "2026-12-05T11:00:00-05:00", "store_name": "Downtown", "store_address": "12 Market St"}}
+    assert enrol.detail == {
+        "sop": "store_visit_reminder",
+        "data": {
+            "appointment_at": "2026-12-05T11:00:00-05:00",
+            "store_name": "Downtown",
+            "store_address": "12 Market St",
+        },
+    }
     assert steps(sim, "enroll")[0][0] == "Wed 02 18:03"
     assert sim.result == "converted"
     assert len([e for e in sim.timeline if e.action == "assign"]) == 4  # the ladder stopped
 
 
 def test_callback_lead_on_saturday_night_is_deferred_to_monday_morning() -> None:
-    sim = simulate(plan("new_lead_callback"), CONTACT, local(2026, 12, 5, 22, 30),
-                   Script(default_outcome="connected"))
+    sim = simulate(
+        plan("new_lead_callback"),
+        CONTACT,
+        local(2026, 12, 5, 22, 30),
+        Script(default_outcome="connected"),
+    )
     deferred = next(e for e in sim.timeline if e.action == "deferred")
     assert "outside the call window 09:00-20:00" in deferred.detail["reason"]
     # Sunday is not a business day in this SOP: Monday 09:00.
@@ -104,38 +131,54 @@ def test_callback_lead_on_saturday_night_is_deferred_to_monday_morning() -> None
 
 
 def test_callback_opt_out_during_the_ladder_stops_everything() -> None:
-    script = Script(outcomes={"first_call": [ScriptedOutcome("no_answer")]},
-                    events=[ScriptedEvent(timedelta(hours=5), "opted_out")])
+    script = Script(
+        outcomes={"first_call": [ScriptedOutcome("no_answer")]},
+        events=[ScriptedEvent(timedelta(hours=5), "opted_out")],
+    )
     sim = simulate(plan("new_lead_callback"), CONTACT, local(2026, 12, 1, 9, 10), script)
     assert sim.result == "opted_out"
-    assert steps(sim, "assign") == [("Tue 01 09:10", "first_call", "assign"),
-                                    ("Tue 01 12:00", "retry_calls", "assign")]
+    assert steps(sim, "assign") == [
+        ("Tue 01 09:10", "first_call", "assign"),
+        ("Tue 01 12:00", "retry_calls", "assign"),
+    ]
 
 
 def test_callback_connected_then_booked_event_enrols_the_reminder() -> None:
-    script = Script(outcomes={"first_call": [ScriptedOutcome("connected")]},
-                    events=[ScriptedEvent(timedelta(days=2), "booked", {"appointment_at": "2026-12-04T10:00"})])
+    script = Script(
+        outcomes={"first_call": [ScriptedOutcome("connected")]},
+        events=[ScriptedEvent(timedelta(days=2), "booked", {"appointment_at": "2026-12-04T10:00"})],
+    )
     sim = simulate(plan("new_lead_callback"), CONTACT, local(2026, 12, 1, 9, 10), script)
     assert sim.result == "converted"
     enrol = next(e for e in sim.timeline if e.action == "enroll")
     assert enrol.detail["data"]["appointment_at"] == "2026-12-04T10:00"
 
 
-REMINDER_CONTACT = {"id": "c-2", "first_name": "Bo", "phone": "+12125550123",
-                    "appointment_at": "2026-12-03T15:00", "store_name": "Example Home Downtown",
-                    "store_address": "12 Market St", "store_note": "Bring a mask."}
+REMINDER_CONTACT = {
+    "id": "c-2",
+    "first_name": "Bo",
+    "phone": "+12125550123",
+    "appointment_at": "2026-12-03T15:00",
+    "store_name": "Example Home Downtown",
+    "store_address": "12 Market St",
+    "store_note": "Bring a mask.",
+}
 
 
 def test_store_visit_reminder_day_before_two_hours_before_and_thank_you() -> None:
     script = Script(events=[ScriptedEvent(timedelta(days=2, hours=5, minutes=30), "visited")])
-    sim = simulate(plan("store_visit_reminder"), REMINDER_CONTACT, local(2026, 12, 1, 10, 0), script)
+    sim = simulate(
+        plan("store_visit_reminder"), REMINDER_CONTACT, local(2026, 12, 1, 10, 0), script
+    )
     assert steps(sim, "sms", "end") == [
         ("Wed 02 10:00", "day_before_sms", "sms"),
         ("Thu 03 13:00", "two_hours_sms", "sms"),
         ("Thu 03 15:30", "thank_you", "sms"),
         ("Thu 03 15:30", "visited", "end"),
     ]
-    text = next(e.detail["text"] for e in sim.timeline if e.step == "day_before_sms" and e.action == "sms")
+    text = next(
+        e.detail["text"] for e in sim.timeline if e.step == "day_before_sms" and e.action == "sms"
+    )
     assert "tomorrow at 15:00" in text and "12 Market St" in text and "Bring a mask." in text
 
 
@@ -158,10 +201,18 @@ def test_store_visit_early_appointment_reminder_is_deferred_to_the_sms_window() 
 
 
 def test_vip_six_touches_a_year_including_anniversary_and_birthday() -> None:
-    contact = {"id": "v-1", "first_name": "Cy", "phone": "+12125550123", "tags": ["vip"],
-               "birthday": "1985-05-20", "member_since": "2021-12-01"}
+    contact = {
+        "id": "v-1",
+        "first_name": "Cy",
+        "phone": "+12125550123",
+        "tags": ["vip"],
+        "birthday": "1985-05-20",
+        "member_since": "2021-12-01",
+    }
     sim = simulate(plan("vip_six_touches"), contact, local(2026, 12, 1, 10, 15))
-    touches = [(e.at.astimezone(NY), e.step) for e in sim.timeline if e.action in ("sms", "whatsapp")]
+    touches = [
+        (e.at.astimezone(NY), e.step) for e in sim.timeline if e.action in ("sms", "whatsapp")
+    ]
     assert [(t.strftime("%Y-%m-%d %H:%M"), step) for t, step in touches] == [
         ("2026-12-01 10:15", "anniversary"),
         ("2027-01-31 11:00", "designed_touch"),
@@ -170,9 +221,13 @@ def test_vip_six_touches_a_year_including_anniversary_and_birthday() -> None:
         ("2027-07-20 11:00", "designed_touch"),
         ("2027-09-19 11:00", "designed_touch"),
     ]
-    gaps = [(b[0] - a[0]).days for a, b in zip(touches, touches[1:], strict=False)]
+    gaps = [(b[0] - a[0]).days for a, b in itertools.pairwise(touches)]
     assert all(40 <= gap <= 62 for gap in gaps)
-    texts = [e.detail["text"] for e in sim.timeline if e.step == "designed_touch" and e.action == "whatsapp"]
+    texts = [
+        e.detail["text"]
+        for e in sim.timeline
+        if e.step == "designed_touch" and e.action == "whatsapp"
+    ]
     assert len(set(texts)) == 4  # a different designed moment each period
     assert sim.result == "completed"
 
@@ -184,32 +239,46 @@ def test_referral_ask_records_the_referrer_and_thanks_on_conversion() -> None:
     assert not engine.entry_matches(p, "survey.completed", contact, {"score": 8})
     assert engine.entry_matches(p, "order.created", contact, {"order_count": 2})
     assert not engine.entry_matches(p, "order.created", contact, {"order_count": 1})
-    script = Script(events=[
-        ScriptedEvent(timedelta(days=3), "referral.signed_up", {"referred_contact_id": "c-77"}),
-        ScriptedEvent(timedelta(days=10), "referral.converted", {"referred_name": "Eve"}),
-    ])
+    script = Script(
+        events=[
+            ScriptedEvent(timedelta(days=3), "referral.signed_up", {"referred_contact_id": "c-77"}),
+            ScriptedEvent(timedelta(days=10), "referral.converted", {"referred_name": "Eve"}),
+        ]
+    )
     sim = simulate(p, contact, local(2026, 12, 1, 12, 0), script)
     ask = next(e for e in sim.timeline if e.step == "ask_sms")
     assert "https://example.com/r/DI42" in ask.detail["text"]
     update = next(e for e in sim.timeline if e.action == "update")
-    assert update.detail == {"target": "c-77", "set": {"referred_by": "r-1", "referral_code": "DI42"},
-                             "add_tags": ["referred"]}
+    assert update.detail == {
+        "target": "c-77",
+        "set": {"referred_by": "r-1", "referral_code": "DI42"},
+        "add_tags": ["referred"],
+    }
     thanks = next(e for e in sim.timeline if e.step == "thank_referrer" and e.action == "sms")
     assert "Eve just became a customer" in thanks.detail["text"]
     assert sim.result == "converted"
 
 
 def test_referral_ask_uses_whatsapp_when_the_contact_opted_in() -> None:
-    contact = {"id": "r-2", "first_name": "Fa", "phone": "+12125550123", "referral_code": "FA1",
-               "whatsapp_opt_in": True}
+    contact = {
+        "id": "r-2",
+        "first_name": "Fa",
+        "phone": "+12125550123",
+        "referral_code": "FA1",
+        "whatsapp_opt_in": True,
+    }
     sim = simulate(plan("referral_ask"), contact, local(2026, 12, 1, 12, 0))
     assert [e.action for e in sim.timeline if e.action in ("sms", "whatsapp")] == ["whatsapp"]
     assert sim.result == "no_referral"
 
 
-@pytest.mark.parametrize("outcome, result", [("booked", "converted"), ("interested", "interested"),
-                                             ("no_answer", "lost")])
-def test_script_pilot_routes_each_outcome_and_records_the_variant(outcome: str, result: str) -> None:
+@pytest.mark.parametrize(
+    "outcome, result",
+    [("booked", "converted"), ("interested", "interested"), ("no_answer", "lost")],
+)
+def test_script_pilot_routes_each_outcome_and_records_the_variant(
+    outcome: str, result: str
+) -> None:
     p = plan("script_pilot")
     contact = {"id": "p-1", "first_name": "Gus", "phone": "+12125550123", "tags": ["pilot"]}
     sim = simulate(p, contact, local(2026, 12, 1, 10, 0), Script(default_outcome=outcome))
