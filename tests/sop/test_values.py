@@ -1,0 +1,41 @@
+"""Durations and clock times: the forms ops people write, and one canonical form for digests."""
+
+from __future__ import annotations
+
+from datetime import time, timedelta
+
+import pytest
+
+from sopflow.sop.values import format_duration, parse_clock, parse_duration
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("30m", timedelta(minutes=30)), ("1d 12h", timedelta(days=1, hours=12)), ("-1d", timedelta(days=-1)),
+     ("2w", timedelta(weeks=2)), ("90s", timedelta(seconds=90)), (3600, timedelta(hours=1))],
+)
+def test_parse_duration(text: str | int, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["3x", "", "m30", "1.5h", True, None, "1d -2h"])
+def test_parse_duration_rejects(bad: object) -> None:
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration(bad)
+
+
+def test_canonical_duration_is_the_same_for_the_same_length() -> None:
+    assert format_duration(parse_duration("60m")) == format_duration(parse_duration("1h")) == "1h"
+    assert format_duration(parse_duration("-1d 2h")) == "-1d2h"
+    assert format_duration(timedelta(0)) == "0s"
+
+
+@pytest.mark.parametrize("text, expected", [("09:00", time(9)), ("9:05", time(9, 5)), (1080, time(18))])
+def test_parse_clock(text: str | int, expected: time) -> None:
+    assert parse_clock(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["24:00", "12:60", "noon", "12", -1])
+def test_parse_clock_rejects(bad: object) -> None:
+    with pytest.raises(ValueError, match="invalid clock time"):
+        parse_clock(bad)
