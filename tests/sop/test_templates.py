@@ -32,11 +32,13 @@ def test_problems_are_reported(source: str, fragment: str) -> None:
 
 
 def test_loop_variables_are_not_unknown() -> None:
-    assert template_problems("{% for t in contact.tags %}{{ t }}{% endfor %}", FIELDS | {"tags"}) == []
+    assert (
+        template_problems("{% for t in contact.tags %}{{ t }}{% endfor %}", FIELDS | {"tags"}) == []
+    )
 
 
 def test_render_strict_undefined_names_the_step() -> None:
-    with pytest.raises(TemplateRenderError, match="step 'remind'.*appointment_at"):
+    with pytest.raises(TemplateRenderError, match=r"step 'remind'.*appointment_at"):
         render("{{ contact.appointment_at }}", {"contact": {}}, "remind")
 
 
@@ -46,7 +48,13 @@ def test_render_is_sandboxed() -> None:
 
 
 def test_localtime_filter_uses_the_contacts_zone() -> None:
-    context = {"contact": {"appointment_at": "2026-12-03T20:00:00+00:00"}, "run": {"timezone": "Asia/Shanghai"}}
+    context = {
+        "contact": {"appointment_at": "2026-12-03T20:00:00+00:00"},
+        "run": {"timezone": "Asia/Shanghai"},
+    }
     assert render("{{ contact.appointment_at | localtime('%d %H:%M') }}", context) == "04 04:00"
-    naive = {"contact": {"appointment_at": "2026-12-03T15:00"}, "run": {"timezone": "Asia/Shanghai"}}
+    naive = {
+        "contact": {"appointment_at": "2026-12-03T15:00"},
+        "run": {"timezone": "Asia/Shanghai"},
+    }
     assert render("{{ contact.appointment_at | localtime('%H:%M') }}", naive) == "15:00"

@@ -11,8 +11,14 @@ from sopflow.sop.values import format_duration, parse_clock, parse_duration
 
 @pytest.mark.parametrize(
     "text, expected",
-    [("30m", timedelta(minutes=30)), ("1d 12h", timedelta(days=1, hours=12)), ("-1d", timedelta(days=-1)),
-     ("2w", timedelta(weeks=2)), ("90s", timedelta(seconds=90)), (3600, timedelta(hours=1))],
+    [
+        ("30m", timedelta(minutes=30)),
+        ("1d 12h", timedelta(days=1, hours=12)),
+        ("-1d", timedelta(days=-1)),
+        ("2w", timedelta(weeks=2)),
+        ("90s", timedelta(seconds=90)),
+        (3600, timedelta(hours=1)),
+    ],
 )
 def test_parse_duration(text: str | int, expected: timedelta) -> None:
     assert parse_duration(text) == expected
@@ -30,7 +36,9 @@ def test_canonical_duration_is_the_same_for_the_same_length() -> None:
     assert format_duration(timedelta(0)) == "0s"
 
 
-@pytest.mark.parametrize("text, expected", [("09:00", time(9)), ("9:05", time(9, 5)), (1080, time(18))])
+@pytest.mark.parametrize(
+    "text, expected", [("09:00", time(9)), ("9:05", time(9, 5)), (1080, time(18))]
+)
 def test_parse_clock(text: str | int, expected: time) -> None:
     assert parse_clock(text) == expected
 
