@@ -32,6 +32,7 @@ from sopflow.sop.schema import (
     UpdateStep,
     WaitForStep,
     WaitStep,
+    step_outcomes,
 )
 from sopflow.sop.templates import template_problems
 
@@ -57,7 +58,7 @@ def check_sop(sop: Sop, known_sops: Collection[str] | None = None) -> list[Findi
     contact_fields = set(STANDARD_CONTACT_FIELDS) | set(sop.contact_fields)
     produced = set(ENGINE_OUTCOMES)
     for step in sop.steps:
-        produced |= set(_step_outcomes(step))
+        produced |= set(step_outcomes(step))
 
     for i, _step in enumerate(sop.steps):
         for loc, target in routes(sop, i):
@@ -79,14 +80,6 @@ def check_sop(sop: Sop, known_sops: Collection[str] | None = None) -> list[Findi
     return findings
 
 
-def _step_outcomes(step: Step) -> list[str]:
-    if isinstance(step, TaskStep | CallStep):
-        return list(step.outcomes)
-    if isinstance(step, LadderStep):
-        return list(step.attempt.outcomes)
-    return []
-
-
 def _check_step(
     sop: Sop,
     i: int,
@@ -99,7 +92,7 @@ def _check_step(
     out: list[Finding] = []
     if isinstance(step, EndStep) and step.next is not None:
         out.append(((*base, "next"), "an end step has no next"))
-    outcomes = set(_step_outcomes(step)) | ENGINE_OUTCOMES
+    outcomes = set(step_outcomes(step)) | ENGINE_OUTCOMES
     on_outcome = getattr(step, "on_outcome", {}) or {}
     for outcome in on_outcome:
         if outcome not in outcomes:
@@ -107,7 +100,7 @@ def _check_step(
                 (
                     (*base, "on_outcome", outcome),
                     f"outcome {outcome!r} is never produced by this step"
-                    f" (its outcomes: {', '.join(_step_outcomes(step))}){_hint(outcome, outcomes)}",
+                    f" (its outcomes: {', '.join(step_outcomes(step))}){_hint(outcome, outcomes)}",
                 )
             )
     action = step.attempt if isinstance(step, LadderStep) else step

@@ -56,6 +56,8 @@ from sopflow.sop.schema import (
     UpdateStep,
     WaitForStep,
     WaitStep,
+    step_action,
+    step_outcomes,
 )
 
 # A valid plan never chains this many instant steps; the guard turns a bug into an error.
@@ -120,10 +122,10 @@ def outcome_problem(
         return f"the run has finished ({state.result})"
     if state.step != step_id or state.phase != "awaiting_outcome":
         return f"step {step_id!r} is not waiting for an outcome (the run is at {state.step!r}, {state.phase})"
-    allowed = _outcomes(plan.step(step_id))
+    allowed = step_outcomes(plan.step(step_id))
     if outcome not in allowed:
         return f"outcome {outcome!r} is not allowed for step {step_id!r} (allowed: {', '.join(allowed)})"
-    action = _action(plan.step(step_id))
+    action = step_action(plan.step(step_id))
     needed = action.outcome_fields.get(outcome, []) if isinstance(action, TaskSpec) else []
     missing = [name for name in needed if (data or {}).get(name) in (None, "")]
     if missing:
@@ -153,19 +155,6 @@ def split_variant(plan: Plan, step: SplitStep, contact_id: str) -> str:
     raise AssertionError("unreachable: buckets cover the total weight")
 
 
-def _action(step: Step) -> TaskSpec | CallSpec | None:
-    if isinstance(step, TaskStep | CallStep):
-        return step
-    if isinstance(step, LadderStep):
-        return step.attempt
-    return None
-
-
-def _outcomes(step: Step) -> list[str]:
-    action = _action(step)
-    return list(action.outcomes) if action else []
-
-
 class _Run:
     """One engine call's working copy: mutates `state` and collects commands."""
 
@@ -190,9 +179,15 @@ class _Run:
         step = self.state.step or "-"
         return f"{step}:{self.state.visits.get(step, 0)}:{self.state.attempt}{suffix}"
 
+    def unique_key(self, what: str) -> str:
+        """For records: one per command of one transition, so never reused within the run."""
+        return f"{what}@{self.state.transitions}.{len(self.commands)}"
+
     def record(self, step: str, action: str, **detail: Any) -> None:
         self.commands.append(
-            Record(at=self.now, step=step, key=self.key(f":{action}"), action=action, detail=detail)
+            Record(
+                at=self.now, step=step, key=self.unique_key(action), action=action, detail=detail
+            )
         )
 
     def context(self) -> dict[str, Any]:
@@ -239,7 +234,7 @@ class _Run:
         state.phase, state.result, state.wake_at, state.pending = "finished", result, None, None
         state.awaiting_events = []
         self.commands.append(
-            Finish(at=self.now, step=state.step or "", key=self.key(":end"), result=result)
+            Finish(at=self.now, step=state.step or "", key=self.unique_key("end"), result=result)
         )
 
     # ------------------------------------------------------------ entering steps
@@ -348,7 +343,7 @@ class _Run:
             return step.followups[self.state.followup].kind
         if isinstance(step, MessageStep):
             return step.kind
-        action = _action(step)
+        action = step_action(step)
         if isinstance(action, CallSpec):
             return "call"
         return action.channel if action else None
@@ -404,7 +399,7 @@ class _Run:
                 context=self.context(),
             )
         else:
-            action = _action(step)
+            action = step_action(step)
             if isinstance(action, CallSpec):
                 command = PlaceCall(
                     at=self.now,
@@ -479,7 +474,7 @@ class _Run:
         elif isinstance(step, MessageStep):
             self.goto(self.plan.next_of(step.id))
         else:
-            action = _action(step)
+            action = step_action(step)
             if isinstance(action, CallSpec):  # the carrier reports the result by then
                 state.due_at = self.now + action.result_timeout
             self._await_outcome()
@@ -490,7 +485,7 @@ class _Run:
         self.state.wake_at = self._next_outcome_deadline()
 
     def _next_outcome_deadline(self) -> datetime | None:
-        state, action = self.state, _action(self.step)
+        state, action = self.state, step_action(self.step)
         assert state.due_at is not None
         if isinstance(action, CallSpec):
             return state.due_at
@@ -506,7 +501,7 @@ class _Run:
         return min(future) if future else (min(candidates) if candidates else None)
 
     def _outcome_timer(self) -> None:
-        state, action = self.state, _action(self.step)
+        state, action = self.state, step_action(self.step)
         if isinstance(action, CallSpec):
             self.record(self.step.id, "timeout", reason="no call result in time")
             self.on_outcome("expired", actor="sopflow")

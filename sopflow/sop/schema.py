@@ -434,6 +434,23 @@ Step = Annotated[
     | EndStep,
     Field(discriminator="kind"),
 ]
+
+
+def step_action(step: Step) -> TaskSpec | CallSpec | None:
+    """The task or call a step performs (a ladder performs its attempt), if any."""
+    if isinstance(step, TaskStep | CallStep):
+        return step
+    if isinstance(step, LadderStep):
+        return step.attempt
+    return None
+
+
+def step_outcomes(step: Step) -> list[str]:
+    """Outcomes a step can report, besides the engine's own (expired, skipped, failed)."""
+    action = step_action(step)
+    return list(action.outcomes) if action else []
+
+
 STEP_KINDS = (
     "sms",
     "whatsapp",

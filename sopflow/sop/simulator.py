@@ -85,6 +85,7 @@ class TimelineEntry:
     step: str
     action: str
     detail: dict[str, Any]
+    key: str = ""  # the command's idempotency key
 
 
 @dataclass
@@ -329,4 +330,4 @@ def _entry(command: Command) -> TimelineEntry:
         and command.planned_at != command.at
     ):
         detail["planned_at"] = command.planned_at.isoformat()
-    return TimelineEntry(command.at, command.step, action, detail)
+    return TimelineEntry(command.at, command.step, action, detail, command.key)

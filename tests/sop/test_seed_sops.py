@@ -73,6 +73,8 @@ def test_callback_silent_rep_escalates_then_runs_five_attempts_at_local_slots() 
     assert sim.result == "no_contact"
     assigned = [e for e in sim.timeline if e.action == "assign" and e.step == "retry_calls"]
     assert [e.detail["attempt"] for e in assigned] == [1, 2, 3, 4, 5]
+    keys = [e.key for e in sim.timeline]
+    assert len(keys) == len(set(keys))  # every command can be stored exactly once
 
 
 def test_callback_connected_on_third_attempt_books_and_enrols_the_reminder() -> None:
