@@ -15,27 +15,23 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sopflow.errors import InvalidEventError
-from sopflow.sop import clock
+from sopflow.errors import InvalidContactError, InvalidEventError
+from sopflow.sop import clock, touches
 from sopflow.sop.conditions import all_hold
 from sopflow.sop.plan import Plan
 from sopflow.sop.protocol import (
     ActionResult,
-    AssignTask,
     Command,
     ContactEvent,
     EnrollContact,
-    Escalate,
     Event,
     Finish,
     OutcomeReported,
-    PlaceCall,
     Record,
     RunState,
-    SendMessage,
     Tick,
     Transition,
     UpdateContact,
@@ -43,7 +39,6 @@ from sopflow.sop.protocol import (
 )
 from sopflow.sop.schema import (
     BranchStep,
-    CallSpec,
     CallStep,
     EndStep,
     EnrollStep,
@@ -84,7 +79,7 @@ def start(
         now=at,
         last_event={"type": trigger, "data": dict(trigger_data or {})},
     )
-    run = _Run(plan, state)
+    run = Run(plan, state)
     run.record(plan.sop.steps[0].id, "enrolled", zones=state.zones, version=plan.sop.version)
     run.goto(plan.sop.steps[0].id)
     return run.finish_transition()
@@ -94,19 +89,19 @@ def handle(plan: Plan, state: RunState, event: Event) -> Transition:
     """Apply one event. Events that do not concern the run are recorded and change nothing."""
     if state.digest != plan.digest:
         raise InvalidEventError(f"run is pinned to plan {state.digest}, not {plan.digest}")
-    run = _Run(plan, state.model_copy(deep=True))
+    run = Run(plan, state.model_copy(deep=True))
     run.state.now = max(run.state.now, utc(event.at))
     if run.state.finished:
         run.record(state.step or "", "ignored", reason="run already finished", event=event.type)
     elif isinstance(event, Tick):
         run.on_tick()
     elif isinstance(event, ActionResult):
-        run.on_result(event)
+        touches.on_result(run, event)
     elif isinstance(event, OutcomeReported):
         problem = outcome_problem(plan, state, event.step, event.outcome, event.data)
         if problem:
             raise InvalidEventError(problem)
-        run.on_outcome(event.outcome, actor=event.actor, note=event.note, data=event.data)
+        touches.on_outcome(run, event.outcome, actor=event.actor, note=event.note, data=event.data)
     else:
         run.on_contact_event(event)
     return run.finish_transition()
@@ -155,7 +150,7 @@ def split_variant(plan: Plan, step: SplitStep, contact_id: str) -> str:
     raise AssertionError("unreachable: buckets cover the total weight")
 
 
-class _Run:
+class Run:
     """One engine call's working copy: mutates `state` and collects commands."""
 
     def __init__(self, plan: Plan, state: RunState) -> None:
@@ -249,11 +244,18 @@ class _Run:
         state.planned_at, state.attempt, state.followup, state.slots = self.now, 0, None, []
         state.due_at, state.overdue_recorded, state.escalation_level = None, False, 0
         state.pending, state.awaiting_events, state.wake_at = None, [], None
-        step = self.step
+        try:
+            self._perform(self.step)
+        except InvalidContactError as exc:  # e.g. no appointment date to schedule from
+            self.record(target, "error", reason=str(exc))
+            self.end("invalid_contact")
+
+    def _perform(self, step: Step) -> None:
+        state = self.state
         if isinstance(step, MessageStep | CallStep | TaskStep):
-            self.try_touch()
+            touches.try_touch(self)
         elif isinstance(step, LadderStep):
-            self._start_ladder(step)
+            touches.start_ladder(self, step)
         elif isinstance(step, WaitStep):
             self._start_wait(step)
         elif isinstance(step, WaitForStep):
@@ -335,293 +337,21 @@ class _Run:
         self.record(step.id, "branch", case="default", goto=target)
         self.goto(target)
 
-    # ------------------------------------------------------------ touches (send, call, task)
-    def _touch_channel(self) -> str | None:
-        step = self.step
-        if self.state.followup is not None:
-            assert isinstance(step, LadderStep)
-            return step.followups[self.state.followup].kind
-        if isinstance(step, MessageStep):
-            return step.kind
-        action = step_action(step)
-        if isinstance(action, CallSpec):
-            return "call"
-        return action.channel if action else None
-
-    def try_touch(self) -> None:
-        """Run the current touch now if its window allows, else defer or skip it per policy."""
-        state, policy = self.state, self.plan.sop.policy
-        channel = self._touch_channel()
-        window = policy.windows.get(channel) if channel else None  # type: ignore[call-overload]
-        allowed = clock.next_allowed(self.now, state.zones, window, self.calendar)
-        if allowed == self.now:
-            self._issue_touch()
-            return
-        assert window is not None and channel is not None
-        reason = clock.why_blocked(self.now, state.zones, channel, window, self.calendar)
-        if allowed is not None and policy.outside_window == "defer":
-            self.record(
-                state.step or "",
-                "deferred",
-                reason=reason,
-                until=allowed.isoformat(),
-                planned_at=_iso(state.planned_at),
-            )
-            self.wait("deferred", allowed)
-            return
-        self.record(state.step or "", "skipped", reason=reason, planned_at=_iso(state.planned_at))
-        self.touch_did_not_happen("skipped")
-
-    def _issue_touch(self) -> None:
-        state, step = self.state, self.step
-        planned = state.planned_at or self.now
-        command: Command
-        if state.followup is not None:
-            assert isinstance(step, LadderStep)
-            follow = step.followups[state.followup]
-            command = SendMessage(
-                at=self.now,
-                step=step.id,
-                key=self.key(f":f{state.followup}"),
-                channel=follow.kind,
-                body=follow.body,
-                planned_at=planned,
-                context=self.context(),
-            )
-        elif isinstance(step, MessageStep):
-            command = SendMessage(
-                at=self.now,
-                step=step.id,
-                key=self.key(),
-                channel=step.kind,
-                body=step.body,
-                planned_at=planned,
-                context=self.context(),
-            )
-        else:
-            action = step_action(step)
-            if isinstance(action, CallSpec):
-                command = PlaceCall(
-                    at=self.now,
-                    step=step.id,
-                    key=self.key(),
-                    script=action.script,
-                    machine_detection=action.machine_detection,
-                    planned_at=planned,
-                    context=self.context(),
-                )
-            else:
-                assert isinstance(action, TaskSpec)
-                state.due_at = self.now + action.due_within
-                command = AssignTask(
-                    at=self.now,
-                    step=step.id,
-                    key=self.key(),
-                    title=action.title,
-                    instructions=action.instructions,
-                    assign=action.assign,
-                    due_at=state.due_at,
-                    planned_at=planned,
-                    attempt=max(state.attempt, 1),
-                    context=self.context(),
-                )
-        state.pending = command.key
-        self.commands.append(command)
-        self.wait("awaiting_result", None)
-
-    def touch_did_not_happen(self, outcome: str) -> None:
-        """A touch was skipped or failed: route it like the step's outcome of that name."""
-        step, state = self.step, self.state
-        if state.followup is not None:
-            self._after_followup()
-        elif isinstance(step, MessageStep):
-            self.goto(step.on_failed or self.plan.next_of(step.id))
-        else:
-            self.on_outcome(outcome, actor="sopflow")
-
-    def on_result(self, event: ActionResult) -> None:
-        state, step = self.state, self.step
-        if state.pending != event.key:
-            self.record(
-                state.step or "",
-                "ignored",
-                reason="result for a command not awaited",
-                key=event.key,
-            )
-            return
-        state.pending = None
-        if event.status == "blocked":
-            if event.retry_at is not None and self.plan.sop.policy.outside_window == "defer":
-                self.record(
-                    step.id,
-                    "deferred",
-                    reason=event.reason,
-                    until=event.retry_at.isoformat(),
-                    planned_at=_iso(state.planned_at),
-                    by="compliance",
-                )
-                self.wait("deferred", max(event.retry_at, self.now))
-                return
-            self.record(step.id, "blocked", reason=event.reason)
-            self.touch_did_not_happen("skipped")
-            return
-        if event.status == "failed":
-            self.record(step.id, "failed", reason=event.reason, **event.detail)
-            self.touch_did_not_happen("failed")
-            return
-        if state.followup is not None:
-            self._after_followup()
-        elif isinstance(step, MessageStep):
-            self.goto(self.plan.next_of(step.id))
-        else:
-            action = step_action(step)
-            if isinstance(action, CallSpec):  # the carrier reports the result by then
-                state.due_at = self.now + action.result_timeout
-            self._await_outcome()
-
-    # ------------------------------------------------------------ outcomes and escalation
-    def _await_outcome(self) -> None:
-        self.state.phase = "awaiting_outcome"
-        self.state.wake_at = self._next_outcome_deadline()
-
-    def _next_outcome_deadline(self) -> datetime | None:
-        state, action = self.state, step_action(self.step)
-        assert state.due_at is not None
-        if isinstance(action, CallSpec):
-            return state.due_at
-        assert isinstance(action, TaskSpec)
-        candidates = []
-        if not state.overdue_recorded:
-            candidates.append(state.due_at)
-        if state.escalation_level < len(action.escalation):
-            candidates.append(state.due_at + action.escalation[state.escalation_level].after)
-        if action.expires_after is not None:
-            candidates.append(state.due_at + action.expires_after)
-        future = [c for c in candidates if c >= self.now]
-        return min(future) if future else (min(candidates) if candidates else None)
-
-    def _outcome_timer(self) -> None:
-        state, action = self.state, step_action(self.step)
-        if isinstance(action, CallSpec):
-            self.record(self.step.id, "timeout", reason="no call result in time")
-            self.on_outcome("expired", actor="sopflow")
-            return
-        assert isinstance(action, TaskSpec) and state.due_at is not None
-        if not state.overdue_recorded and self.now >= state.due_at:
-            state.overdue_recorded = True
-            self.record(self.step.id, "overdue", due_at=state.due_at.isoformat())
-        while (
-            state.escalation_level < len(action.escalation)
-            and self.now >= state.due_at + action.escalation[state.escalation_level].after
-        ):
-            rung = action.escalation[state.escalation_level]
-            state.escalation_level += 1
-            self.commands.append(
-                Escalate(
-                    at=self.now,
-                    step=self.step.id,
-                    key=self.key(f":e{state.escalation_level}"),
-                    action=rung.action,
-                    level=state.escalation_level,
-                    to=rung.to,
-                    due_at=state.due_at,
-                )
-            )
-        if action.expires_after is not None and self.now >= state.due_at + action.expires_after:
-            self.record(self.step.id, "expired", due_at=state.due_at.isoformat())
-            self.on_outcome("expired", actor="sopflow")
-            return
-        self._await_outcome()
-
-    def on_outcome(
-        self, outcome: str, *, actor: str, note: str = "", data: Mapping[str, Any] | None = None
-    ) -> None:
-        state, step = self.state, self.step
-        state.last_outcome = outcome
-        if data:
-            state.contact.update(data)
-            state.last_event = {"type": "outcome", "data": dict(data)}
-        on_time = None if state.due_at is None else self.now <= state.due_at
-        self.record(
-            step.id,
-            "outcome",
-            outcome=outcome,
-            actor=actor,
-            note=note,
-            attempt=state.attempt,
-            on_time=on_time,
-            **({"data": dict(data)} if data else {}),
-        )
-        state.wake_at, state.pending = None, None
-        if isinstance(step, LadderStep):
-            if outcome in step.stop_on:
-                self.goto(step.on_outcome.get(outcome) or self.plan.next_of(step.id))
-                return
-            index = next(
-                (i for i, f in enumerate(step.followups) if f.after_attempt == state.attempt), None
-            )
-            if index is not None:
-                state.followup, state.planned_at = index, self.now
-                self.try_touch()
-                return
-            self._next_slot(step)
-            return
-        assert isinstance(step, TaskStep | CallStep)
-        self.goto(step.on_outcome.get(outcome) or self.plan.next_of(step.id))
-
-    # ------------------------------------------------------------ ladders
-    def _start_ladder(self, step: LadderStep) -> None:
-        anchor = self.state.enrolled_at if step.anchor == "enrolment" else self.now
-        zone_name = self.state.zones[0]
-        day0 = clock.to_local(anchor, zone_name).date()
-        self.state.slots = [
-            clock.local_instant(day0 + timedelta(days=slot.day - 1), slot.at, zone_name)
-            for slot in step.slots
-        ]
-        self._next_slot(step)
-
-    def _after_followup(self) -> None:
-        self.state.followup = None
-        step = self.step
-        assert isinstance(step, LadderStep)
-        self._next_slot(step)
-
-    def _next_slot(self, step: LadderStep) -> None:
-        state = self.state
-        while state.attempt < len(state.slots):
-            state.attempt += 1
-            slot = state.slots[state.attempt - 1]
-            state.planned_at, state.due_at, state.overdue_recorded, state.escalation_level = (
-                slot,
-                None,
-                False,
-                0,
-            )
-            if slot > self.now:
-                self.wait("waiting", slot)
-                return
-            if step.missed_slot == "run_now":
-                self.try_touch()
-                return
-            self.record(step.id, "slot_missed", attempt=state.attempt, slot=slot.isoformat())
-        self.record(step.id, "ladder_exhausted", attempts=len(state.slots))
-        self.goto(step.on_exhausted or self.plan.next_of(step.id))
-
     # ------------------------------------------------------------ timers and contact events
     def on_tick(self) -> None:
         state = self.state
         if state.wake_at is None or self.now < state.wake_at:
             return  # a stale or early timer: nothing is due
         if state.phase == "deferred":
-            self.try_touch()
+            touches.try_touch(self)
         elif state.phase == "waiting":
             step = self.step
             if isinstance(step, LadderStep):
-                self.try_touch()
+                touches.try_touch(self)
             else:
                 self.goto(self.plan.next_of(step.id))
         elif state.phase == "awaiting_outcome":
-            self._outcome_timer()
+            touches.outcome_timer(self)
         elif state.phase == "awaiting_event":
             step = self.step
             assert isinstance(step, WaitForStep)
@@ -647,7 +377,3 @@ class _Run:
             self.goto(step.on_event.get(event.name) or self.plan.next_of(step.id))
         else:
             self.record(here, "event", event=event.name, data=event.data, effect="none")
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None

@@ -300,3 +300,11 @@ def test_script_pilot_splits_300_leads_evenly_and_deterministically() -> None:
         counts[name] = counts.get(name, 0) + 1
     assert set(counts) == {"script_a", "script_b", "script_c"}
     assert all(75 <= n <= 125 for n in counts.values()), counts
+
+
+def test_a_contact_without_the_appointment_date_ends_invalid_contact_with_the_reason() -> None:
+    contact = REMINDER_CONTACT | {"appointment_at": ""}
+    sim = simulate(plan("store_visit_reminder"), contact, local(2026, 12, 1, 10, 0))
+    error = next(e for e in sim.timeline if e.action == "error")
+    assert "missing field 'appointment_at'" in error.detail["reason"]
+    assert sim.result == "invalid_contact"

@@ -1,0 +1,321 @@
+"""How the engine carries out touches (send, call, task), their outcomes, escalations and ladders.
+
+Functions over the engine's working `Run`; split from engine.py so each file holds one idea:
+engine.py walks the steps, this module performs and follows up the contact-facing ones.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sopflow.sop import clock
+from sopflow.sop.protocol import (
+    ActionResult,
+    AssignTask,
+    Command,
+    Escalate,
+    PlaceCall,
+    SendMessage,
+)
+from sopflow.sop.schema import (
+    CallSpec,
+    CallStep,
+    LadderStep,
+    MessageStep,
+    TaskSpec,
+    TaskStep,
+    step_action,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from sopflow.sop.engine import Run
+
+
+def _touch_channel(run: Run) -> str | None:
+    step = run.step
+    if run.state.followup is not None:
+        assert isinstance(step, LadderStep)
+        return step.followups[run.state.followup].kind
+    if isinstance(step, MessageStep):
+        return step.kind
+    action = step_action(step)
+    if isinstance(action, CallSpec):
+        return "call"
+    return action.channel if action else None
+
+
+def try_touch(run: Run) -> None:
+    """Run the current touch now if its window allows, else defer or skip it per policy."""
+    state, policy = run.state, run.plan.sop.policy
+    channel = _touch_channel(run)
+    window = policy.windows.get(channel) if channel else None  # type: ignore[call-overload]
+    allowed = clock.next_allowed(run.now, state.zones, window, run.calendar)
+    if allowed == run.now:
+        _issue_touch(run)
+        return
+    assert window is not None and channel is not None
+    reason = clock.why_blocked(run.now, state.zones, channel, window, run.calendar)
+    if allowed is not None and policy.outside_window == "defer":
+        run.record(
+            state.step or "",
+            "deferred",
+            reason=reason,
+            until=allowed.isoformat(),
+            planned_at=_iso(state.planned_at),
+        )
+        run.wait("deferred", allowed)
+        return
+    run.record(state.step or "", "skipped", reason=reason, planned_at=_iso(state.planned_at))
+    touch_did_not_happen(run, "skipped")
+
+
+def _issue_touch(run: Run) -> None:
+    state, step = run.state, run.step
+    planned = state.planned_at or run.now
+    command: Command
+    if state.followup is not None:
+        assert isinstance(step, LadderStep)
+        follow = step.followups[state.followup]
+        command = SendMessage(
+            at=run.now,
+            step=step.id,
+            key=run.key(f":f{state.followup}"),
+            channel=follow.kind,
+            body=follow.body,
+            planned_at=planned,
+            context=run.context(),
+        )
+    elif isinstance(step, MessageStep):
+        command = SendMessage(
+            at=run.now,
+            step=step.id,
+            key=run.key(),
+            channel=step.kind,
+            body=step.body,
+            planned_at=planned,
+            context=run.context(),
+        )
+    else:
+        action = step_action(step)
+        if isinstance(action, CallSpec):
+            command = PlaceCall(
+                at=run.now,
+                step=step.id,
+                key=run.key(),
+                script=action.script,
+                machine_detection=action.machine_detection,
+                planned_at=planned,
+                context=run.context(),
+            )
+        else:
+            assert isinstance(action, TaskSpec)
+            state.due_at = run.now + action.due_within
+            command = AssignTask(
+                at=run.now,
+                step=step.id,
+                key=run.key(),
+                title=action.title,
+                instructions=action.instructions,
+                assign=action.assign,
+                due_at=state.due_at,
+                planned_at=planned,
+                attempt=max(state.attempt, 1),
+                context=run.context(),
+            )
+    state.pending = command.key
+    run.commands.append(command)
+    run.wait("awaiting_result", None)
+
+
+def touch_did_not_happen(run: Run, outcome: str) -> None:
+    """A touch was skipped or failed: route it like the step's outcome of that name."""
+    step, state = run.step, run.state
+    if state.followup is not None:
+        _after_followup(run)
+    elif isinstance(step, MessageStep):
+        run.goto(step.on_failed or run.plan.next_of(step.id))
+    else:
+        on_outcome(run, outcome, actor="sopflow")
+
+
+def on_result(run: Run, event: ActionResult) -> None:
+    state, step = run.state, run.step
+    if state.pending != event.key:
+        run.record(
+            state.step or "",
+            "ignored",
+            reason="result for a command not awaited",
+            key=event.key,
+        )
+        return
+    state.pending = None
+    if event.status == "blocked":
+        if event.retry_at is not None and run.plan.sop.policy.outside_window == "defer":
+            run.record(
+                step.id,
+                "deferred",
+                reason=event.reason,
+                until=event.retry_at.isoformat(),
+                planned_at=_iso(state.planned_at),
+                by="compliance",
+            )
+            run.wait("deferred", max(event.retry_at, run.now))
+            return
+        run.record(step.id, "blocked", reason=event.reason)
+        touch_did_not_happen(run, "skipped")
+        return
+    if event.status == "failed":
+        run.record(step.id, "failed", reason=event.reason, **event.detail)
+        touch_did_not_happen(run, "failed")
+        return
+    if state.followup is not None:
+        _after_followup(run)
+    elif isinstance(step, MessageStep):
+        run.goto(run.plan.next_of(step.id))
+    else:
+        action = step_action(step)
+        if isinstance(action, CallSpec):  # the carrier reports the result by then
+            state.due_at = run.now + action.result_timeout
+        _await_outcome(run)
+
+
+# ---- outcomes and escalation
+def _await_outcome(run: Run) -> None:
+    run.state.phase = "awaiting_outcome"
+    run.state.wake_at = _next_outcome_deadline(run)
+
+
+def _next_outcome_deadline(run: Run) -> datetime | None:
+    state, action = run.state, step_action(run.step)
+    assert state.due_at is not None
+    if isinstance(action, CallSpec):
+        return state.due_at
+    assert isinstance(action, TaskSpec)
+    candidates = []
+    if not state.overdue_recorded:
+        candidates.append(state.due_at)
+    if state.escalation_level < len(action.escalation):
+        candidates.append(state.due_at + action.escalation[state.escalation_level].after)
+    if action.expires_after is not None:
+        candidates.append(state.due_at + action.expires_after)
+    future = [c for c in candidates if c >= run.now]
+    return min(future) if future else (min(candidates) if candidates else None)
+
+
+def outcome_timer(run: Run) -> None:
+    state, action = run.state, step_action(run.step)
+    if isinstance(action, CallSpec):
+        run.record(run.step.id, "timeout", reason="no call result in time")
+        on_outcome(run, "expired", actor="sopflow")
+        return
+    assert isinstance(action, TaskSpec) and state.due_at is not None
+    if not state.overdue_recorded and run.now >= state.due_at:
+        state.overdue_recorded = True
+        run.record(run.step.id, "overdue", due_at=state.due_at.isoformat())
+    while (
+        state.escalation_level < len(action.escalation)
+        and run.now >= state.due_at + action.escalation[state.escalation_level].after
+    ):
+        rung = action.escalation[state.escalation_level]
+        state.escalation_level += 1
+        run.commands.append(
+            Escalate(
+                at=run.now,
+                step=run.step.id,
+                key=run.key(f":e{state.escalation_level}"),
+                action=rung.action,
+                level=state.escalation_level,
+                to=rung.to,
+                due_at=state.due_at,
+            )
+        )
+    if action.expires_after is not None and run.now >= state.due_at + action.expires_after:
+        run.record(run.step.id, "expired", due_at=state.due_at.isoformat())
+        on_outcome(run, "expired", actor="sopflow")
+        return
+    _await_outcome(run)
+
+
+def on_outcome(
+    run: Run, outcome: str, *, actor: str, note: str = "", data: Mapping[str, Any] | None = None
+) -> None:
+    state, step = run.state, run.step
+    state.last_outcome = outcome
+    if data:
+        state.contact.update(data)
+        state.last_event = {"type": "outcome", "data": dict(data)}
+    on_time = None if state.due_at is None else run.now <= state.due_at
+    run.record(
+        step.id,
+        "outcome",
+        outcome=outcome,
+        actor=actor,
+        note=note,
+        attempt=state.attempt,
+        on_time=on_time,
+        **({"data": dict(data)} if data else {}),
+    )
+    state.wake_at, state.pending = None, None
+    if isinstance(step, LadderStep):
+        if outcome in step.stop_on:
+            run.goto(step.on_outcome.get(outcome) or run.plan.next_of(step.id))
+            return
+        index = next(
+            (i for i, f in enumerate(step.followups) if f.after_attempt == state.attempt), None
+        )
+        if index is not None:
+            state.followup, state.planned_at = index, run.now
+            try_touch(run)
+            return
+        _next_slot(run, step)
+        return
+    assert isinstance(step, TaskStep | CallStep)
+    run.goto(step.on_outcome.get(outcome) or run.plan.next_of(step.id))
+
+
+# ---- ladders
+def start_ladder(run: Run, step: LadderStep) -> None:
+    anchor = run.state.enrolled_at if step.anchor == "enrolment" else run.now
+    zone_name = run.state.zones[0]
+    day0 = clock.to_local(anchor, zone_name).date()
+    run.state.slots = [
+        clock.local_instant(day0 + timedelta(days=slot.day - 1), slot.at, zone_name)
+        for slot in step.slots
+    ]
+    _next_slot(run, step)
+
+
+def _after_followup(run: Run) -> None:
+    run.state.followup = None
+    step = run.step
+    assert isinstance(step, LadderStep)
+    _next_slot(run, step)
+
+
+def _next_slot(run: Run, step: LadderStep) -> None:
+    state = run.state
+    while state.attempt < len(state.slots):
+        state.attempt += 1
+        slot = state.slots[state.attempt - 1]
+        state.planned_at, state.due_at, state.overdue_recorded, state.escalation_level = (
+            slot,
+            None,
+            False,
+            0,
+        )
+        if slot > run.now:
+            run.wait("waiting", slot)
+            return
+        if step.missed_slot == "run_now":
+            try_touch(run)
+            return
+        run.record(step.id, "slot_missed", attempt=state.attempt, slot=slot.isoformat())
+    run.record(step.id, "ladder_exhausted", attempts=len(state.slots))
+    run.goto(step.on_exhausted or run.plan.next_of(step.id))
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
