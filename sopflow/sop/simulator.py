@@ -34,7 +34,7 @@ from sopflow.sop.protocol import (
     Tick,
     UpdateContact,
 )
-from sopflow.sop.templates import render
+from sopflow.sop.rendering import render_command
 from sopflow.sop.values import parse_duration
 
 SAMPLE_REP = {
@@ -277,14 +277,11 @@ def simulate(
     return sim
 
 
-def _render(command: Command, source: str) -> str:
-    context = dict(getattr(command, "context", {}))
-    context["rep"] = SAMPLE_REP
-    context["run"] = {**context.get("run", {}), "id": "sim-run"}
+def _rendered(command: Command) -> dict[str, Any]:
     try:
-        return render(source, context, command.step)
+        return render_command(command, SAMPLE_REP, "sim-run")
     except SopflowError as exc:
-        return f"[not rendered: {exc}]"
+        return {"error": f"not rendered: {exc}"}
 
 
 def _entry(command: Command) -> TimelineEntry:
@@ -293,9 +290,9 @@ def _entry(command: Command) -> TimelineEntry:
     if isinstance(command, Record):
         action, detail = command.action, dict(command.detail)
     elif isinstance(command, SendMessage):
-        action, detail = command.channel, {"text": _render(command, command.body)}
+        action, detail = command.channel, _rendered(command)
     elif isinstance(command, PlaceCall):
-        action, detail = "call", {"script": _render(command, command.script)}
+        action, detail = "call", _rendered(command)
     elif isinstance(command, AssignTask):
         action = "assign"
         detail = {
@@ -311,17 +308,10 @@ def _entry(command: Command) -> TimelineEntry:
             detail["to"] = command.to.model_dump(exclude_none=True)
     elif isinstance(command, EnrollContact):
         action = "enroll"
-        detail = {
-            "sop": command.sop,
-            "data": {k: _render(command, v) for k, v in command.data.items()},
-        }
+        detail = {"sop": command.sop, **_rendered(command)}
     elif isinstance(command, UpdateContact):
         action = "update"
-        detail = {
-            "target": _render(command, command.target),
-            "set": {k: _render(command, v) for k, v in command.set.items()},
-            "add_tags": command.add_tags,
-        }
+        detail = {**_rendered(command), "add_tags": command.add_tags}
     else:
         assert isinstance(command, Finish)
         action, detail = "end", {"result": command.result}

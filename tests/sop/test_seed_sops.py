@@ -146,14 +146,29 @@ def test_callback_opt_out_during_the_ladder_stops_everything() -> None:
 
 
 def test_callback_connected_then_booked_event_enrols_the_reminder() -> None:
+    booking = {
+        "appointment_at": "2026-12-04T10:00",
+        "store_name": "Downtown",
+        "store_address": "1 Main St",
+    }
+    script = Script(
+        outcomes={"first_call": [ScriptedOutcome("connected")]},
+        events=[ScriptedEvent(timedelta(days=2), "booked", booking)],
+    )
+    sim = simulate(plan("new_lead_callback"), CONTACT, local(2026, 12, 1, 9, 10), script)
+    assert sim.result == "converted"
+    enrol = next(e for e in sim.timeline if e.action == "enroll")
+    assert enrol.detail["data"] == booking
+
+
+def test_a_booking_without_its_store_shows_why_the_reminder_cannot_be_enrolled() -> None:
     script = Script(
         outcomes={"first_call": [ScriptedOutcome("connected")]},
         events=[ScriptedEvent(timedelta(days=2), "booked", {"appointment_at": "2026-12-04T10:00"})],
     )
     sim = simulate(plan("new_lead_callback"), CONTACT, local(2026, 12, 1, 9, 10), script)
-    assert sim.result == "converted"
     enrol = next(e for e in sim.timeline if e.action == "enroll")
-    assert enrol.detail["data"]["appointment_at"] == "2026-12-04T10:00"
+    assert "store_name" in enrol.detail["error"]
 
 
 REMINDER_CONTACT = {

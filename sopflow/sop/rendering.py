@@ -1,0 +1,43 @@
+"""Render a command's templates for one run: shared by the simulator and the activities."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sopflow.sop.protocol import (
+    AssignTask,
+    Command,
+    EnrollContact,
+    PlaceCall,
+    SendMessage,
+    UpdateContact,
+)
+from sopflow.sop.templates import render
+
+
+def command_context(command: Command, rep: Mapping[str, Any], run_id: str) -> dict[str, Any]:
+    context = dict(getattr(command, "context", {}))
+    context["rep"] = dict(rep)
+    context["run"] = {**context.get("run", {}), "id": run_id}
+    return context
+
+
+def render_command(command: Command, rep: Mapping[str, Any], run_id: str) -> dict[str, Any]:
+    """The rendered text of a command's templates; raises TemplateRenderError naming the step."""
+    context = command_context(command, rep, run_id)
+
+    def one(source: str) -> str:
+        return render(source, context, command.step)
+
+    if isinstance(command, SendMessage):
+        return {"text": one(command.body)}
+    if isinstance(command, PlaceCall):
+        return {"script": one(command.script)}
+    if isinstance(command, AssignTask):
+        return {"instructions": one(command.instructions)}
+    if isinstance(command, EnrollContact):
+        return {"data": {key: one(value) for key, value in command.data.items()}}
+    if isinstance(command, UpdateContact):
+        return {"target": one(command.target), "set": {k: one(v) for k, v in command.set.items()}}
+    return {}
