@@ -7,7 +7,9 @@ zones): a moment is allowed only if it is allowed in every one of them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache, lru_cache
@@ -45,10 +47,24 @@ def local_instant(day: date, clock: time, zone_name: str) -> datetime:
     return datetime.combine(day, clock, tzinfo=zone(zone_name)).astimezone(UTC)
 
 
+@contextmanager
+def _outside_workflow_sandbox() -> Iterator[None]:
+    """holidays reads its translation files when it builds a table: deterministic for a given
+    package version, but file access is forbidden in Temporal's workflow sandbox. The engine
+    does not import Temporal; it only looks for it when a workflow is running."""
+    workflow: Any = sys.modules.get("temporalio.workflow")
+    if workflow is not None and workflow.in_workflow():
+        with workflow.unsafe.sandbox_unrestricted():
+            yield
+    else:
+        yield
+
+
 @lru_cache(maxsize=256)
 def _holiday_table(country: str, subdivision: str | None, year: int) -> Mapping[date, str]:
-    table = holidays_lib.country_holidays(country, subdiv=subdivision, years=year)
-    return dict(table.items())
+    with _outside_workflow_sandbox():
+        table = holidays_lib.country_holidays(country, subdiv=subdivision, years=year)
+        return dict(table.items())
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,84 @@
+"""Activities that carry out engine commands. Thin: render the templates, then hand the
+command to an effects backend (provider, task queue, store) keyed by its idempotency key.
+
+Only worker.py and tests build the backend; later issues add Twilio, the SQL outbox and the
+compliance gate behind the same protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from sopflow.errors import TemplateRenderError
+from sopflow.sop.protocol import Finish, Record
+from sopflow.sop.rendering import render_command
+from workflows.contracts import CommandInput, CommandResult
+
+
+class Effects(Protocol):
+    async def rep_for(self, params: CommandInput) -> dict[str, Any]: ...
+
+    async def perform(
+        self, key: str, params: CommandInput, rendered: Mapping[str, Any]
+    ) -> CommandResult: ...
+
+    async def record(self, key: str, params: CommandInput) -> None: ...
+
+
+class SopActivities:
+    def __init__(self, effects: Effects) -> None:
+        self.effects = effects
+
+    @activity.defn(name="sopflow.perform")
+    async def perform(self, params: CommandInput) -> CommandResult:
+        rep = await self.effects.rep_for(params)
+        try:
+            rendered = render_command(params.command, rep, params.workflow_id)
+        except TemplateRenderError as exc:  # retrying cannot fix a template: fail loudly, once
+            raise ApplicationError(
+                str(exc), type="TemplateRenderError", non_retryable=True
+            ) from exc
+        return await self.effects.perform(params.idempotency_key, params, rendered)
+
+    @activity.defn(name="sopflow.record")
+    async def record(self, params: CommandInput) -> None:
+        await self.effects.record(params.idempotency_key, params)
+
+    def all(self) -> list[Any]:
+        return [self.perform, self.record]
+
+
+class MemoryEffects:
+    """Effects kept in process memory, in order. A key already performed is answered from memory,
+    so a retried activity never touches a person twice."""
+
+    def __init__(self, reps: Mapping[str, dict[str, Any]] | None = None) -> None:
+        self.reps = dict(reps or {})
+        self.performed: dict[str, tuple[CommandInput, dict[str, Any], CommandResult]] = {}
+        self.records: dict[str, CommandInput] = {}
+        self.attempts: dict[str, int] = {}
+
+    async def rep_for(self, params: CommandInput) -> dict[str, Any]:
+        contact = getattr(params.command, "context", {}).get("contact", {})
+        owner = str(contact.get("owner", ""))
+        return self.reps.get(owner) or {
+            "id": "unassigned",
+            "name": "the team",
+            "first_name": "the team",
+        }
+
+    async def perform(
+        self, key: str, params: CommandInput, rendered: Mapping[str, Any]
+    ) -> CommandResult:
+        self.attempts[key] = self.attempts.get(key, 0) + 1
+        if key not in self.performed:
+            self.performed[key] = (params, dict(rendered), CommandResult())
+        return self.performed[key][2]
+
+    async def record(self, key: str, params: CommandInput) -> None:
+        assert isinstance(params.command, Record | Finish)
+        self.records.setdefault(key, params)

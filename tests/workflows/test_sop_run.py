@@ -1,0 +1,162 @@
+"""SopRun on a real Temporal dev server: production does what the simulator previews."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.sop_activities import MemoryEffects, SopActivities
+from sopflow.sop.plan import Plan, compile_plan
+from sopflow.sop.protocol import EnrollContact, RunState
+from sopflow.sop.schema import Sop
+from sopflow.sop.simulator import simulate
+from sopflow.sop.validate import load_plan
+from workflows.contracts import OutcomeAnswer, OutcomeRequest, SopRunInput, SopRunResult
+from workflows.sandbox import workflow_runner
+from workflows.sop_run import SopRun
+
+ROOT = Path(__file__).resolve().parents[2]
+CONTACT = {"id": "c-1", "first_name": "Ann", "phone": "+12125550123", "lead_source": "web"}
+
+
+def worker(env: WorkflowEnvironment, task_queue: str, effects: MemoryEffects) -> Worker:
+    return Worker(
+        env.client,
+        task_queue=task_queue,
+        workflows=[SopRun],
+        activities=SopActivities(effects).all(),
+        workflow_runner=workflow_runner(),
+        workflow_failure_exception_types=[
+            Exception
+        ],  # a bug fails the test now, not at its timeout
+    )
+
+
+async def test_callback_cadence_runs_its_real_durations_exactly_as_previewed(
+    skipping_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    plan = load_plan(ROOT / "sop_definitions" / "new_lead_callback.yaml")
+    effects = MemoryEffects()
+    async with worker(skipping_env, task_queue, effects):
+        result = await skipping_env.client.execute_workflow(
+            SopRun.run,
+            SopRunInput(
+                plan=plan, contact=CONTACT, zones=["America/New_York"], trigger="lead.created"
+            ),
+            id=f"sop:new_lead_callback:c-1:{task_queue}",
+            task_queue=task_queue,
+            result_type=SopRunResult,
+            execution_timeout=timedelta(days=30),
+        )
+    assert result.result == "no_contact"
+    produced = {key.split("/", 1)[1]: p.command.at for key, (p, _, _) in effects.performed.items()}
+    produced |= {key.split("/", 1)[1]: p.command.at for key, p in effects.records.items()}
+    preview = simulate(plan, CONTACT, result.state.enrolled_at, zones=["America/New_York"])
+    expected = {e.key: e.at for e in preview.timeline}
+    assert set(produced) == set(expected)
+    late = {k: (produced[k] - expected[k]).total_seconds() for k in expected}
+    assert all(0 <= seconds < 120 for seconds in late.values()), late  # timers are never early
+    assert all(n == 1 for n in effects.attempts.values())
+    texts = [r["text"] for _, r, _ in effects.performed.values() if "text" in r]
+    assert len(texts) == 1 and "Reply with a good time" in texts[0]  # the one follow-up SMS
+
+
+SOP = {
+    "id": "book_me",
+    "version": 1,
+    "name": "Book me",
+    "owner": "qa",
+    "entry": {"events": ["lead.created"]},
+    "contact_fields": {"appointment_at": {"type": "datetime"}},
+    "steps": [
+        {
+            "id": "call_lead",
+            "kind": "task",
+            "title": "Call",
+            "due_within": "30m",
+            "outcomes": ["connected", "booked"],
+            "outcome_fields": {"booked": ["appointment_at"]},
+            "on_outcome": {"booked": "remind"},
+        },
+        {"id": "lost", "kind": "end", "result": "lost"},
+        {
+            "id": "remind",
+            "kind": "enroll",
+            "sop": "book_me",
+            "data": {"at": "{{ contact.appointment_at }}"},
+        },
+        {"id": "won", "kind": "end", "result": "converted"},
+    ],
+}
+
+
+async def waiting_for_outcome(handle: Any) -> RunState:
+    for _ in range(100):
+        state = await handle.query("state", result_type=RunState)
+        if state is not None and state.phase == "awaiting_outcome":
+            return state
+        await asyncio.sleep(0.1)
+    raise AssertionError("the run never waited for an outcome")
+
+
+@pytest.fixture
+def book_plan() -> Plan:
+    return compile_plan(Sop.model_validate(SOP))
+
+
+async def test_outcome_update_is_validated_and_only_one_concurrent_report_wins(
+    live_env: WorkflowEnvironment, task_queue: str, book_plan: Plan
+) -> None:
+    effects = MemoryEffects()
+    async with worker(live_env, task_queue, effects):
+        handle = await live_env.client.start_workflow(
+            SopRun.run,
+            SopRunInput(plan=book_plan, contact={"id": "c-9"}, zones=["UTC"]),
+            id=f"sop:book_me:c-9:{task_queue}",
+            task_queue=task_queue,
+            result_type=SopRunResult,
+        )
+        await waiting_for_outcome(handle)
+        with pytest.raises(WorkflowUpdateFailedError) as rejected:
+            await handle.execute_update(
+                "report_outcome",
+                OutcomeRequest(step="call_lead", outcome="voicemail", actor="rep-1"),
+            )
+        assert "not allowed for step 'call_lead'" in str(rejected.value.cause)
+        with pytest.raises(WorkflowUpdateFailedError) as incomplete:
+            await handle.execute_update(
+                "report_outcome", OutcomeRequest(step="call_lead", outcome="booked", actor="rep-1")
+            )
+        assert "needs appointment_at" in str(incomplete.value.cause)
+
+        booked = OutcomeRequest(
+            step="call_lead",
+            outcome="booked",
+            actor="rep-1",
+            data={"appointment_at": "2026-12-05T11:00:00+00:00"},
+        )
+        connected = OutcomeRequest(step="call_lead", outcome="connected", actor="rep-2")
+        answers = await asyncio.gather(
+            handle.execute_update("report_outcome", booked, result_type=OutcomeAnswer),
+            handle.execute_update("report_outcome", connected, result_type=OutcomeAnswer),
+            return_exceptions=True,
+        )
+        result = await handle.result()
+    accepted = [a for a in answers if not isinstance(a, BaseException) and a.accepted]
+    assert len(accepted) == 1, answers
+    loser = next(a for a in answers if a not in accepted)
+    message = str(loser.cause) if isinstance(loser, WorkflowUpdateFailedError) else loser.message
+    assert "not waiting for an outcome" in message or "the run has finished" in message
+    assert result.result in ("converted", "lost")
+    if result.result == "converted":
+        enrol = next(
+            p for p, _, _ in effects.performed.values() if isinstance(p.command, EnrollContact)
+        )
+        assert enrol.command.sop == "book_me"

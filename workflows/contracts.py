@@ -1,0 +1,69 @@
+"""Inputs and outputs of the SopRun workflow and its activities: one pydantic model each.
+
+Add fields, never remove or rename them: running workflows and saved histories depend on them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, Field
+
+from sopflow.sop.plan import Plan
+from sopflow.sop.protocol import Command, RunState
+
+TASK_QUEUE = "sopflow"
+
+
+class SopRunInput(BaseModel):
+    plan: Plan
+    contact: dict[str, Any]
+    zones: list[str]
+    trigger: str = ""
+    trigger_data: dict[str, Any] = Field(default_factory=dict)
+    state: RunState | None = Field(None, description="set when the run continues as new")
+
+
+class SopRunResult(BaseModel):
+    result: str | None
+    state: RunState
+
+
+class ContactEventSignal(BaseModel):
+    name: str
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class OutcomeRequest(BaseModel):
+    step: str
+    outcome: str
+    actor: str
+    note: str = ""
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class OutcomeAnswer(BaseModel):
+    accepted: bool
+    message: str = ""
+
+
+class CommandInput(BaseModel):
+    """One engine command for an activity to carry out, with the run it belongs to."""
+
+    workflow_id: str
+    run_id: str
+    sop: str
+    version: int
+    command: Command
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable across activity retries and continue-as-new: the run's business id + the engine key."""
+        return f"{self.workflow_id}/{self.command.key}"
+
+
+class CommandResult(BaseModel):
+    status: Literal["done", "blocked", "failed"] = "done"
+    reason: str = ""
+    retry_at: AwareDatetime | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,198 @@
+"""SopRun: one enrolment as a durable workflow, a thin shell over sopflow.sop.engine.
+
+The engine decides; this shell only carries commands out (activities), keeps one timer for
+`state.wake_at`, and feeds signals, updates and timer ticks back in. Deterministic by
+construction: time is workflow.now(), and no SQL, Jinja2 or Twilio is imported here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from sopflow.sop import engine
+    from sopflow.sop.protocol import (
+        EFFECTS_WITH_RESULT,
+        ActionResult,
+        Command,
+        ContactEvent,
+        Event,
+        Finish,
+        OutcomeReported,
+        Record,
+        RunState,
+        Tick,
+        Transition,
+    )
+    from workflows.contracts import (
+        CommandInput,
+        CommandResult,
+        ContactEventSignal,
+        OutcomeAnswer,
+        OutcomeRequest,
+        SopRunInput,
+        SopRunResult,
+    )
+
+# Anything that reaches a person retries a bounded number of times, never forever.
+EFFECT_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=2),
+    maximum_attempts=6,
+    non_retryable_error_types=["TemplateRenderError", "InvalidContactError", "UnknownSopError"],
+)
+RECORD_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=20)
+
+
+@workflow.defn(name="SopRun")
+class SopRun:
+    def __init__(self) -> None:
+        self._inbox: deque[tuple[Event, int | None]] = deque()  # (event, outcome request id)
+        self._answers: dict[int, OutcomeAnswer] = {}
+        self._state: RunState | None = None
+        self._input: SopRunInput | None = None
+        self._next_request = 0
+
+    @workflow.run
+    async def run(self, params: SopRunInput) -> SopRunResult:
+        self._input = params
+        plan = params.plan
+        if params.state is None:
+            transition = engine.start(
+                plan,
+                params.contact,
+                params.zones,
+                workflow.now(),
+                params.trigger,
+                params.trigger_data,
+            )
+        else:
+            transition = Transition(state=params.state, commands=[])
+        state = transition.state
+        todo: deque[Command] = deque(transition.commands)
+        while True:
+            self._state = state
+            while todo:
+                command = todo.popleft()
+                result = await self._carry_out(command, state)
+                if result is not None:
+                    transition = engine.handle(plan, state, result)
+                    state = self._state = transition.state
+                    todo.extend(transition.commands)
+            if state.finished:
+                await self._close(state)
+                return SopRunResult(result=state.result, state=state)
+            event, request_id = await self._next_event(state)
+            if request_id is not None:  # re-checked: another report may have won meanwhile
+                assert isinstance(event, OutcomeReported)
+                problem = engine.outcome_problem(plan, state, event.step, event.outcome, event.data)
+                self._answers[request_id] = OutcomeAnswer(
+                    accepted=problem is None, message=problem or ""
+                )
+                if problem:
+                    continue
+            transition = engine.handle(plan, state, event)
+            state = transition.state
+            todo.extend(transition.commands)
+
+    async def _close(self, state: RunState) -> None:
+        """Answer reports still queued (they lost to the one that ended the run), then let every
+        update and signal handler finish before the run completes."""
+        assert self._input is not None
+        while self._inbox:
+            event, request_id = self._inbox.popleft()
+            if request_id is not None and isinstance(event, OutcomeReported):
+                problem = engine.outcome_problem(self._input.plan, state, event.step, event.outcome)
+                self._answers[request_id] = OutcomeAnswer(accepted=False, message=problem or "")
+        await workflow.wait_condition(workflow.all_handlers_finished)
+
+    async def _next_event(self, state: RunState) -> tuple[Event, int | None]:
+        """The next signal/update, or a Tick when the engine's timer is due."""
+        if state.wake_at is not None:
+            remaining = (state.wake_at - workflow.now()).total_seconds()
+            if remaining > 0 and not self._inbox:
+                with contextlib.suppress(TimeoutError):  # the timer fired: a Tick is due
+                    await workflow.wait_condition(lambda: bool(self._inbox), timeout=remaining)
+            if not self._inbox:
+                return Tick(at=max(workflow.now(), state.wake_at)), None
+        else:
+            await workflow.wait_condition(lambda: bool(self._inbox))
+        return self._inbox.popleft()
+
+    async def _carry_out(self, command: Command, state: RunState) -> Event | None:
+        info = workflow.info()
+        params = CommandInput(
+            workflow_id=info.workflow_id,
+            run_id=info.run_id,
+            sop=state.sop,
+            version=state.version,
+            command=command,
+        )
+        if isinstance(command, Record | Finish):  # bookkeeping, not a touch
+            await workflow.execute_activity(
+                "sopflow.record",
+                params,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RECORD_RETRY,
+            )
+            return None
+        result: CommandResult = await workflow.execute_activity(
+            "sopflow.perform",
+            params,
+            result_type=CommandResult,
+            start_to_close_timeout=timedelta(seconds=60),
+            retry_policy=EFFECT_RETRY,
+        )
+        if not isinstance(command, EFFECTS_WITH_RESULT):
+            return None
+        return ActionResult(
+            at=workflow.now(),
+            key=command.key,
+            status=result.status,
+            reason=result.reason,
+            retry_at=result.retry_at,
+            detail=result.detail,
+        )
+
+    @workflow.signal(name="contact_event")
+    def contact_event(self, signal: ContactEventSignal) -> None:
+        self._inbox.append(
+            (ContactEvent(at=workflow.now(), name=signal.name, data=signal.data), None)
+        )
+
+    @workflow.update(name="report_outcome")
+    async def report_outcome(self, request: OutcomeRequest) -> OutcomeAnswer:
+        """Queue the report; the run loop re-checks it against the state it applies it to."""
+        self._next_request += 1
+        request_id = self._next_request
+        report = OutcomeReported(
+            at=workflow.now(),
+            step=request.step,
+            outcome=request.outcome,
+            actor=request.actor,
+            note=request.note,
+            data=request.data,
+        )
+        self._inbox.append((report, request_id))
+        await workflow.wait_condition(lambda: request_id in self._answers)
+        return self._answers.pop(request_id)
+
+    @report_outcome.validator
+    def _validate_outcome(self, request: OutcomeRequest) -> None:
+        if self._input is None or self._state is None:
+            raise ValueError("the run has not started yet")
+        problem = engine.outcome_problem(
+            self._input.plan, self._state, request.step, request.outcome, request.data
+        )
+        if problem:
+            raise ValueError(problem)
+
+    @workflow.query(name="state")
+    def state(self) -> RunState | None:
+        return self._state
