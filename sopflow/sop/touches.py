@@ -7,7 +7,7 @@ engine.py walks the steps, this module performs and follows up the contact-facin
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from sopflow.sop import clock
 from sopflow.sop.protocol import (
@@ -72,29 +72,31 @@ def try_touch(run: Run) -> None:
     touch_did_not_happen(run, "skipped")
 
 
+def _message(run: Run) -> tuple[str, Literal["sms", "whatsapp"], str] | None:
+    """(key, channel, body) when the current touch is a message: a message step or a follow-up."""
+    state, step = run.state, run.step
+    if state.followup is not None:
+        assert isinstance(step, LadderStep)
+        follow = step.followups[state.followup]
+        return run.key(f":f{state.followup}"), follow.kind, follow.body
+    if isinstance(step, MessageStep):
+        return run.key(), step.kind, step.body
+    return None
+
+
 def _issue_touch(run: Run) -> None:
     state, step = run.state, run.step
     planned = state.planned_at or run.now
     command: Command
-    if state.followup is not None:
-        assert isinstance(step, LadderStep)
-        follow = step.followups[state.followup]
+    message = _message(run)
+    if message is not None:
+        key, channel, body = message
         command = SendMessage(
             at=run.now,
             step=step.id,
-            key=run.key(f":f{state.followup}"),
-            channel=follow.kind,
-            body=follow.body,
-            planned_at=planned,
-            context=run.context(),
-        )
-    elif isinstance(step, MessageStep):
-        command = SendMessage(
-            at=run.now,
-            step=step.id,
-            key=run.key(),
-            channel=step.kind,
-            body=step.body,
+            key=key,
+            channel=channel,
+            body=body,
             planned_at=planned,
             context=run.context(),
         )
