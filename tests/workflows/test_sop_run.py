@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -14,16 +15,27 @@ from temporalio.worker import Worker
 
 from activities.sop_activities import MemoryEffects, SopActivities
 from sopflow.sop.plan import Plan, compile_plan
-from sopflow.sop.protocol import EnrollContact, RunState
+from sopflow.sop.protocol import EnrollContact, Record, RunState
 from sopflow.sop.schema import Sop
 from sopflow.sop.simulator import simulate
 from sopflow.sop.validate import load_plan
-from workflows.contracts import OutcomeAnswer, OutcomeRequest, SopRunInput, SopRunResult
+from workflows.contracts import (
+    ContactEventSignal,
+    OutcomeAnswer,
+    OutcomeRequest,
+    SopRunInput,
+    SopRunResult,
+)
 from workflows.sandbox import workflow_runner
 from workflows.sop_run import SopRun
 
 ROOT = Path(__file__).resolve().parents[2]
+REPLAY = ROOT / "tests" / "replay"
 CONTACT = {"id": "c-1", "first_name": "Ann", "phone": "+12125550123", "lead_source": "web"}
+
+
+def save_history(name: str, text: str) -> None:
+    (REPLAY / f"{name}.json").write_text(text)
 
 
 def worker(env: WorkflowEnvironment, task_queue: str, effects: MemoryEffects) -> Worker:
@@ -45,7 +57,7 @@ async def test_callback_cadence_runs_its_real_durations_exactly_as_previewed(
     plan = load_plan(ROOT / "sop_definitions" / "new_lead_callback.yaml")
     effects = MemoryEffects()
     async with worker(skipping_env, task_queue, effects):
-        result = await skipping_env.client.execute_workflow(
+        handle = await skipping_env.client.start_workflow(
             SopRun.run,
             SopRunInput(
                 plan=plan, contact=CONTACT, zones=["America/New_York"], trigger="lead.created"
@@ -55,6 +67,10 @@ async def test_callback_cadence_runs_its_real_durations_exactly_as_previewed(
             result_type=SopRunResult,
             execution_timeout=timedelta(days=30),
         )
+        result = await handle.result()
+    if os.environ.get("SOPFLOW_SAVE_HISTORY"):  # refresh tests/replay after a deliberate change
+        history = await handle.fetch_history()
+        save_history("new_lead_callback", history.to_json())
     assert result.result == "no_contact"
     produced = {key.split("/", 1)[1]: p.command.at for key, (p, _, _) in effects.performed.items()}
     produced |= {key.split("/", 1)[1]: p.command.at for key, p in effects.records.items()}
@@ -160,3 +176,25 @@ async def test_outcome_update_is_validated_and_only_one_concurrent_report_wins(
             p for p, _, _ in effects.performed.values() if isinstance(p.command, EnrollContact)
         )
         assert enrol.command.sop == "book_me"
+
+
+async def test_opt_out_signal_ends_the_run_whatever_it_waits_for(
+    live_env: WorkflowEnvironment, task_queue: str, book_plan: Plan
+) -> None:
+    effects = MemoryEffects()
+    async with worker(live_env, task_queue, effects):
+        handle = await live_env.client.start_workflow(
+            SopRun.run,
+            SopRunInput(plan=book_plan, contact={"id": "c-7"}, zones=["UTC"]),
+            id=f"sop:book_me:c-7:{task_queue}",
+            task_queue=task_queue,
+            result_type=SopRunResult,
+        )
+        await waiting_for_outcome(handle)
+        await handle.signal(
+            "contact_event", ContactEventSignal(name="opted_out", data={"channel": "sms"})
+        )
+        result = await handle.result()
+    assert result.result == "opted_out"
+    actions = [p.command.action for p in effects.records.values() if isinstance(p.command, Record)]
+    assert actions[-1] == "event"
