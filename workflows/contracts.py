@@ -22,11 +22,18 @@ class SopRunInput(BaseModel):
     trigger: str = ""
     trigger_data: dict[str, Any] = Field(default_factory=dict)
     state: RunState | None = Field(None, description="set when the run continues as new")
+    continue_every: int | None = Field(
+        None,
+        ge=1,
+        description="continue as new after this many engine transitions (bounds history)",
+    )
+    generation: int = Field(0, description="how many times this enrolment has continued as new")
 
 
 class SopRunResult(BaseModel):
     result: str | None
     state: RunState
+    generation: int = 0
 
 
 class ContactEventSignal(BaseModel):

@@ -75,6 +75,7 @@ class SopRun:
         else:
             transition = Transition(state=params.state, commands=[])
         state = transition.state
+        transition_count = state.transitions
         todo: deque[Command] = deque(transition.commands)
         while True:
             self._state = state
@@ -87,7 +88,11 @@ class SopRun:
                     todo.extend(transition.commands)
             if state.finished:
                 await self._close(state)
-                return SopRunResult(result=state.result, state=state)
+                return SopRunResult(result=state.result, state=state, generation=params.generation)
+            if await self._should_continue_as_new(params, state, started_at=transition_count):
+                workflow.continue_as_new(
+                    params.model_copy(update={"state": state, "generation": params.generation + 1})
+                )
             event, request_id = await self._next_event(state)
             if request_id is not None:  # re-checked: another report may have won meanwhile
                 assert isinstance(event, OutcomeReported)
@@ -100,6 +105,20 @@ class SopRun:
             transition = engine.handle(plan, state, event)
             state = transition.state
             todo.extend(transition.commands)
+
+    async def _should_continue_as_new(
+        self, params: SopRunInput, state: RunState, started_at: int
+    ) -> bool:
+        """Continue as new when the server suggests it (or every N transitions), but only between
+        events: never with a report queued or an update handler still waiting for its answer."""
+        due = workflow.info().is_continue_as_new_suggested() or (
+            params.continue_every is not None
+            and state.transitions - started_at >= params.continue_every
+        )
+        if not due or self._inbox:
+            return False
+        await workflow.wait_condition(lambda: workflow.all_handlers_finished() or bool(self._inbox))
+        return not self._inbox
 
     async def _close(self, state: RunState) -> None:
         """Answer reports still queued (they lost to the one that ended the run), then let every
