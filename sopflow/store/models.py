@@ -1,0 +1,131 @@
+"""Tables of the store. Every planned and actual step lands in `step_events`, linked to the run."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, String, TypeDecorator, UniqueConstraint
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite stores no zone; we put UTC back on read)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value.isoformat()} cannot be stored")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+class Team(Base):
+    __tablename__ = "teams"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    supervisor_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class Rep(Base):
+    __tablename__ = "reps"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    phone: Mapped[str | None] = mapped_column(String(32))
+    email: Mapped[str | None] = mapped_column(String(200))
+    team_id: Mapped[str | None] = mapped_column(ForeignKey("teams.id"))
+    active: Mapped[bool] = mapped_column(default=True)
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    phone: Mapped[str | None] = mapped_column(String(32), index=True)
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    owner: Mapped[str | None] = mapped_column(String(64))
+    fields: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    opted_out_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
+
+
+class SopVersion(Base):
+    """A deployed SOP version; runs are pinned to one (version + digest)."""
+
+    __tablename__ = "sop_versions"
+    __table_args__ = (UniqueConstraint("sop_id", "version"),)
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    sop_id: Mapped[str] = mapped_column(String(64), index=True)
+    version: Mapped[int]
+    digest: Mapped[str] = mapped_column(String(80), unique=True)
+    plan: Mapped[dict[str, Any]]
+    deployed_at: Mapped[datetime]
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    workflow_id: Mapped[str] = mapped_column(String(300), primary_key=True)
+    first_run_id: Mapped[str] = mapped_column(String(64))
+    sop_id: Mapped[str] = mapped_column(String(64), index=True)
+    version: Mapped[int]
+    digest: Mapped[str] = mapped_column(String(80))
+    contact_id: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(20), default="running")
+    result: Mapped[str | None] = mapped_column(String(64))
+    enrolled_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+
+
+class StepEvent(Base):
+    """One engine command as it happened: planned, due and actual times, outcome, reason."""
+
+    __tablename__ = "step_events"
+    __table_args__ = (
+        UniqueConstraint("workflow_id", "key"),
+        Index("ix_step_events_run_time", "workflow_id", "executed_at"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    workflow_id: Mapped[str] = mapped_column(ForeignKey("runs.workflow_id"))
+    temporal_run_id: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(200))
+    step: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(20))
+    action: Mapped[str] = mapped_column(String(40))
+    planned_at: Mapped[datetime | None]
+    due_at: Mapped[datetime | None]
+    executed_at: Mapped[datetime]
+    outcome: Mapped[str | None] = mapped_column(String(64))
+    actor: Mapped[str | None] = mapped_column(String(64))
+    channel: Mapped[str | None] = mapped_column(String(20))
+    provider_id: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(String(500))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class OutboxEntry(Base):
+    """Written before a provider call: a retried activity finds it and does not send twice."""
+
+    __tablename__ = "outbox"
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    workflow_id: Mapped[str] = mapped_column(String(300), index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(
+        String(20), default="pending"
+    )  # pending|done|blocked|failed
+    attempts: Mapped[int] = mapped_column(default=0)
+    provider_id: Mapped[str | None] = mapped_column(String(64))
+    result: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]

@@ -1,0 +1,258 @@
+"""The store's operations. `Store` takes an Engine it does not own (SQLite or PostgreSQL)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from sopflow.errors import SopflowError, UnknownSopError
+from sopflow.sop.plan import Plan
+from sopflow.sop.protocol import (
+    AssignTask,
+    Command,
+    Escalate,
+    Finish,
+    PlaceCall,
+    Record,
+    SendMessage,
+)
+from sopflow.store import migrate
+from sopflow.store.models import OutboxEntry, Run, SopVersion, StepEvent
+
+
+class VersionConflictError(SopflowError):
+    def __init__(self, sop_id: str, version: int) -> None:
+        super().__init__(
+            f"{sop_id} v{version} is already deployed with different content: bump `version`"
+        )
+
+
+@dataclass(frozen=True)
+class Deployment:
+    sop_id: str
+    version: int
+    digest: str
+    created: bool  # False: the same content was already deployed (a no-op)
+
+
+@dataclass(frozen=True)
+class OutboxState:
+    key: str
+    status: str
+    attempts: int
+    provider_id: str | None
+    result: dict[str, Any]
+
+
+def connect(url: str) -> Engine:
+    """An Engine for a URL; SQLite gets WAL and foreign keys, as the embedded default needs."""
+    engine = create_engine(url)
+    if engine.dialect.name == "sqlite":
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.close()
+
+    return engine
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _event_fields(command: Command) -> dict[str, Any]:
+    """The columns of a step event, from the command that caused it."""
+    fields: dict[str, Any] = {"kind": command.kind, "action": command.kind}
+    if isinstance(command, Record):
+        detail = dict(command.detail)
+        fields |= {
+            "action": command.action,
+            "detail": detail,
+            "outcome": detail.get("outcome"),
+            "actor": detail.get("actor") or None,
+            "reason": detail.get("reason"),
+        }
+        planned = detail.get("planned_at")
+        fields["planned_at"] = datetime.fromisoformat(planned) if planned else None
+    elif isinstance(command, SendMessage):
+        fields |= {
+            "action": command.channel,
+            "channel": command.channel,
+            "planned_at": command.planned_at,
+        }
+    elif isinstance(command, PlaceCall):
+        fields |= {"channel": "call", "planned_at": command.planned_at}
+    elif isinstance(command, AssignTask):
+        fields |= {
+            "planned_at": command.planned_at,
+            "due_at": command.due_at,
+            "detail": {
+                "title": command.title,
+                "assign": command.assign.model_dump(exclude_none=True),
+            },
+        }
+    elif isinstance(command, Escalate):
+        fields |= {
+            "action": command.action,
+            "due_at": command.due_at,
+            "detail": {"level": command.level},
+        }
+    elif isinstance(command, Finish):
+        fields |= {"action": "end", "outcome": command.result}
+    return fields
+
+
+class Store:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def migrate(self) -> None:
+        migrate.upgrade(self.engine)
+
+    # ------------------------------------------------------------ SOP versions
+    def deploy(self, plan: Plan) -> Deployment:
+        """Store a compiled SOP. The same digest again is a no-op; a reused version number with
+        different content is refused, so a version always means one plan."""
+        sop = plan.sop
+        with Session(self.engine) as session, session.begin():
+            existing = session.scalars(
+                select(SopVersion).where(
+                    SopVersion.sop_id == sop.id, SopVersion.version == sop.version
+                )
+            ).first()
+            if existing is not None:
+                if existing.digest != plan.digest:
+                    raise VersionConflictError(sop.id, sop.version)
+                return Deployment(sop.id, sop.version, plan.digest, created=False)
+            session.add(
+                SopVersion(
+                    sop_id=sop.id,
+                    version=sop.version,
+                    digest=plan.digest,
+                    plan=plan.model_dump(mode="json", by_alias=True),
+                    deployed_at=_now(),
+                )
+            )
+        return Deployment(sop.id, sop.version, plan.digest, created=True)
+
+    def latest_plan(self, sop_id: str) -> Plan:
+        with Session(self.engine) as session:
+            row = session.scalars(
+                select(SopVersion)
+                .where(SopVersion.sop_id == sop_id)
+                .order_by(SopVersion.version.desc())
+            ).first()
+            if row is None:
+                known = list(session.scalars(select(SopVersion.sop_id).distinct()))
+                raise UnknownSopError(sop_id, known)
+            return Plan.model_validate(row.plan)
+
+    # ------------------------------------------------------------ runs and step events
+    def start_run(
+        self, workflow_id: str, run_id: str, plan: Plan, contact_id: str, enrolled_at: datetime
+    ) -> bool:
+        """Record an enrolment; False if the workflow id is already known (a duplicate start)."""
+        with Session(self.engine) as session:
+            session.add(
+                Run(
+                    workflow_id=workflow_id,
+                    first_run_id=run_id,
+                    sop_id=plan.sop.id,
+                    version=plan.sop.version,
+                    digest=plan.digest,
+                    contact_id=contact_id,
+                    enrolled_at=enrolled_at,
+                )
+            )
+            try:
+                session.commit()
+            except IntegrityError:
+                return False
+        return True
+
+    def record_command(self, workflow_id: str, temporal_run_id: str, command: Command) -> bool:
+        """Write the step event for a command once; a retried write of the same key is a no-op."""
+        row = StepEvent(
+            workflow_id=workflow_id,
+            temporal_run_id=temporal_run_id,
+            key=command.key,
+            step=command.step,
+            executed_at=command.at,
+            **_event_fields(command),
+        )
+        with Session(self.engine) as session:
+            session.add(row)
+            if isinstance(command, Finish):
+                run = session.get(Run, workflow_id)
+                if run is not None:
+                    run.status, run.result, run.finished_at = "finished", command.result, command.at
+            try:
+                session.commit()
+            except IntegrityError:
+                return False
+        return True
+
+    def step_events(self, workflow_id: str) -> list[StepEvent]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            return list(
+                session.scalars(
+                    select(StepEvent)
+                    .where(StepEvent.workflow_id == workflow_id)
+                    .order_by(StepEvent.id)
+                )
+            )
+
+    def run(self, workflow_id: str) -> Run | None:
+        with Session(self.engine, expire_on_commit=False) as session:
+            return session.get(Run, workflow_id)
+
+    # ------------------------------------------------------------ outbox
+    def outbox_begin(self, key: str, workflow_id: str, kind: str) -> OutboxState:
+        """Claim a touch before the provider call. An existing row is returned as it is, so the
+        caller sees that this key was already sent (or is in doubt) and does not send again."""
+        now = _now()
+        with Session(self.engine) as session:
+            session.add(
+                OutboxEntry(
+                    key=key,
+                    workflow_id=workflow_id,
+                    kind=kind,
+                    attempts=1,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            try:
+                session.commit()
+                return OutboxState(key, "pending", 1, None, {})
+            except IntegrityError:
+                session.rollback()
+            row = session.get(OutboxEntry, key)
+            assert row is not None
+            row.attempts += 1
+            row.updated_at = now
+            state = OutboxState(key, row.status, row.attempts, row.provider_id, dict(row.result))
+            session.commit()
+            return state
+
+    def outbox_finish(
+        self,
+        key: str,
+        status: str,
+        provider_id: str | None = None,
+        result: dict[str, Any] | None = None,
+    ) -> None:
+        with Session(self.engine) as session, session.begin():
+            row = session.get(OutboxEntry, key)
+            if row is None:
+                raise SopflowError(f"no outbox entry {key!r}")
+            row.status, row.provider_id, row.result = status, provider_id, dict(result or {})
+            row.updated_at = _now()

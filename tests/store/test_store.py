@@ -1,0 +1,91 @@
+"""Store contract: deployments, runs, idempotent step events and the outbox, on both backends."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from sopflow.errors import UnknownSopError
+from sopflow.sop import engine
+from sopflow.sop.plan import compile_plan
+from sopflow.sop.schema import Sop
+from sopflow.sop.validate import load_plan
+from sopflow.store.repository import Store, VersionConflictError
+
+ROOT = Path(__file__).resolve().parents[2]
+CALLBACK = load_plan(ROOT / "sop_definitions" / "new_lead_callback.yaml")
+START = datetime(2026, 12, 1, 14, 10, tzinfo=UTC)
+CONTACT = {"id": "c-1", "first_name": "Ann", "phone": "+12125550123", "lead_source": "web"}
+
+
+def test_deploy_is_a_no_op_for_the_same_digest_and_refuses_a_reused_version(store: Store) -> None:
+    first = store.deploy(CALLBACK)
+    assert first.created and first.version == 1
+    assert not store.deploy(CALLBACK).created
+    changed = CALLBACK.sop.model_copy(update={"name": "Renamed"})
+    with pytest.raises(VersionConflictError, match="bump `version`"):
+        store.deploy(compile_plan(changed))
+    v2 = compile_plan(changed.model_copy(update={"version": 2}))
+    assert store.deploy(v2).created
+    assert store.latest_plan("new_lead_callback").digest == v2.digest
+    with pytest.raises(UnknownSopError, match="new_lead_callback"):
+        store.latest_plan("nope")
+
+
+def test_every_command_of_a_run_is_stored_once_with_planned_and_actual_times(store: Store) -> None:
+    store.deploy(CALLBACK)
+    assert store.start_run("wf-1", "run-a", CALLBACK, "c-1", START)
+    assert not store.start_run("wf-1", "run-b", CALLBACK, "c-1", START)  # a duplicate start
+    commands = engine.start(CALLBACK, CONTACT, ["America/New_York"], START).commands
+    assert len(commands) >= 2  # enrolled, assign
+    stored = 0
+    for command in commands:
+        assert store.record_command("wf-1", "run-a", command)
+        assert not store.record_command("wf-1", "run-a", command)  # a retried activity
+        stored += 1
+    events = store.step_events("wf-1")
+    assert len(events) == stored
+    assign = next(e for e in events if e.kind == "assign")
+    assert (
+        assign.executed_at.tzinfo is not None
+        and assign.due_at == assign.executed_at + timedelta(minutes=30)
+    )
+    assert assign.detail["assign"]["strategy"] == "round_robin"
+
+
+def test_finish_closes_the_run(store: Store) -> None:
+    plan = compile_plan(
+        Sop.model_validate(
+            {
+                "id": "tiny",
+                "version": 1,
+                "name": "T",
+                "owner": "o",
+                "entry": {"events": ["x"]},
+                "steps": [{"id": "bye", "kind": "end", "result": "done"}],
+            }
+        )
+    )
+    store.start_run("wf-2", "run-a", plan, "c-2", START)
+    for command in engine.start(plan, {"id": "c-2"}, ["UTC"], START).commands:
+        store.record_command("wf-2", "run-a", command)
+    run = store.run("wf-2")
+    assert run is not None and run.status == "finished" and run.result == "done"
+    assert run.finished_at == START
+
+
+def test_outbox_claims_a_key_once(store: Store) -> None:
+    first = store.outbox_begin("wf-1/first_call:1:0", "wf-1", "assign")
+    assert first.status == "pending" and first.attempts == 1
+    again = store.outbox_begin("wf-1/first_call:1:0", "wf-1", "assign")
+    assert again.status == "pending" and again.attempts == 2  # in doubt: the caller must resolve it
+    store.outbox_finish("wf-1/first_call:1:0", "done", provider_id="SM123", result={"sid": "SM123"})
+    done = store.outbox_begin("wf-1/first_call:1:0", "wf-1", "assign")
+    assert done.status == "done" and done.provider_id == "SM123" and done.result == {"sid": "SM123"}
+
+
+def test_naive_datetimes_are_refused(store: Store) -> None:
+    with pytest.raises(Exception, match="naive datetime"):
+        store.start_run("wf-3", "run-a", CALLBACK, "c-3", datetime(2026, 12, 1, 9, 0))
