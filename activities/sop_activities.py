@@ -18,6 +18,9 @@ from sopflow.sop.protocol import Finish, Record
 from sopflow.sop.rendering import render_command
 from workflows.contracts import CommandInput, CommandResult
 
+# Who a template's `rep` is before a rep is assigned (until the store's reps are wired in).
+UNASSIGNED_REP: dict[str, Any] = {"id": "unassigned", "name": "the team", "first_name": "the team"}
+
 
 class Effects(Protocol):
     async def rep_for(self, params: CommandInput) -> dict[str, Any]: ...

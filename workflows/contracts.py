@@ -62,6 +62,9 @@ class CommandInput(BaseModel):
     sop: str
     version: int
     command: Command
+    digest: str = ""
+    contact_id: str = ""
+    enrolled_at: AwareDatetime | None = None
 
     @property
     def idempotency_key(self) -> str:

@@ -152,6 +152,9 @@ class SopRun:
             sop=state.sop,
             version=state.version,
             command=command,
+            digest=state.digest,
+            contact_id=str(state.contact.get("id", "")),
+            enrolled_at=state.enrolled_at,
         )
         if isinstance(command, Record | Finish):  # bookkeeping, not a touch
             await workflow.execute_activity(

@@ -157,28 +157,40 @@ class Store:
 
     # ------------------------------------------------------------ runs and step events
     def start_run(
-        self, workflow_id: str, run_id: str, plan: Plan, contact_id: str, enrolled_at: datetime
+        self,
+        workflow_id: str,
+        run_id: str,
+        sop_id: str,
+        version: int,
+        digest: str,
+        contact_id: str,
+        enrolled_at: datetime,
     ) -> bool:
         """Record an enrolment; False if the workflow id is already known (a duplicate start)."""
+        run = Run(
+            workflow_id=workflow_id,
+            first_run_id=run_id,
+            sop_id=sop_id,
+            version=version,
+            digest=digest,
+            contact_id=contact_id,
+            enrolled_at=enrolled_at,
+        )
         with Session(self.engine) as session:
-            session.add(
-                Run(
-                    workflow_id=workflow_id,
-                    first_run_id=run_id,
-                    sop_id=plan.sop.id,
-                    version=plan.sop.version,
-                    digest=plan.digest,
-                    contact_id=contact_id,
-                    enrolled_at=enrolled_at,
-                )
-            )
+            session.add(run)
             try:
                 session.commit()
             except IntegrityError:
                 return False
         return True
 
-    def record_command(self, workflow_id: str, temporal_run_id: str, command: Command) -> bool:
+    def record_command(
+        self,
+        workflow_id: str,
+        temporal_run_id: str,
+        command: Command,
+        provider_id: str | None = None,
+    ) -> bool:
         """Write the step event for a command once; a retried write of the same key is a no-op."""
         row = StepEvent(
             workflow_id=workflow_id,
@@ -186,6 +198,7 @@ class Store:
             key=command.key,
             step=command.step,
             executed_at=command.at,
+            provider_id=provider_id,
             **_event_fields(command),
         )
         with Session(self.engine) as session:

@@ -17,6 +17,7 @@ from sopflow.store.repository import Store, VersionConflictError
 ROOT = Path(__file__).resolve().parents[2]
 CALLBACK = load_plan(ROOT / "sop_definitions" / "new_lead_callback.yaml")
 START = datetime(2026, 12, 1, 14, 10, tzinfo=UTC)
+PINNED = (CALLBACK.sop.id, CALLBACK.sop.version, CALLBACK.digest)
 CONTACT = {"id": "c-1", "first_name": "Ann", "phone": "+12125550123", "lead_source": "web"}
 
 
@@ -36,8 +37,8 @@ def test_deploy_is_a_no_op_for_the_same_digest_and_refuses_a_reused_version(stor
 
 def test_every_command_of_a_run_is_stored_once_with_planned_and_actual_times(store: Store) -> None:
     store.deploy(CALLBACK)
-    assert store.start_run("wf-1", "run-a", CALLBACK, "c-1", START)
-    assert not store.start_run("wf-1", "run-b", CALLBACK, "c-1", START)  # a duplicate start
+    assert store.start_run("wf-1", "run-a", *PINNED, "c-1", START)
+    assert not store.start_run("wf-1", "run-b", *PINNED, "c-1", START)  # a duplicate start
     commands = engine.start(CALLBACK, CONTACT, ["America/New_York"], START).commands
     assert len(commands) >= 2  # enrolled, assign
     stored = 0
@@ -68,7 +69,7 @@ def test_finish_closes_the_run(store: Store) -> None:
             }
         )
     )
-    store.start_run("wf-2", "run-a", plan, "c-2", START)
+    store.start_run("wf-2", "run-a", plan.sop.id, 1, plan.digest, "c-2", START)
     for command in engine.start(plan, {"id": "c-2"}, ["UTC"], START).commands:
         store.record_command("wf-2", "run-a", command)
     run = store.run("wf-2")
@@ -88,4 +89,4 @@ def test_outbox_claims_a_key_once(store: Store) -> None:
 
 def test_naive_datetimes_are_refused(store: Store) -> None:
     with pytest.raises(Exception, match="naive datetime"):
-        store.start_run("wf-3", "run-a", CALLBACK, "c-3", datetime(2026, 12, 1, 9, 0))
+        store.start_run("wf-3", "run-a", *PINNED, "c-3", datetime(2026, 12, 1, 9, 0))

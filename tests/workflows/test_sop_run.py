@@ -14,11 +14,14 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.sop_activities import MemoryEffects, SopActivities
+from activities.store_effects import StoreEffects
+from sopflow.providers.loopback import LoopbackProvider
 from sopflow.sop.plan import Plan, compile_plan
 from sopflow.sop.protocol import EnrollContact, Record, RunState
 from sopflow.sop.schema import Sop
 from sopflow.sop.simulator import simulate
 from sopflow.sop.validate import load_plan
+from sopflow.store.repository import Store, connect
 from workflows.contracts import (
     ContactEventSignal,
     OutcomeAnswer,
@@ -230,3 +233,49 @@ async def test_continue_as_new_carries_the_state_and_never_repeats_a_touch(
     assert produced == {
         e.key for e in preview.timeline
     }  # keys come from the state, not activity ids
+
+
+class LosesFirstResponse(LoopbackProvider):
+    """Delivers, then loses the response once: the case the outbox exists for."""
+
+    async def send_message(self, channel: str, to: str, text: str, key: str) -> str:
+        provider_id = await super().send_message(channel, to, text, key)
+        if len(self.sent) == 1:
+            raise ConnectionError("response lost after the message was accepted")
+        return provider_id
+
+
+async def test_the_store_records_every_step_and_a_lost_response_never_sends_twice(
+    skipping_env: WorkflowEnvironment, task_queue: str, tmp_path: Path
+) -> None:
+    plan = load_plan(ROOT / "sop_definitions" / "new_lead_callback.yaml")
+    store = Store(connect(f"sqlite:///{tmp_path / 'store.db'}"))
+    store.migrate()
+    provider = LosesFirstResponse()
+    workflow_id = f"sop:new_lead_callback:c-4:{task_queue}"
+    async with Worker(
+        skipping_env.client,
+        task_queue=task_queue,
+        workflows=[SopRun],
+        activities=SopActivities(StoreEffects(store, provider)).all(),
+        workflow_runner=workflow_runner(),
+    ):
+        result = await skipping_env.client.execute_workflow(
+            SopRun.run,
+            SopRunInput(plan=plan, contact=CONTACT, zones=["America/New_York"]),
+            id=workflow_id,
+            task_queue=task_queue,
+            result_type=SopRunResult,
+            execution_timeout=timedelta(days=30),
+        )
+    assert result.result == "no_contact"
+    assert len(provider.sent) == 1  # the follow-up SMS, sent once although the activity retried
+    run = store.run(workflow_id)
+    assert run is not None and run.status == "finished" and run.result == "no_contact"
+    events = store.step_events(workflow_id)
+    preview = simulate(plan, CONTACT, result.state.enrolled_at, zones=["America/New_York"])
+    assert [e.key for e in events] == [e.key for e in preview.timeline]
+    sms = next(e for e in events if e.kind == "send")
+    assert sms.channel == "sms" and sms.provider_id is None  # in doubt: the id was never returned
+    assign = next(e for e in events if e.kind == "assign")
+    assert assign.due_at is not None and assign.planned_at is not None

@@ -1,0 +1,20 @@
+"""A provider that delivers into memory: for tests and for running without any phone network."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class LoopbackProvider:
+    sent: list[tuple[str, str, str, str]] = field(default_factory=list)  # (id, channel, to, text)
+
+    async def send_message(self, channel: str, to: str, text: str, key: str) -> str:
+        provider_id = f"LB{len(self.sent) + 1:06d}"
+        self.sent.append((provider_id, channel, to, text))
+        return provider_id
+
+    async def place_call(self, to: str, script: str, key: str) -> str:
+        provider_id = f"LC{len(self.sent) + 1:06d}"
+        self.sent.append((provider_id, "call", to, script))
+        return provider_id
