@@ -1,0 +1,57 @@
+"""Configuration, read from the environment once and passed into constructors.
+
+Temporal's own variables (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TLS…) are read
+by temporalio's env config, so a cluster or Temporal Cloud is a configuration change.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class Secret:
+    """A value that never prints."""
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def reveal(self) -> str:
+        return self._value
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    task_queue: str
+    api_token: Secret | None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        data_dir = Path(env.get("SOPFLOW_DATA_DIR", ".sopflow"))
+        token = env.get("SOPFLOW_API_TOKEN")
+        return cls(
+            data_dir=data_dir,
+            database_url=env.get("SOPFLOW_DATABASE_URL", f"sqlite:///{data_dir / 'sopflow.db'}"),
+            task_queue=env.get("SOPFLOW_TASK_QUEUE", "sopflow"),
+            api_token=Secret(token) if token else None,
+        )
+
+
+def temporal_connect_config() -> dict[str, Any]:
+    """Client.connect arguments from Temporal's env config (and config file, if any)."""
+    from temporalio.envconfig import ClientConfigProfile
+
+    config = dict(ClientConfigProfile.load().to_client_connect_config())
+    config.setdefault("target_host", "localhost:7233")
+    return config
