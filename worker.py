@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import sys
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -65,6 +67,12 @@ def main() -> None:
         await run(Settings.from_env(), stop)
 
     asyncio.run(serve())
+    # The worker has shut down cleanly. Skip interpreter finalization: Temporal's Rust runtime
+    # threads can outlive it and abort the process (temporalio/sdk-python#300).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
