@@ -22,7 +22,7 @@ from sopflow.sop.protocol import (
     SendMessage,
 )
 from sopflow.store import migrate
-from sopflow.store.models import OutboxEntry, Run, SopVersion, StepEvent
+from sopflow.store.models import Contact, OutboxEntry, Run, SopVersion, StepEvent
 
 
 class VersionConflictError(SopflowError):
@@ -154,6 +154,29 @@ class Store:
                 known = list(session.scalars(select(SopVersion.sop_id).distinct()))
                 raise UnknownSopError(sop_id, known)
             return Plan.model_validate(row.plan)
+
+    def latest_plans(self) -> list[Plan]:
+        """The newest deployed version of every SOP: what new enrolments run."""
+        with Session(self.engine) as session:
+            rows = session.scalars(
+                select(SopVersion).order_by(SopVersion.sop_id, SopVersion.version)
+            )
+            newest = {row.sop_id: row.plan for row in rows}
+        return [Plan.model_validate(plan) for plan in newest.values()]
+
+    def upsert_contact(self, contact: dict[str, Any]) -> None:
+        """Keep the latest known fields of a contact (the CRM stays the source of truth)."""
+        with Session(self.engine) as session, session.begin():
+            row = session.get(Contact, contact["id"])
+            if row is None:
+                row = Contact(id=contact["id"], fields={}, updated_at=_now())
+                session.add(row)
+            row.phone, row.timezone = contact.get("phone"), contact.get("timezone")
+            row.owner = contact.get("owner")
+            row.fields = {
+                k: v for k, v in contact.items() if k not in ("id", "phone", "timezone", "owner")
+            }
+            row.updated_at = _now()
 
     # ------------------------------------------------------------ runs and step events
     def start_run(

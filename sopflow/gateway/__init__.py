@@ -1,0 +1,1 @@
+"""The FastAPI gateway: REST intake, rep outcomes and the run record (webhooks and dashboard later)."""

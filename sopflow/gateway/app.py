@@ -1,0 +1,173 @@
+"""REST API. Every route needs `Authorization: Bearer <SOPFLOW_API_TOKEN>`; errors are 4xx with a
+JSON `detail` that says what to fix."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from sopflow.enrolment import plan_enrolments
+from sopflow.errors import SopflowError
+from sopflow.settings import Secret
+from sopflow.store.repository import Store
+from workflows.contracts import OutcomeAnswer, OutcomeRequest, SopRunInput
+from workflows.sop_run import SopRun
+
+ClientFactory = Callable[[], Awaitable[Client]]
+# Module level: FastAPI resolves the (string) annotations of dependencies in module globals.
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(auto_error=False))]
+
+
+class EventIn(BaseModel):
+    type: str = Field(pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$", max_length=100)
+    contact: dict[str, Any]
+    data: dict[str, Any] = Field(default_factory=dict)
+    idempotency_key: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:-]+$")
+
+
+class EnrolledRun(BaseModel):
+    run_id: str
+    sop: str
+    version: int
+
+
+class EventOut(BaseModel):
+    enrolled: list[EnrolledRun]
+
+
+class OutcomeIn(BaseModel):
+    step: str
+    outcome: str
+    actor: str = Field(min_length=1)
+    note: str = ""
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+def create_app(
+    store: Store, client_factory: ClientFactory, api_token: Secret, task_queue: str
+) -> FastAPI:
+    app = FastAPI(title="sopflow", version="0.1.0")
+    client_lock = asyncio.Lock()
+    clients: list[Client] = []
+
+    async def temporal() -> Client:
+        async with client_lock:
+            if not clients:
+                clients.append(await client_factory())
+            return clients[0]
+
+    def authorised(credentials: Credentials) -> None:
+        given = credentials.credentials if credentials else ""
+        if not secrets.compare_digest(given.encode(), api_token.reveal().encode()):
+            raise HTTPException(
+                401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"}
+            )
+
+    @app.exception_handler(SopflowError)
+    async def _user_error(_: Request, exc: SopflowError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.post("/api/v1/events", status_code=202, dependencies=[Depends(authorised)])
+    async def post_event(event: EventIn) -> EventOut:
+        plans = await asyncio.to_thread(store.latest_plans)
+        enrolments = plan_enrolments(
+            plans, event.type, event.contact, event.data, event.idempotency_key
+        )
+        if enrolments:
+            await asyncio.to_thread(store.upsert_contact, enrolments[0].contact)
+        client = await temporal()
+        enrolled = []
+        for enrolment in enrolments:
+            plan = enrolment.plan
+            try:
+                await client.start_workflow(
+                    SopRun.run,
+                    SopRunInput(
+                        plan=plan,
+                        contact=enrolment.contact,
+                        zones=enrolment.zones,
+                        trigger=event.type,
+                        trigger_data=event.data,
+                    ),
+                    id=enrolment.workflow_id,
+                    task_queue=task_queue,
+                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                    memo={"version": plan.sop.version},
+                )
+                version = plan.sop.version
+            except WorkflowAlreadyStartedError:  # the same event again: answer as the first time
+                described = await client.get_workflow_handle(enrolment.workflow_id).describe()
+                version = int((await described.memo()).get("version", plan.sop.version))
+            enrolled.append(
+                EnrolledRun(run_id=enrolment.workflow_id, sop=plan.sop.id, version=version)
+            )
+        return EventOut(enrolled=enrolled)
+
+    @app.post("/api/v1/runs/{run_id}/outcomes", dependencies=[Depends(authorised)])
+    async def post_outcome(run_id: str, report: OutcomeIn) -> OutcomeAnswer:
+        handle = (await temporal()).get_workflow_handle(run_id)
+        try:
+            answer: OutcomeAnswer = await handle.execute_update(
+                "report_outcome", OutcomeRequest(**report.model_dump()), result_type=OutcomeAnswer
+            )
+        except WorkflowUpdateFailedError as exc:
+            raise HTTPException(422, str(exc.cause) if exc.cause else str(exc)) from None
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise HTTPException(404, f"unknown run {run_id!r}") from None
+            raise
+        if not answer.accepted:  # another report for this step won a moment earlier
+            raise HTTPException(409, answer.message)
+        return answer
+
+    @app.get("/api/v1/runs/{run_id}", dependencies=[Depends(authorised)])
+    async def get_run(run_id: str) -> dict[str, Any]:
+        run = await asyncio.to_thread(store.run, run_id)
+        if run is None:
+            raise HTTPException(404, f"unknown run {run_id!r}")
+        events = await asyncio.to_thread(store.step_events, run_id)
+
+        def iso(value: datetime | None) -> str | None:
+            return value.isoformat() if value else None
+
+        return {
+            "run_id": run.workflow_id,
+            "sop": run.sop_id,
+            "version": run.version,
+            "digest": run.digest,
+            "contact": run.contact_id,
+            "status": run.status,
+            "result": run.result,
+            "enrolled_at": iso(run.enrolled_at),
+            "finished_at": iso(run.finished_at),
+            "steps": [
+                {
+                    "key": e.key,
+                    "step": e.step,
+                    "action": e.action,
+                    "planned_at": iso(e.planned_at),
+                    "due_at": iso(e.due_at),
+                    "executed_at": iso(e.executed_at),
+                    "outcome": e.outcome,
+                    "actor": e.actor,
+                    "channel": e.channel,
+                    "provider_id": e.provider_id,
+                    "reason": e.reason,
+                }
+                for e in events
+            ],
+        }
+
+    return app

@@ -1,0 +1,198 @@
+"""The REST API against a real Temporal dev server and a real store, through HTTP (httpx + ASGI)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.sop_activities import SopActivities
+from activities.store_effects import StoreEffects
+from sopflow.gateway.app import create_app
+from sopflow.providers.loopback import LoopbackProvider
+from sopflow.settings import Secret
+from sopflow.sop.plan import compile_plan
+from sopflow.sop.protocol import RunState
+from sopflow.sop.schema import Sop
+from sopflow.store.repository import Store, connect
+from workflows.sandbox import workflow_runner
+from workflows.sop_run import SopRun
+
+TOKEN = "test-token-123"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+SOP = {
+    "id": "call_new_lead",
+    "version": 1,
+    "name": "Call",
+    "owner": "qa",
+    "entry": {
+        "events": ["lead.created"],
+        "conditions": [{"field": "contact.phone", "exists": True}],
+    },
+    "contact_fields": {
+        "appointment_at": {"type": "datetime"},
+        "source": {"type": "string", "required": True},
+    },
+    "steps": [
+        {
+            "id": "call_lead",
+            "kind": "task",
+            "title": "Call",
+            "due_within": "30m",
+            "outcomes": ["connected", "booked"],
+            "outcome_fields": {"booked": ["appointment_at"]},
+            "on_outcome": {"booked": "won"},
+        },
+        {"id": "lost", "kind": "end", "result": "lost"},
+        {"id": "won", "kind": "end", "result": "converted"},
+    ],
+}
+LEAD = {"id": "c-1", "first_name": "Ann", "phone": "+1 212 555 0123", "source": "web"}
+
+
+@pytest.fixture
+async def api(
+    live_env: WorkflowEnvironment, task_queue: str, tmp_path: Path
+) -> AsyncIterator[httpx.AsyncClient]:
+    store = Store(connect(f"sqlite:///{tmp_path / 'store.db'}"))
+    store.migrate()
+    store.deploy(compile_plan(Sop.model_validate(SOP)))
+
+    async def client_factory() -> Any:
+        return live_env.client
+
+    app = create_app(store, client_factory, Secret(TOKEN), task_queue)
+    async with Worker(
+        live_env.client,
+        task_queue=task_queue,
+        workflows=[SopRun],
+        activities=SopActivities(StoreEffects(store, LoopbackProvider())).all(),
+        workflow_runner=workflow_runner(),
+    ):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://sopflow") as client:
+            yield client
+
+
+def event(key: str = "evt-1", **changes: Any) -> dict[str, Any]:
+    return {"type": "lead.created", "contact": LEAD, "idempotency_key": key} | changes
+
+
+async def test_every_route_needs_the_token(api: httpx.AsyncClient) -> None:
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        assert (await api.post("/api/v1/events", json=event(), headers=headers)).status_code == 401
+        assert (await api.get("/api/v1/runs/x", headers=headers)).status_code == 401
+
+
+async def test_an_event_enrols_once_per_idempotency_key(
+    api: httpx.AsyncClient, live_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    first = await api.post("/api/v1/events", json=event(), headers=AUTH)
+    assert first.status_code == 202, first.text
+    enrolled = first.json()["enrolled"]
+    assert enrolled == [
+        {"run_id": "sop:call_new_lead:c-1:evt-1", "sop": "call_new_lead", "version": 1}
+    ]
+    again = await api.post("/api/v1/events", json=event(), headers=AUTH)
+    assert again.status_code == 202 and again.json() == first.json()
+    runs = [
+        w async for w in live_env.client.list_workflows(f"WorkflowId = '{enrolled[0]['run_id']}'")
+    ]
+    assert len(runs) == 1
+
+
+@pytest.mark.parametrize(
+    "body, status, fragment",
+    [
+        (
+            event(type="lead.deleted"),
+            422,
+            "no deployed SOP is triggered by 'lead.deleted' (known events: lead.created)",
+        ),
+        (event(contact=LEAD | {"phone": "+1555"}), 422, "invalid phone number '+1555'"),
+        (
+            event(contact={"id": "c-2", "phone": "+12125550123"}),
+            422,
+            "SOP 'call_new_lead' needs source",
+        ),
+        (event(contact={"phone": "+12125550123"}), 422, "`id` is required"),
+        (event(idempotency_key=""), 422, "idempotency_key"),
+        ({"type": "lead.created"}, 422, "contact"),
+    ],
+)
+async def test_bad_events_get_a_clear_4xx_and_start_nothing(
+    api: httpx.AsyncClient,
+    live_env: WorkflowEnvironment,
+    body: dict[str, Any],
+    status: int,
+    fragment: str,
+) -> None:
+    response = await api.post("/api/v1/events", json=body, headers=AUTH)
+    assert response.status_code == status
+    assert fragment in response.text
+
+
+async def test_malformed_json_is_a_422(api: httpx.AsyncClient) -> None:
+    response = await api.post(
+        "/api/v1/events", content=b"{not json", headers=AUTH | {"Content-Type": "application/json"}
+    )
+    assert response.status_code == 422
+
+
+async def test_outcomes_are_validated_and_the_run_shows_every_step(
+    api: httpx.AsyncClient, live_env: WorkflowEnvironment
+) -> None:
+    run_id = (await api.post("/api/v1/events", json=event("evt-9"), headers=AUTH)).json()[
+        "enrolled"
+    ][0]["run_id"]
+    handle = live_env.client.get_workflow_handle(run_id)
+    for _ in range(100):
+        state = await handle.query("state", result_type=RunState)
+        if state is not None and state.phase == "awaiting_outcome":
+            break
+        await asyncio.sleep(0.1)
+    url = f"/api/v1/runs/{run_id}/outcomes"
+    bad = await api.post(
+        url, json={"step": "call_lead", "outcome": "voicemail", "actor": "rep-1"}, headers=AUTH
+    )
+    assert bad.status_code == 422 and "not allowed for step 'call_lead'" in bad.text
+    missing = await api.post(
+        url, json={"step": "call_lead", "outcome": "booked", "actor": "rep-1"}, headers=AUTH
+    )
+    assert missing.status_code == 422 and "needs appointment_at" in missing.text
+    good = await api.post(
+        url,
+        headers=AUTH,
+        json={
+            "step": "call_lead",
+            "outcome": "booked",
+            "actor": "rep-1",
+            "data": {"appointment_at": "2026-12-05T11:00:00+00:00"},
+        },
+    )
+    assert good.status_code == 200 and good.json() == {"accepted": True, "message": ""}
+    await handle.result()
+    run = (await api.get(f"/api/v1/runs/{run_id}", headers=AUTH)).json()
+    assert run["status"] == "finished" and run["result"] == "converted" and run["version"] == 1
+    actions = [s["action"] for s in run["steps"]]
+    assert actions == ["enrolled", "assign", "outcome", "end"]
+    outcome = run["steps"][2]
+    assert outcome["outcome"] == "booked" and outcome["actor"] == "rep-1"
+    assign = run["steps"][1]
+    assert assign["due_at"] is not None and assign["planned_at"] is not None
+
+
+async def test_unknown_runs_are_404(api: httpx.AsyncClient) -> None:
+    assert (await api.get("/api/v1/runs/nope", headers=AUTH)).status_code == 404
+    response = await api.post(
+        "/api/v1/runs/nope/outcomes",
+        headers=AUTH,
+        json={"step": "call_lead", "outcome": "booked", "actor": "rep-1"},
+    )
+    assert response.status_code == 404 and "unknown run 'nope'" in response.text
