@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run preview test lint format bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,14 +13,19 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-# Validate every SOP, then preview the callback SOP for a lead whose calls go unanswered until
-# the third retry connects and books a visit. (The durable Temporal stack lands with `sopflow up`.)
+# The embedded default in the foreground: Temporal dev server, worker, gateway on :8000, SQLite
+# store in .sopflow/, sop_definitions/ deployed. Ctrl-C stops everything; runs survive a restart.
 run: install
+	$(BIN)/sopflow up
+
+# Preview the callback SOP for a lead whose calls go unanswered until the third retry books.
+preview: install
 	$(BIN)/sopflow sop validate sop_definitions/
 	$(BIN)/sopflow sop simulate sop_definitions/new_lead_callback.yaml \
 	  --start 2026-12-01T09:10 --phone +12125550123 --contact first_name=Ann \
 	  --outcome first_call=no_answer@12m --outcome retry_calls=busy@20m \
-	  --outcome retry_calls=no_answer@10m --outcome 'retry_calls=booked@5m:appointment_at=2026-12-05T11:00,store_name=Downtown,store_address=12 Market St'
+	  --outcome retry_calls=no_answer@10m \
+	  --outcome 'retry_calls=booked@5m:appointment_at=2026-12-05T11:00,store_name=Downtown,store_address=12 Market St'
 
 test: install
 	$(BIN)/pytest

@@ -10,21 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
-import sys
 
-from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Worker
-
-from activities.sop_activities import SopActivities
-from activities.store_effects import StoreEffects
-from sopflow.providers.loopback import LoopbackProvider
+from sopflow.runtime import build_worker, connect_client, hard_exit
 from sopflow.settings import Settings, temporal_connect_config
 from sopflow.store.repository import Store, connect
-from workflows.sandbox import workflow_runner
-from workflows.sop_run import SopRun
 
 log = logging.getLogger("sopflow.worker")
 
@@ -34,17 +24,8 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     store = Store(connect(settings.database_url))
     store.migrate()
     config = temporal_connect_config()
-    client = await Client.connect(**config, data_converter=pydantic_data_converter)
-    # Loopback until the Twilio issue: touches are recorded and claimed, not delivered to phones.
-    activities = SopActivities(StoreEffects(store, LoopbackProvider()))
-    worker = Worker(
-        client,
-        task_queue=settings.task_queue,
-        workflows=[SopRun],
-        activities=activities.all(),
-        workflow_runner=workflow_runner(),
-    )
-    async with worker:
+    client = await connect_client(**config)
+    async with build_worker(client, store, settings.task_queue):
         log.info(
             "worker started task_queue=%s temporal=%s", settings.task_queue, config["target_host"]
         )
@@ -67,12 +48,7 @@ def main() -> None:
         await run(Settings.from_env(), stop)
 
     asyncio.run(serve())
-    # The worker has shut down cleanly. Skip interpreter finalization: Temporal's Rust runtime
-    # threads can outlive it and abort the process (temporalio/sdk-python#300).
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    hard_exit(0)
 
 
 if __name__ == "__main__":

@@ -211,5 +211,64 @@ def format_timeline(simulation: Simulation) -> str:
     return "\n".join(lines)
 
 
+@sop_app.command("deploy")
+@user_errors
+def deploy_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="SOP files or folders of them")],
+) -> None:
+    """Validate and store SOPs as new versions (no-op when a file's content is unchanged)."""
+    from sopflow.settings import Settings
+    from sopflow.store.repository import Store, connect
+
+    plans, problems = validate_paths(paths)
+    if problems:
+        raise SopValidationError(problems)
+    settings = Settings.from_env()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(connect(settings.database_url))
+    store.migrate()
+    for plan in plans.values():
+        deployment = store.deploy(plan)
+        state = "deployed" if deployment.created else "unchanged"
+        typer.echo(f"{state} {plan.sop.id} v{plan.sop.version} {plan.digest[:19]}")
+
+
+@app.command("up")
+@user_errors
+def up_cmd(
+    sops: Annotated[Path, typer.Option(help="folder of SOPs to deploy on start")] = Path(
+        "sop_definitions"
+    ),
+    port: Annotated[int, typer.Option(help="gateway (REST API) port")] = 8000,
+    temporal_port: Annotated[int, typer.Option(help="Temporal dev server port")] = 7233,
+    ui_port: Annotated[int, typer.Option(help="Temporal UI port")] = 8233,
+) -> None:
+    """Run the embedded stack in the foreground: Temporal dev server, worker, gateway, SQLite store.
+
+    Data lives in SOPFLOW_DATA_DIR (default .sopflow); Ctrl-C stops everything cleanly.
+    """
+    import asyncio
+    import logging
+    import signal
+
+    from sopflow.runtime import hard_exit
+    from sopflow.settings import Settings
+    from sopflow.up import Ports, up
+
+    logging.basicConfig(
+        level=logging.INFO, format="time=%(asctime)s level=%(levelname)s msg=%(message)s"
+    )
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await up(Settings.from_env(), sops, Ports(temporal_port, ui_port, port), stop)
+
+    asyncio.run(serve())
+    hard_exit(0)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     sys.exit(app())

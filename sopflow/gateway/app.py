@@ -79,6 +79,10 @@ def create_app(
     async def _user_error(_: Request, exc: SopflowError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
+    @app.get("/healthz")
+    async def healthz() -> dict[str, bool]:
+        return {"ok": True}
+
     @app.post("/api/v1/events", status_code=202, dependencies=[Depends(authorised)])
     async def post_event(event: EventIn) -> EventOut:
         plans = await asyncio.to_thread(store.latest_plans)

