@@ -34,6 +34,12 @@ app = typer.Typer(
 )
 sop_app = typer.Typer(help="Author SOPs: validate, preview and compile them.", no_args_is_help=True)
 app.add_typer(sop_app, name="sop")
+runs_app = typer.Typer(
+    help="Inspect runs: what each enrolment did, step by step.", no_args_is_help=True
+)
+app.add_typer(runs_app, name="runs")
+events_app = typer.Typer(help="Send business events to a running gateway.", no_args_is_help=True)
+app.add_typer(events_app, name="events")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -268,6 +274,118 @@ def up_cmd(
 
     asyncio.run(serve())
     hard_exit(0)
+
+
+def _store() -> Any:
+    from sopflow.settings import Settings
+    from sopflow.store.repository import Store, connect
+
+    store = Store(connect(Settings.from_env().database_url))
+    store.migrate()
+    return store
+
+
+@runs_app.command("list")
+@user_errors
+def runs_list_cmd(
+    sop: Annotated[str | None, typer.Option(help="only this SOP")] = None,
+    status: Annotated[str | None, typer.Option(help="running or finished")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Newest runs first, from the store (SOPFLOW_DATABASE_URL)."""
+    from sopflow.store.views import run_summary
+
+    rows = [run_summary(r) for r in _store().list_runs(sop, status, limit)]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        typer.echo(
+            f"{row['enrolled_at'][:19]}  {row['status']:<9} {row['result'] or '-':<14} "
+            f"{row['sop']} v{row['version']}  {row['run_id']}"
+        )
+    if not rows:
+        typer.echo("no runs")
+
+
+@runs_app.command("show")
+@user_errors
+def runs_show_cmd(run_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """One run and every step it took: planned, due and executed times, outcome, actor, reason."""
+    from sopflow.store.views import run_view
+
+    store = _store()
+    run = store.run(run_id)
+    if run is None:
+        raise SopflowError(f"unknown run {run_id!r}")
+    view = run_view(run, store.step_events(run_id))
+    if as_json:
+        typer.echo(json.dumps(view, indent=2))
+        return
+    typer.echo(
+        f"{view['run_id']}: {view['sop']} v{view['version']} for {view['contact']}, "
+        f"{view['status']}{' (' + view['result'] + ')' if view['result'] else ''}"
+    )
+    for step in view["steps"]:
+        extra = ", ".join(
+            f"{k}={step[k]}"
+            for k in ("planned_at", "due_at", "outcome", "actor", "reason")
+            if step[k]
+        )
+        typer.echo(f"  {step['executed_at'][:19]}  {step['step']:<16} {step['action']:<16} {extra}")
+
+
+@events_app.command("send")
+@user_errors
+def events_send_cmd(
+    event_type: Annotated[str, typer.Argument(help="e.g. lead.created")],
+    key: Annotated[str, typer.Option(help="idempotency key: the same key never enrols twice")],
+    contact: Annotated[
+        list[str], typer.Option(help="KEY=VALUE contact field, repeatable (id is required)")
+    ],
+    data: Annotated[list[str] | None, typer.Option(help="KEY=VALUE event data, repeatable")] = None,
+    api: Annotated[str, typer.Option(help="the gateway's base URL")] = "http://127.0.0.1:8000",
+) -> None:
+    """POST an event to the gateway (token from SOPFLOW_API_TOKEN or the data dir)."""
+    import urllib.error
+    import urllib.request
+
+    from sopflow.settings import Settings
+
+    settings = Settings.from_env()
+    token_file = settings.data_dir / "api_token"
+    if settings.api_token is not None:
+        token = settings.api_token.reveal()
+    elif token_file.exists():
+        token = token_file.read_text().strip()
+    else:
+        raise SopflowError("no API token: set SOPFLOW_API_TOKEN (or run `sopflow up` once)")
+    person: dict[str, Any] = dict(key_value(p, "--contact") for p in contact)
+    if "tags" in person:
+        person["tags"] = str(person["tags"]).split(",")
+    body = {
+        "type": event_type,
+        "idempotency_key": key,
+        "contact": person,
+        "data": dict(key_value(p, "--data") for p in data or []),
+    }
+    request = urllib.request.Request(
+        f"{api.rstrip('/')}/api/v1/events",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            typer.echo(response.read().decode())
+    except urllib.error.HTTPError as exc:
+        detail = json.loads(exc.read().decode() or "{}").get("detail", exc.reason)
+        raise SopflowError(f"{exc.code}: {detail}") from None
+    except urllib.error.URLError as exc:
+        raise SopflowError(
+            f"cannot reach the gateway at {api} ({exc.reason}): is `sopflow up` running?"
+        ) from None
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -22,6 +21,7 @@ from sopflow.enrolment import plan_enrolments
 from sopflow.errors import SopflowError
 from sopflow.settings import Secret
 from sopflow.store.repository import Store
+from sopflow.store.views import run_view
 from workflows.contracts import OutcomeAnswer, OutcomeRequest, SopRunInput
 from workflows.sop_run import SopRun
 
@@ -142,36 +142,6 @@ def create_app(
         if run is None:
             raise HTTPException(404, f"unknown run {run_id!r}")
         events = await asyncio.to_thread(store.step_events, run_id)
-
-        def iso(value: datetime | None) -> str | None:
-            return value.isoformat() if value else None
-
-        return {
-            "run_id": run.workflow_id,
-            "sop": run.sop_id,
-            "version": run.version,
-            "digest": run.digest,
-            "contact": run.contact_id,
-            "status": run.status,
-            "result": run.result,
-            "enrolled_at": iso(run.enrolled_at),
-            "finished_at": iso(run.finished_at),
-            "steps": [
-                {
-                    "key": e.key,
-                    "step": e.step,
-                    "action": e.action,
-                    "planned_at": iso(e.planned_at),
-                    "due_at": iso(e.due_at),
-                    "executed_at": iso(e.executed_at),
-                    "outcome": e.outcome,
-                    "actor": e.actor,
-                    "channel": e.channel,
-                    "provider_id": e.provider_id,
-                    "reason": e.reason,
-                }
-                for e in events
-            ],
-        }
+        return run_view(run, events)
 
     return app

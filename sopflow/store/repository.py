@@ -246,6 +246,18 @@ class Store:
                 )
             )
 
+    def list_runs(
+        self, sop_id: str | None = None, status: str | None = None, limit: int = 50
+    ) -> list[Run]:
+        """Newest enrolments first."""
+        query = select(Run).order_by(Run.enrolled_at.desc()).limit(limit)
+        if sop_id:
+            query = query.where(Run.sop_id == sop_id)
+        if status:
+            query = query.where(Run.status == status)
+        with Session(self.engine, expire_on_commit=False) as session:
+            return list(session.scalars(query))
+
     def run(self, workflow_id: str) -> Run | None:
         with Session(self.engine, expire_on_commit=False) as session:
             return session.get(Run, workflow_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -29,6 +30,40 @@ steps:
   - {id: lost, kind: end, result: lost}
   - {id: won, kind: end, result: converted}
 """
+
+
+def sopflow(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from sopflow.cli import main; main()", *args],
+        cwd=ROOT,
+        text=True,
+        capture_output=True,
+        timeout=60,
+        env=os.environ | {"SOPFLOW_DATA_DIR": str(tmp / "data")},
+    )
+
+
+def test_cli_errors_without_a_gateway_or_a_run(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "api_token").write_text("t")
+    port = free_port()
+    unreachable = sopflow(
+        tmp_path,
+        "events",
+        "send",
+        "lead.created",
+        "--key",
+        "k",
+        "--contact",
+        "id=c",
+        "--api",
+        f"http://127.0.0.1:{port}",
+    )
+    assert unreachable.returncode == 1 and "cannot reach the gateway" in unreachable.stderr
+    unknown = sopflow(tmp_path, "runs", "show", "nope")
+    assert unknown.returncode == 1 and "unknown run 'nope'" in unknown.stderr
+    empty = sopflow(tmp_path, "runs", "list")
+    assert empty.returncode == 0 and "no runs" in empty.stdout
 
 
 def free_port() -> int:
@@ -103,6 +138,43 @@ def test_up_enrols_stops_cleanly_and_keeps_runs_across_a_restart(tmp_path: Path)
             if any(s["action"] == "assign" for s in steps):
                 break
             time.sleep(0.1)
+        sent = sopflow(
+            tmp_path,
+            "events",
+            "send",
+            "lead.created",
+            "--key",
+            "k2",
+            "--contact",
+            "id=c-2",
+            "--contact",
+            "phone=+12125550199",
+            "--api",
+            first.base,
+        )
+        assert sent.returncode == 0, sent.stderr
+        assert "sop:quick_call:c-2:k2" in sent.stdout
+        bad = sopflow(
+            tmp_path,
+            "events",
+            "send",
+            "lead.created",
+            "--key",
+            "k3",
+            "--contact",
+            "id=c-3",
+            "--contact",
+            "phone=+1555",
+            "--api",
+            first.base,
+        )
+        assert (
+            bad.returncode == 1 and "422: contact 'c-3': invalid phone number '+1555'" in bad.stderr
+        )
+        listed = json.loads(sopflow(tmp_path, "runs", "list", "--json").stdout)
+        assert {r["run_id"] for r in listed} == {run_id, "sop:quick_call:c-2:k2"}
+        shown = json.loads(sopflow(tmp_path, "runs", "show", run_id, "--json").stdout)
+        assert shown["sop"] == "quick_call" and shown["steps"][0]["action"] == "enrolled"
     finally:
         assert first.stop() == 0
     output = first.log.read_text()
