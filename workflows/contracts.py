@@ -41,6 +41,12 @@ class ContactEventSignal(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
+class ControlSignal(BaseModel):
+    action: Literal["pause", "resume", "cancel"]
+    actor: str = Field(min_length=1)
+    reason: str = ""
+
+
 class OutcomeRequest(BaseModel):
     step: str
     outcome: str

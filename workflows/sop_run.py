@@ -21,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
         ActionResult,
         Command,
         ContactEvent,
+        Control,
         Event,
         Finish,
         OutcomeReported,
@@ -33,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         CommandInput,
         CommandResult,
         ContactEventSignal,
+        ControlSignal,
         OutcomeAnswer,
         OutcomeRequest,
         SopRunInput,
@@ -133,7 +135,7 @@ class SopRun:
 
     async def _next_event(self, state: RunState) -> tuple[Event, int | None]:
         """The next signal/update, or a Tick when the engine's timer is due."""
-        if state.wake_at is not None:
+        if state.wake_at is not None and not state.paused:  # a paused run arms no timer
             remaining = (state.wake_at - workflow.now()).total_seconds()
             if remaining > 0 and not self._inbox:
                 with contextlib.suppress(TimeoutError):  # the timer fired: a Tick is due
@@ -187,6 +189,14 @@ class SopRun:
         self._inbox.append(
             (ContactEvent(at=workflow.now(), name=signal.name, data=signal.data), None)
         )
+
+    @workflow.signal(name="control")
+    def control(self, signal: ControlSignal) -> None:
+        """A supervisor pauses, resumes or cancels the run; the engine records who and why."""
+        event = Control(
+            at=workflow.now(), action=signal.action, actor=signal.actor, reason=signal.reason
+        )
+        self._inbox.append((event, None))
 
     @workflow.update(name="report_outcome")
     async def report_outcome(self, request: OutcomeRequest) -> OutcomeAnswer:

@@ -22,7 +22,7 @@ from sopflow.errors import SopflowError
 from sopflow.settings import Secret
 from sopflow.store.repository import Store
 from sopflow.store.views import run_view
-from workflows.contracts import OutcomeAnswer, OutcomeRequest, SopRunInput
+from workflows.contracts import ControlSignal, OutcomeAnswer, OutcomeRequest, SopRunInput
 from workflows.sop_run import SopRun
 
 ClientFactory = Callable[[], Awaitable[Client]]
@@ -135,6 +135,18 @@ def create_app(
         if not answer.accepted:  # another report for this step won a moment earlier
             raise HTTPException(409, answer.message)
         return answer
+
+    @app.post("/api/v1/runs/{run_id}/control", status_code=202, dependencies=[Depends(authorised)])
+    async def post_control(run_id: str, control: ControlSignal) -> dict[str, str]:
+        """Pause, resume or cancel a run; the run records who and why."""
+        handle = (await temporal()).get_workflow_handle(run_id)
+        try:
+            await handle.signal("control", control)
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise HTTPException(404, f"unknown or finished run {run_id!r}") from None
+            raise
+        return {"run_id": run_id, "action": control.action}
 
     @app.get("/api/v1/runs/{run_id}", dependencies=[Depends(authorised)])
     async def get_run(run_id: str) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from sopflow.sop.protocol import (
     ActionResult,
     Command,
     ContactEvent,
+    Control,
     EnrollContact,
     Event,
     Finish,
@@ -93,8 +94,11 @@ def handle(plan: Plan, state: RunState, event: Event) -> Transition:
     run.state.now = max(run.state.now, utc(event.at))
     if run.state.finished:
         run.record(state.step or "", "ignored", reason="run already finished", event=event.type)
+    elif isinstance(event, Control):
+        run.on_control(event)
     elif isinstance(event, Tick):
-        run.on_tick()
+        if not run.state.paused:
+            run.on_tick()
     elif isinstance(event, ActionResult):
         touches.on_result(run, event)
     elif isinstance(event, OutcomeReported):
@@ -357,6 +361,27 @@ class Run:
             assert isinstance(step, WaitForStep)
             self.record(step.id, "timeout", waited_for=step.events)
             self.goto(step.on_timeout or self.plan.next_of(step.id))
+
+    def on_control(self, event: Control) -> None:
+        state, here = self.state, self.state.step or ""
+        if event.action == "cancel":
+            self.record(here, "cancelled", actor=event.actor, reason=event.reason)
+            self.end("cancelled")
+        elif event.action == "pause" and not state.paused:
+            state.paused = True
+            self.record(here, "paused", actor=event.actor, reason=event.reason)
+        elif event.action == "resume" and state.paused:
+            state.paused = False
+            self.record(here, "resumed", actor=event.actor, reason=event.reason)
+            self.on_tick()  # whatever fell due while paused happens now
+        else:
+            self.record(
+                here,
+                "ignored",
+                reason=f"already {'paused' if state.paused else 'running'}",
+                control=event.action,
+                actor=event.actor,
+            )
 
     def on_contact_event(self, event: ContactEvent) -> None:
         state = self.state

@@ -59,7 +59,19 @@ class ContactEvent(_Model):
     data: dict[str, Any] = Field(default_factory=dict, description="merged into the contact")
 
 
-Event = Annotated[Tick | ActionResult | OutcomeReported | ContactEvent, Field(discriminator="type")]
+class Control(_Model):
+    """A supervisor pauses, resumes or cancels a run; who and why are recorded."""
+
+    type: Literal["control"] = "control"
+    at: AwareDatetime
+    action: Literal["pause", "resume", "cancel"]
+    actor: str = Field(min_length=1)
+    reason: str = ""
+
+
+Event = Annotated[
+    Tick | ActionResult | OutcomeReported | ContactEvent | Control, Field(discriminator="type")
+]
 
 
 # ---------------------------------------------------------------- commands (engine -> shell)
@@ -186,6 +198,7 @@ class RunState(BaseModel):
     variants: dict[str, str] = Field(default_factory=dict)
     result: str | None = None
     transitions: int = 0
+    paused: bool = Field(False, description="a paused run acts on no timer until resumed")
 
     @property
     def finished(self) -> bool:

@@ -50,6 +50,15 @@ def _touch_channel(run: Run) -> str | None:
 def try_touch(run: Run) -> None:
     """Run the current touch now if its window allows, else defer or skip it per policy."""
     state, policy = run.state, run.plan.sop.policy
+    if state.paused:  # a paused run contacts no one; resuming picks the touch up at once
+        run.record(
+            state.step or "",
+            "deferred",
+            reason="the run is paused",
+            planned_at=_iso(state.planned_at),
+        )
+        run.wait("deferred", run.now)
+        return
     channel = _touch_channel(run)
     window = policy.windows.get(channel) if channel else None  # type: ignore[call-overload]
     allowed = clock.next_allowed(run.now, state.zones, window, run.calendar)

@@ -196,3 +196,33 @@ async def test_unknown_runs_are_404(api: httpx.AsyncClient) -> None:
         json={"step": "call_lead", "outcome": "booked", "actor": "rep-1"},
     )
     assert response.status_code == 404 and "unknown run 'nope'" in response.text
+
+
+async def test_supervisors_pause_and_cancel_runs_and_the_record_says_who_and_why(
+    api: httpx.AsyncClient, live_env: WorkflowEnvironment
+) -> None:
+    run_id = (await api.post("/api/v1/events", json=event("evt-c"), headers=AUTH)).json()[
+        "enrolled"
+    ][0]["run_id"]
+    url = f"/api/v1/runs/{run_id}/control"
+    paused = await api.post(
+        url, json={"action": "pause", "actor": "sup-1", "reason": "complaint"}, headers=AUTH
+    )
+    assert paused.status_code == 202
+    invalid = await api.post(url, json={"action": "explode", "actor": "sup-1"}, headers=AUTH)
+    assert invalid.status_code == 422
+    cancel = await api.post(
+        url, json={"action": "cancel", "actor": "sup-2", "reason": "duplicate lead"}, headers=AUTH
+    )
+    assert cancel.status_code == 202
+    await live_env.client.get_workflow_handle(run_id).result()
+    run = (await api.get(f"/api/v1/runs/{run_id}", headers=AUTH)).json()
+    assert run["status"] == "finished" and run["result"] == "cancelled"
+    by_action = {s["action"]: s for s in run["steps"]}
+    assert by_action["paused"]["actor"] == "sup-1" and by_action["paused"]["reason"] == "complaint"
+    assert (
+        by_action["cancelled"]["actor"] == "sup-2"
+        and by_action["cancelled"]["reason"] == "duplicate lead"
+    )
+    late = await api.post(url, json={"action": "resume", "actor": "sup-1"}, headers=AUTH)
+    assert late.status_code == 404 and "unknown or finished run" in late.text

@@ -14,6 +14,7 @@ from sopflow.sop.plan import Plan, compile_plan
 from sopflow.sop.protocol import (
     ActionResult,
     ContactEvent,
+    Control,
     Finish,
     OutcomeReported,
     PlaceCall,
@@ -252,3 +253,66 @@ def test_next_business_day_at_ten_skips_the_weekend_and_thanksgiving() -> None:
     assert t.state.wake_at == datetime(2026, 11, 27, 10, 0, tzinfo=NY)
     fri = datetime(2026, 11, 27, 15, 0, tzinfo=NY)
     assert start(p, fri).state.wake_at == datetime(2026, 11, 30, 10, 0, tzinfo=NY)
+
+
+DRIP = [
+    {"id": "pause_1", "kind": "wait", "duration": "1h"},
+    {"id": "hello", "kind": "sms", "body": "Hi"},
+    {"id": "done", "kind": "end", "result": "done"},
+]
+
+
+def test_a_paused_run_ignores_its_timer_and_resuming_acts_at_once() -> None:
+    p = plan(DRIP)
+    t = start(p)
+    paused = engine.handle(
+        p, t.state, Control(at=AT, action="pause", actor="sup-1", reason="complaint")
+    )
+    assert records(paused) == ["paused"] and paused.state.paused
+    assert next(c for c in paused.commands if isinstance(c, Record)).detail == {
+        "actor": "sup-1",
+        "reason": "complaint",
+    }
+    late = engine.handle(p, paused.state, Tick(at=AT + timedelta(hours=2)))
+    assert late.commands == [] and late.state.step == "pause_1"
+    resumed = engine.handle(
+        p, late.state, Control(at=AT + timedelta(hours=3), action="resume", actor="sup-1")
+    )
+    assert records(resumed)[0] == "resumed" and isinstance(resumed.commands[-1], SendMessage)
+
+
+def test_a_paused_run_touches_no_one_even_when_an_event_moves_it_on() -> None:
+    steps = [
+        {"id": "await", "kind": "wait_for", "events": ["reply"], "timeout": "1d"},
+        {"id": "hello", "kind": "sms", "body": "Hi"},
+        {"id": "done", "kind": "end", "result": "done"},
+    ]
+    p = plan(steps)
+    t = engine.handle(p, start(p).state, Control(at=AT, action="pause", actor="sup-1"))
+    moved = engine.handle(p, t.state, ContactEvent(at=AT, name="reply"))
+    assert not any(isinstance(c, SendMessage) for c in moved.commands)
+    assert (
+        "the run is paused"
+        in next(
+            c for c in moved.commands if isinstance(c, Record) and c.action == "deferred"
+        ).detail["reason"]
+    )
+    resumed = engine.handle(
+        p, moved.state, Control(at=AT + timedelta(minutes=5), action="resume", actor="sup-1")
+    )
+    assert isinstance(resumed.commands[-1], SendMessage)
+
+
+def test_opt_out_still_ends_a_paused_run_and_cancel_ends_any_run() -> None:
+    p = plan(DRIP)
+    paused = engine.handle(p, start(p).state, Control(at=AT, action="pause", actor="sup-1"))
+    assert (
+        engine.handle(p, paused.state, ContactEvent(at=AT, name="opted_out")).state.result
+        == "opted_out"
+    )
+    cancelled = engine.handle(
+        p, start(p).state, Control(at=AT, action="cancel", actor="sup-2", reason="duplicate lead")
+    )
+    assert records(cancelled)[0] == "cancelled" and cancelled.state.result == "cancelled"
+    twice = engine.handle(p, paused.state, Control(at=AT, action="pause", actor="sup-1"))
+    assert records(twice) == ["ignored"]

@@ -24,6 +24,7 @@ from sopflow.sop.validate import load_plan
 from sopflow.store.repository import Store, connect
 from workflows.contracts import (
     ContactEventSignal,
+    ControlSignal,
     OutcomeAnswer,
     OutcomeRequest,
     SopRunInput,
@@ -279,3 +280,41 @@ async def test_the_store_records_every_step_and_a_lost_response_never_sends_twic
     assert sms.channel == "sms" and sms.provider_id is None  # in doubt: the id was never returned
     assign = next(e for e in events if e.kind == "assign")
     assert assign.due_at is not None and assign.planned_at is not None
+
+
+async def test_a_paused_run_waits_past_its_timer_until_resumed(
+    live_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    steps = [
+        {"id": "pause_0", "kind": "wait", "duration": "2s"},
+        {"id": "touch_0", "kind": "sms", "body": "Hi"},
+    ]
+    plan = compile_plan(Sop.model_validate({**SOP, "id": "drip", "steps": steps}))
+    effects = MemoryEffects()
+    async with worker(live_env, task_queue, effects):
+        handle = await live_env.client.start_workflow(
+            SopRun.run,
+            SopRunInput(plan=plan, contact={"id": "c-6"}, zones=["UTC"]),
+            id=f"sop:drip:c-6:{task_queue}",
+            task_queue=task_queue,
+            result_type=SopRunResult,
+        )
+        await handle.signal(
+            "control", ControlSignal(action="pause", actor="sup-1", reason="customer complaint")
+        )
+        await asyncio.sleep(4)
+        state = await handle.query("state", result_type=RunState)
+        assert (
+            state is not None and state.paused and state.step == "pause_0" and not effects.performed
+        )
+        await handle.signal("control", ControlSignal(action="resume", actor="sup-1"))
+        result = await handle.result()
+    assert result.result == "completed"
+    texts = [r["text"] for _, r, _ in effects.performed.values() if "text" in r]
+    assert texts == ["Hi"]
+    actions = [
+        (p.command.action, p.command.detail.get("actor"))
+        for p in effects.records.values()
+        if isinstance(p.command, Record)
+    ]
+    assert ("paused", "sup-1") in actions and ("resumed", "sup-1") in actions
