@@ -16,7 +16,7 @@ install: $(BIN)/.installed
 # The embedded default in the foreground: Temporal dev server, worker, gateway on :8000, SQLite
 # store in .sopflow/, sop_definitions/ deployed. Ctrl-C stops everything; runs survive a restart.
 run: install
-	$(BIN)/sopflow up
+	$(BIN)/sopflow up --teams examples/teams.yaml
 
 # Preview the callback SOP for a lead whose calls go unanswered until the third retry books.
 preview: install

@@ -1,20 +1,22 @@
-"""Activities that carry out engine commands. Thin: render the templates, then hand the
-command to an effects backend (provider, task queue, store) keyed by its idempotency key.
+"""Activities that carry out engine commands. Thin: re-check a touch at the gate, render the
+templates, then hand the command to an effects backend (provider, task queue, store) keyed by
+its idempotency key.
 
-Only worker.py and tests build the backend; later issues add Twilio, the SQL outbox and the
-compliance gate behind the same protocol.
+Only worker.py and tests build the backend (MemoryEffects here, StoreEffects for the store).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, Protocol
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from sopflow.compliance.gate import check_touch
 from sopflow.errors import TemplateRenderError
-from sopflow.sop.protocol import Finish, Record
+from sopflow.sop.protocol import AssignTask, Finish, PlaceCall, Record, SendMessage
 from sopflow.sop.rendering import render_command
 from workflows.contracts import CommandInput, CommandResult
 
@@ -23,6 +25,8 @@ UNASSIGNED_REP: dict[str, Any] = {"id": "unassigned", "name": "the team", "first
 
 
 class Effects(Protocol):
+    async def opted_out_at(self, contact_id: str) -> datetime | None: ...
+
     async def rep_for(self, params: CommandInput) -> dict[str, Any]: ...
 
     async def perform(
@@ -38,6 +42,9 @@ class SopActivities:
 
     @activity.defn(name="sopflow.perform")
     async def perform(self, params: CommandInput) -> CommandResult:
+        blocked = await self._gate(params)
+        if blocked is not None:
+            return blocked
         rep = await self.effects.rep_for(params)
         try:
             rendered = render_command(params.command, rep, params.workflow_id)
@@ -46,6 +53,40 @@ class SopActivities:
                 str(exc), type="TemplateRenderError", non_retryable=True
             ) from exc
         return await self.effects.perform(params.idempotency_key, params, rendered)
+
+    async def _gate(self, params: CommandInput) -> CommandResult | None:
+        """Opt-out and window, at the moment of sending. Blocked touches are not performed and
+        not recorded here: the engine records the deferral or block with this reason."""
+        command = params.command
+        if isinstance(command, SendMessage):
+            channel: str = command.channel
+        elif isinstance(command, PlaceCall):
+            channel = "call"
+        elif isinstance(command, AssignTask) and command.channel:  # the rep will reach the lead
+            channel = command.channel
+        else:
+            return None
+        # Server time of this attempt (virtual time under time skipping), never before the
+        # engine issued the command.
+        at = max(command.at, activity.info().current_attempt_scheduled_time)
+        verdict = check_touch(
+            channel,
+            at,
+            params.zones,
+            params.policy,
+            await self.effects.opted_out_at(params.contact_id),
+        )
+        if verdict.allowed:
+            return None
+        activity.logger.info(
+            "touch %s blocked by %s: %s", params.idempotency_key, verdict.rule, verdict.reason
+        )
+        return CommandResult(
+            status="blocked",
+            reason=verdict.reason,
+            retry_at=verdict.retry_at,
+            detail={"rule": verdict.rule},
+        )
 
     @activity.defn(name="sopflow.record")
     async def record(self, params: CommandInput) -> None:
@@ -64,15 +105,15 @@ class MemoryEffects:
         self.performed: dict[str, tuple[CommandInput, dict[str, Any], CommandResult]] = {}
         self.records: dict[str, CommandInput] = {}
         self.attempts: dict[str, int] = {}
+        self.opted_out: dict[str, datetime] = {}
+
+    async def opted_out_at(self, contact_id: str) -> datetime | None:
+        return self.opted_out.get(contact_id)
 
     async def rep_for(self, params: CommandInput) -> dict[str, Any]:
         contact = getattr(params.command, "context", {}).get("contact", {})
         owner = str(contact.get("owner", ""))
-        return self.reps.get(owner) or {
-            "id": "unassigned",
-            "name": "the team",
-            "first_name": "the team",
-        }
+        return self.reps.get(owner) or dict(UNASSIGNED_REP)
 
     async def perform(
         self, key: str, params: CommandInput, rendered: Mapping[str, Any]

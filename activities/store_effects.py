@@ -1,5 +1,5 @@
 """Effects backed by the SQL store: every command becomes a step event, every touch goes through
-the outbox before the provider is called.
+the outbox before the provider is called, and tasks go to a rep from the store's teams.
 
 Exactly-once policy for touches (no provider offers an idempotency key):
 1. claim the key in the outbox (a row written before the provider call);
@@ -7,28 +7,52 @@ Exactly-once policy for touches (no provider offers an idempotency key):
 A retried activity that finds the row done returns the stored answer without sending. One that
 finds it still pending is in doubt (a crash between 2 and 3): it does NOT send again — at most
 once — and records the doubt; the Twilio issue resolves doubts by listing the provider's messages.
+Rep notifications (new task, reminder, escalation) go through the same outbox under `<key>/notify`.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
+from temporalio import activity
+
 from activities.sop_activities import UNASSIGNED_REP
+from sopflow.enrolment import enrolment_for, start_enrolment
+from sopflow.errors import SopflowError
 from sopflow.providers.base import Provider
-from sopflow.sop.protocol import PlaceCall, SendMessage
+from sopflow.sop.protocol import AssignTask, EnrollContact, Escalate, PlaceCall, SendMessage
+from sopflow.sop.schema import AssignRule
 from sopflow.store.repository import Store
+from sopflow.store.reps import RepDirectory, RepInfo
 from workflows.contracts import CommandInput, CommandResult
 
 
 class StoreEffects:
     def __init__(self, store: Store, provider: Provider) -> None:
         self.store = store
+        self.reps = RepDirectory(store.engine)
         self.provider = provider
 
+    async def opted_out_at(self, contact_id: str) -> datetime | None:
+        return await asyncio.to_thread(self.store.opted_out_at, contact_id)
+
+    def _rep(self, params: CommandInput) -> RepInfo | None:
+        """The rep a command concerns: a task's assignee by its rule, else the run's rep."""
+        command = params.command
+        if isinstance(command, AssignTask):
+            return self.reps.choose(command.assign, params.contact_id, params.workflow_id)
+        if isinstance(command, Escalate) and command.action == "reassign" and command.to:
+            return self.reps.choose(command.to, params.contact_id, params.workflow_id)
+        return self.reps.assigned_in_run(params.workflow_id) or self.reps.choose(
+            _OWNER, params.contact_id, params.workflow_id
+        )
+
     async def rep_for(self, params: CommandInput) -> dict[str, Any]:
-        return dict(UNASSIGNED_REP)
+        rep = await asyncio.to_thread(self._rep, params)
+        return rep.template_view() if rep else dict(UNASSIGNED_REP)
 
     def _ensure_run(self, params: CommandInput) -> None:
         assert params.enrolled_at is not None
@@ -42,9 +66,11 @@ class StoreEffects:
             params.enrolled_at,
         )
 
-    def _record(self, params: CommandInput, provider_id: str | None = None) -> None:
+    def _record(self, params: CommandInput, provider_id: str | None = None, **learnt: Any) -> None:
         self._ensure_run(params)
-        self.store.record_command(params.workflow_id, params.run_id, params.command, provider_id)
+        self.store.record_command(
+            params.workflow_id, params.run_id, params.command, provider_id, **learnt
+        )
 
     async def record(self, key: str, params: CommandInput) -> None:
         await asyncio.to_thread(self._record, params)
@@ -53,30 +79,126 @@ class StoreEffects:
         self, key: str, params: CommandInput, rendered: Mapping[str, Any]
     ) -> CommandResult:
         command = params.command
+        if isinstance(command, AssignTask | Escalate):
+            return await self._rep_step(key, params, rendered)
+        if isinstance(command, EnrollContact):
+            return await self._enroll(key, params, rendered)
         if not isinstance(command, SendMessage | PlaceCall):
-            # Tasks, escalations, enrolments, updates: recorded for the rep queue and the audit.
+            # Contact updates: recorded for the audit.
             await asyncio.to_thread(self._record, params)
             return CommandResult()
-        claim = await asyncio.to_thread(
-            self.store.outbox_begin, key, params.workflow_id, command.kind
-        )
+        to = str(command.context.get("contact", {}).get("phone", ""))
+        if isinstance(command, SendMessage):
+            sent = await self._send_once(key, params, command.channel, to, rendered["text"])
+        else:
+            sent = await self._send_once(key, params, "call", to, rendered["script"])
+        await asyncio.to_thread(self._record, params, sent.detail.get("provider_id"))
+        return sent
+
+    async def _send_once(
+        self, key: str, params: CommandInput, channel: str, to: str, text: str
+    ) -> CommandResult:
+        """The outbox protocol around one provider call (see the module docstring)."""
+        claim = await asyncio.to_thread(self.store.outbox_begin, key, params.workflow_id, channel)
         if claim.status != "pending" or claim.attempts > 1:
-            in_doubt = claim.status == "pending"
-            await asyncio.to_thread(self._record, params, claim.provider_id)
             return CommandResult(
                 detail={
                     "provider_id": claim.provider_id,
                     "deduplicated": True,
-                    "in_doubt": in_doubt,
+                    "in_doubt": claim.status == "pending",
                 }
             )
-        to = str(command.context.get("contact", {}).get("phone", ""))
-        if isinstance(command, SendMessage):
-            provider_id = await self.provider.send_message(
-                command.channel, to, rendered["text"], key
-            )
+        if channel == "call":
+            provider_id = await self.provider.place_call(to, text, key)
         else:
-            provider_id = await self.provider.place_call(to, rendered["script"], key)
+            provider_id = await self.provider.send_message(channel, to, text, key)
         await asyncio.to_thread(self.store.outbox_finish, key, "done", provider_id)
-        await asyncio.to_thread(self._record, params, provider_id)
         return CommandResult(detail={"provider_id": provider_id})
+
+    async def _rep_step(
+        self, key: str, params: CommandInput, rendered: Mapping[str, Any]
+    ) -> CommandResult:
+        """Assign / remind / escalate: pick the rep, record them as the actor, text them."""
+        command = params.command
+        assert isinstance(command, AssignTask | Escalate)
+        rep = await asyncio.to_thread(self._rep, params)
+        notify = rep
+        if isinstance(command, Escalate) and command.action == "notify_supervisor":
+            notify = await asyncio.to_thread(
+                self.reps.supervisor_of, rep.id if rep else None, _team(params)
+            )
+        # The rep who holds the task after this step: the assignee, or whoever it moved to.
+        holds = isinstance(command, AssignTask) or command.action == "reassign"
+        actor = rep.id if rep and holds else None
+        if rep and holds:
+            await asyncio.to_thread(
+                self.reps.claim_owner,
+                params.contact_id,
+                rep.id,
+                transfer=isinstance(command, Escalate),
+            )
+        detail: dict[str, Any] = {"rep": rep.id if rep else None}
+        if notify is not None and notify.phone:
+            sent = await self._send_once(
+                f"{key}/notify", params, "sms", notify.phone, _notice(params, rendered, notify)
+            )
+            detail["notified"] = notify.id
+            detail["provider_id"] = sent.detail.get("provider_id")
+        await asyncio.to_thread(self._record, params, None, actor=actor, detail=detail)
+        return CommandResult(detail=detail)
+
+    async def _enroll(
+        self, key: str, params: CommandInput, rendered: Mapping[str, Any]
+    ) -> CommandResult:
+        """Start the target SOP (its newest version) for this contact, once per command key.
+        An SOP that is not deployed or a contact it cannot run for is recorded as failed; the
+        run goes on (the enrolment is a consequence, not a step the contact waits on)."""
+        command = params.command
+        assert isinstance(command, EnrollContact)
+        contact = {**command.context.get("contact", {}), **rendered["data"]}
+        try:
+            plan = await asyncio.to_thread(self.store.latest_plan, command.sop)
+            enrolment = enrolment_for(plan, contact, key=key.replace("/", ":"))
+        except SopflowError as exc:
+            await asyncio.to_thread(self._record, params, outcome="failed", reason=str(exc))
+            return CommandResult(status="failed", reason=str(exc))
+        await asyncio.to_thread(self.store.upsert_contact, enrolment.contact)
+        await start_enrolment(
+            activity.client(),
+            enrolment,
+            f"enrolled_by:{params.sop}",
+            rendered["data"],
+            activity.info().task_queue,
+        )
+        await asyncio.to_thread(
+            self._record, params, outcome="enrolled", detail={"run_id": enrolment.workflow_id}
+        )
+        return CommandResult(detail={"run_id": enrolment.workflow_id})
+
+
+_OWNER = AssignRule(strategy="owner")
+
+
+def _team(params: CommandInput) -> str | None:
+    command = params.command
+    if isinstance(command, AssignTask):
+        return command.assign.team
+    return None
+
+
+def _notice(params: CommandInput, rendered: Mapping[str, Any], rep: RepInfo) -> str:
+    """The text a rep gets on their phone."""
+    command = params.command
+    contact = getattr(command, "context", {}).get("contact", {})
+    who = " ".join(
+        str(contact.get(k, "")) for k in ("first_name", "last_name") if contact.get(k)
+    ) or str(contact.get("id", params.contact_id))
+    phone = contact.get("phone", "")
+    if isinstance(command, AssignTask):
+        return f"sopflow task: {command.title} — {who} {phone}, due {command.due_at:%Y-%m-%d %H:%M} UTC"
+    assert isinstance(command, Escalate)
+    if command.action == "notify_supervisor":
+        return f"sopflow: step {command.step} for {who} is overdue (level {command.level}); please follow up"
+    if command.action == "reassign":
+        return f"sopflow: step {command.step} for {who} {phone} is now yours"
+    return f"sopflow reminder: step {command.step} for {who} {phone} is overdue"

@@ -38,6 +38,8 @@ runs_app = typer.Typer(
     help="Inspect runs: what each enrolment did, step by step.", no_args_is_help=True
 )
 app.add_typer(runs_app, name="runs")
+reps_app = typer.Typer(help="Teams and reps who work the tasks SOPs assign.", no_args_is_help=True)
+app.add_typer(reps_app, name="reps")
 events_app = typer.Typer(help="Send business events to a running gateway.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
 
@@ -248,6 +250,9 @@ def up_cmd(
     port: Annotated[int, typer.Option(help="gateway (REST API) port")] = 8000,
     temporal_port: Annotated[int, typer.Option(help="Temporal dev server port")] = 7233,
     ui_port: Annotated[int, typer.Option(help="Temporal UI port")] = 8233,
+    teams: Annotated[
+        Path | None, typer.Option(help="teams file to import on start (e.g. examples/teams.yaml)")
+    ] = None,
 ) -> None:
     """Run the embedded stack in the foreground: Temporal dev server, worker, gateway, SQLite store.
 
@@ -270,7 +275,7 @@ def up_cmd(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await up(Settings.from_env(), sops, Ports(temporal_port, ui_port, port), stop)
+        await up(Settings.from_env(), sops, Ports(temporal_port, ui_port, port), stop, teams)
 
     asyncio.run(serve())
     hard_exit(0)
@@ -280,7 +285,10 @@ def _store() -> Any:
     from sopflow.settings import Settings
     from sopflow.store.repository import Store, connect
 
-    store = Store(connect(Settings.from_env().database_url))
+    settings = Settings.from_env()
+    if settings.database_url.startswith("sqlite"):  # the embedded default lives in the data dir
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(connect(settings.database_url))
     store.migrate()
     return store
 
@@ -307,6 +315,38 @@ def runs_list_cmd(
         )
     if not rows:
         typer.echo("no runs")
+
+
+@reps_app.command("import")
+@user_errors
+def reps_import_cmd(
+    path: Annotated[Path, typer.Argument(help="a teams file (see examples/teams.yaml)")],
+) -> None:
+    """Add or update teams and reps from a YAML file; reps not listed are kept. All or nothing."""
+    from sopflow.store.reps import RepDirectory
+    from sopflow.teams import load_teams
+
+    teams = load_teams(path)
+    team_count, rep_count = RepDirectory(_store().engine).import_teams(teams)
+    typer.echo(f"imported {team_count} teams, {rep_count} reps from {path}")
+
+
+@reps_app.command("list")
+@user_errors
+def reps_list_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Every rep with their team and phone (inactive reps get no new tasks)."""
+    from dataclasses import asdict
+
+    from sopflow.store.reps import RepDirectory
+
+    reps = RepDirectory(_store().engine).reps()
+    if as_json:
+        typer.echo(json.dumps([asdict(r) for r in reps], indent=2))
+        return
+    for rep in reps:
+        typer.echo(f"{rep.id:<16} {rep.team_id or '-':<16} {rep.phone or '-':<16} {rep.name}")
+    if not reps:
+        typer.echo("no reps: import a teams file with `sopflow reps import FILE`")
 
 
 @runs_app.command("show")

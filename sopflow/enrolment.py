@@ -10,10 +10,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import phonenumbers
+from temporalio.client import Client
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from sopflow.errors import InvalidContactError, InvalidEventError
 from sopflow.sop import clock, engine
 from sopflow.sop.plan import Plan
+from sopflow.sop.schema import WaitForStep
+from workflows.contracts import SopRunInput
 
 
 @dataclass(frozen=True)
@@ -22,6 +27,28 @@ class Enrolment:
     workflow_id: str
     contact: dict[str, Any]
     zones: list[str]
+
+
+# Contact events every deployment understands: the gateway records them on the contact too.
+BUILTIN_CONTACT_EVENTS = frozenset({"opted_out", "opted_in", "reply"})
+
+
+def known_events(plans: Iterable[Plan]) -> set[str]:
+    """Event types the API accepts: SOP triggers, events runs wait for or are interrupted by,
+    and the built-in contact events."""
+    known = set(BUILTIN_CONTACT_EVENTS)
+    for plan in plans:
+        sop = plan.sop
+        known |= set(sop.entry.events) | set(sop.interrupts)
+        known |= {e for step in sop.steps if isinstance(step, WaitForStep) for e in step.events}
+    return known
+
+
+@dataclass(frozen=True)
+class Started:
+    version: int  # the run's SOP version (the first start's, for a duplicate)
+    run_id: str  # Temporal's id of the first run
+    created: bool  # False: this enrolment already existed
 
 
 def workflow_id(sop_id: str, contact_id: str, key: str) -> str:
@@ -63,6 +90,49 @@ def normalise_contact(contact: Mapping[str, Any]) -> dict[str, Any]:
     return result
 
 
+def enrolment_for(plan: Plan, contact: Mapping[str, Any], key: str) -> Enrolment:
+    """One SOP for one contact: the contact checked against the SOP, zones resolved."""
+    person = normalise_contact(contact)
+    missing = [
+        n for n, f in plan.sop.contact_fields.items() if f.required and person.get(n) in (None, "")
+    ]
+    if missing:
+        raise InvalidContactError(f"SOP {plan.sop.id!r} needs {', '.join(missing)}", person["id"])
+    zones, _ = clock.contact_zones(person, plan.sop.policy.timezone)
+    return Enrolment(plan, workflow_id(plan.sop.id, person["id"], key), person, zones)
+
+
+async def start_enrolment(
+    client: Client,
+    enrolment: Enrolment,
+    trigger: str,
+    trigger_data: Mapping[str, Any],
+    task_queue: str,
+) -> Started:
+    """Start the run; the same workflow id again starts nothing."""
+    plan = enrolment.plan
+    try:
+        handle = await client.start_workflow(
+            "SopRun",
+            SopRunInput(
+                plan=plan,
+                contact=enrolment.contact,
+                zones=enrolment.zones,
+                trigger=trigger,
+                trigger_data=dict(trigger_data),
+            ),
+            id=enrolment.workflow_id,
+            task_queue=task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            memo={"version": plan.sop.version},
+        )
+        return Started(plan.sop.version, handle.first_execution_run_id or "", True)
+    except WorkflowAlreadyStartedError:  # the same enrolment again: answer as the first time
+        described = await client.get_workflow_handle(enrolment.workflow_id).describe()
+        version = int((await described.memo()).get("version", plan.sop.version))
+        return Started(version, described.run_id, False)
+
+
 def plan_enrolments(
     plans: Iterable[Plan],
     event_type: str,
@@ -70,28 +140,18 @@ def plan_enrolments(
     data: Mapping[str, Any],
     key: str,
 ) -> list[Enrolment]:
-    """The enrolments an event causes. Raises if no SOP listens to it or the contact is unfit."""
+    """The enrolments an event causes (maybe none: a contact event for running runs). Raises if
+    no deployed SOP knows the event or the contact is unfit."""
     plans = list(plans)
-    listening = [p for p in plans if event_type in p.sop.entry.events]
-    if not listening:
-        known = sorted({e for p in plans for e in p.sop.entry.events})
+    known = known_events(plans)
+    if event_type not in known:
         raise InvalidEventError(
-            f"no deployed SOP is triggered by {event_type!r} (known events: {', '.join(known) or 'none'})"
+            f"no deployed SOP uses the event {event_type!r} (known events: {', '.join(sorted(known))})"
         )
+    listening = [p for p in plans if event_type in p.sop.entry.events]
     person = normalise_contact(contact)
-    found = []
-    for plan in listening:
-        if not engine.entry_matches(plan, event_type, person, data):
-            continue
-        missing = [
-            n
-            for n, f in plan.sop.contact_fields.items()
-            if f.required and person.get(n) in (None, "")
-        ]
-        if missing:
-            raise InvalidContactError(
-                f"SOP {plan.sop.id!r} needs {', '.join(missing)}", person["id"]
-            )
-        zones, _ = clock.contact_zones(person, plan.sop.policy.timezone)
-        found.append(Enrolment(plan, workflow_id(plan.sop.id, person["id"], key), person, zones))
-    return found
+    return [
+        enrolment_for(plan, person, key)
+        for plan in listening
+        if engine.entry_matches(plan, event_type, person, data)
+    ]

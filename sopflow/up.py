@@ -26,6 +26,8 @@ from sopflow.runtime import build_worker, connect_client
 from sopflow.settings import Secret, Settings
 from sopflow.sop.validate import validate_paths
 from sopflow.store.repository import Store, connect
+from sopflow.store.reps import RepDirectory
+from sopflow.teams import load_teams
 
 log = logging.getLogger("sopflow.up")
 
@@ -74,10 +76,17 @@ async def _wait_for_temporal(address: str, server: asyncio.subprocess.Process) -
     raise SopflowError(f"the Temporal dev server did not answer on {address}")
 
 
-async def up(settings: Settings, sop_dir: Path, ports: Ports, stop: asyncio.Event) -> None:
+async def up(
+    settings: Settings,
+    sop_dir: Path,
+    ports: Ports,
+    stop: asyncio.Event,
+    teams_file: Path | None = None,
+) -> None:
     plans, problems = validate_paths([sop_dir])
     if problems:
         raise SopflowError("sop_definitions has problems:\n" + "\n".join(map(str, problems)))
+    teams = load_teams(teams_file) if teams_file else []
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(connect(settings.database_url))
     store.migrate()
@@ -89,6 +98,9 @@ async def up(settings: Settings, sop_dir: Path, ports: Ports, stop: asyncio.Even
             plan.sop.version,
             "" if deployment.created else " (unchanged)",
         )
+    if teams:
+        team_count, rep_count = RepDirectory(store.engine).import_teams(teams)
+        log.info("imported %d teams, %d reps from %s", team_count, rep_count, teams_file)
     token = api_token(settings)
     address = f"127.0.0.1:{ports.temporal}"
     server_log = (settings.data_dir / "temporal.log").open("ab")  # the server's own chatter

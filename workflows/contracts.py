@@ -11,6 +11,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from sopflow.sop.plan import Plan
 from sopflow.sop.protocol import Command, RunState
+from sopflow.sop.schema import ContactPolicy
 
 TASK_QUEUE = "sopflow"
 
@@ -71,6 +72,8 @@ class CommandInput(BaseModel):
     digest: str = ""
     contact_id: str = ""
     enrolled_at: AwareDatetime | None = None
+    zones: list[str] = Field(default_factory=list, description="touches: the contact's zones")
+    policy: ContactPolicy | None = Field(None, description="touches: windows the gate re-checks")
 
     @property
     def idempotency_key(self) -> str:

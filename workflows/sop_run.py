@@ -19,14 +19,17 @@ with workflow.unsafe.imports_passed_through():
     from sopflow.sop.protocol import (
         EFFECTS_WITH_RESULT,
         ActionResult,
+        AssignTask,
         Command,
         ContactEvent,
         Control,
         Event,
         Finish,
         OutcomeReported,
+        PlaceCall,
         Record,
         RunState,
+        SendMessage,
         Tick,
         Transition,
     )
@@ -158,6 +161,9 @@ class SopRun:
             contact_id=str(state.contact.get("id", "")),
             enrolled_at=state.enrolled_at,
         )
+        if isinstance(command, SendMessage | PlaceCall | AssignTask):  # what the gate re-checks
+            assert self._input is not None
+            params.zones, params.policy = state.zones, self._input.plan.sop.policy
         if isinstance(command, Record | Finish):  # bookkeeping, not a touch
             await workflow.execute_activity(
                 "sopflow.record",

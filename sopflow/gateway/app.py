@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -13,17 +14,14 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from sopflow.enrolment import plan_enrolments
+from sopflow.enrolment import Enrolment, normalise_contact, plan_enrolments, start_enrolment
 from sopflow.errors import SopflowError
 from sopflow.settings import Secret
 from sopflow.store.repository import Store
 from sopflow.store.views import run_view
-from workflows.contracts import ControlSignal, OutcomeAnswer, OutcomeRequest, SopRunInput
-from workflows.sop_run import SopRun
+from workflows.contracts import ContactEventSignal, ControlSignal, OutcomeAnswer, OutcomeRequest
 
 ClientFactory = Callable[[], Awaitable[Client]]
 # Module level: FastAPI resolves the (string) annotations of dependencies in module globals.
@@ -43,8 +41,19 @@ class EnrolledRun(BaseModel):
     version: int
 
 
+class SkippedSop(BaseModel):
+    sop: str
+    reason: str
+
+
 class EventOut(BaseModel):
     enrolled: list[EnrolledRun]
+    delivered: list[str] = Field(
+        default_factory=list, description="running runs of the contact told about the event"
+    )
+    skipped: list[SkippedSop] = Field(
+        default_factory=list, description="SOPs the event triggers but did not start, and why"
+    )
 
 
 class OutcomeIn(BaseModel):
@@ -85,39 +94,74 @@ def create_app(
 
     @app.post("/api/v1/events", status_code=202, dependencies=[Depends(authorised)])
     async def post_event(event: EventIn) -> EventOut:
+        """Start every SOP the event triggers and pass it to the contact's running runs.
+        Everything is checked before anything changes; the same idempotency key again gets
+        the first answer and changes nothing."""
         plans = await asyncio.to_thread(store.latest_plans)
         enrolments = plan_enrolments(
             plans, event.type, event.contact, event.data, event.idempotency_key
         )
-        if enrolments:
-            await asyncio.to_thread(store.upsert_contact, enrolments[0].contact)
-        client = await temporal()
-        enrolled = []
-        for enrolment in enrolments:
-            plan = enrolment.plan
-            try:
-                await client.start_workflow(
-                    SopRun.run,
-                    SopRunInput(
-                        plan=plan,
-                        contact=enrolment.contact,
-                        zones=enrolment.zones,
-                        trigger=event.type,
-                        trigger_data=event.data,
-                    ),
-                    id=enrolment.workflow_id,
-                    task_queue=task_queue,
-                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                    memo={"version": plan.sop.version},
+        person = normalise_contact(event.contact)
+        fresh, answer = await asyncio.to_thread(
+            store.event_begin, event.idempotency_key, event.type, person["id"], event.data
+        )
+        if not fresh:
+            if answer is None:
+                raise HTTPException(
+                    409, "an event with this idempotency_key is still being processed: retry"
                 )
-                version = plan.sop.version
-            except WorkflowAlreadyStartedError:  # the same event again: answer as the first time
-                described = await client.get_workflow_handle(enrolment.workflow_id).describe()
-                version = int((await described.memo()).get("version", plan.sop.version))
-            enrolled.append(
-                EnrolledRun(run_id=enrolment.workflow_id, sop=plan.sop.id, version=version)
+            return EventOut.model_validate(answer)
+        try:
+            out = await process(event, person, enrolments)
+        except BaseException:
+            await asyncio.to_thread(store.event_abandon, event.idempotency_key)
+            raise
+        await asyncio.to_thread(store.event_finish, event.idempotency_key, out.model_dump())
+        return out
+
+    async def process(
+        event: EventIn, person: dict[str, Any], enrolments: list[Enrolment]
+    ) -> EventOut:
+        await asyncio.to_thread(store.upsert_contact, person)
+        if event.type in ("opted_out", "opted_in"):
+            await asyncio.to_thread(store.set_opt_out, person["id"], event.type == "opted_out")
+        opted_out_at = await asyncio.to_thread(store.opted_out_at, person["id"])
+        client = await temporal()
+        out = EventOut(enrolled=[], delivered=[], skipped=[])
+        for enrolment in enrolments:
+            sop = enrolment.plan.sop
+            if opted_out_at is not None:
+                reason = f"the contact opted out at {opted_out_at.isoformat()}"
+                out.skipped.append(SkippedSop(sop=sop.id, reason=reason))
+                continue
+            started = await start_enrolment(client, enrolment, event.type, event.data, task_queue)
+            if started.created:  # recorded now, so events that follow reach it at once
+                await asyncio.to_thread(
+                    store.start_run,
+                    enrolment.workflow_id,
+                    started.run_id,
+                    sop.id,
+                    started.version,
+                    enrolment.plan.digest,
+                    person["id"],
+                    datetime.now(UTC),
+                )
+            out.enrolled.append(
+                EnrolledRun(run_id=enrolment.workflow_id, sop=sop.id, version=started.version)
             )
-        return EventOut(enrolled=enrolled)
+        just_started = {run.run_id for run in out.enrolled}
+        signal = ContactEventSignal(name=event.type, data=event.data)
+        for run_id in await asyncio.to_thread(store.running_runs, person["id"]):
+            if run_id in just_started:
+                continue
+            try:
+                await client.get_workflow_handle(run_id).signal("contact_event", signal)
+            except RPCError as exc:
+                if exc.status != RPCStatusCode.NOT_FOUND:  # finished a moment ago: nothing to tell
+                    raise
+                continue
+            out.delivered.append(run_id)
+        return out
 
     @app.post("/api/v1/runs/{run_id}/outcomes", dependencies=[Depends(authorised)])
     async def post_outcome(run_id: str, report: OutcomeIn) -> OutcomeAnswer:

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from sopflow.sop.schema import AssignRule
+from sopflow.sop.schema import AssignRule, Channel
 
 
 class _Model(BaseModel):
@@ -106,6 +106,7 @@ class AssignTask(_Command):
     planned_at: AwareDatetime
     attempt: int
     context: dict[str, Any]
+    channel: Channel | None = Field(None, description="the window the rep works in, e.g. call")
 
 
 class Escalate(_Command):

@@ -135,6 +135,7 @@ def _issue_touch(run: Run) -> None:
                 planned_at=planned,
                 attempt=max(state.attempt, 1),
                 context=run.context(),
+                channel=action.channel,
             )
     state.pending = command.key
     run.commands.append(command)
@@ -172,10 +173,14 @@ def on_result(run: Run, event: ActionResult) -> None:
                 until=event.retry_at.isoformat(),
                 planned_at=_iso(state.planned_at),
                 by="compliance",
+                rule=event.detail.get("rule", ""),
             )
             run.wait("deferred", max(event.retry_at, run.now))
             return
-        run.record(step.id, "blocked", reason=event.reason)
+        run.record(step.id, "blocked", reason=event.reason, **event.detail)
+        if event.detail.get("rule") == "opt_out":  # the gate saw an opt-out: no more touches
+            run.end("opted_out")
+            return
         touch_did_not_happen(run, "skipped")
         return
     if event.status == "failed":

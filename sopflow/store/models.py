@@ -129,3 +129,16 @@ class OutboxEntry(Base):
     result: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+class InboundEvent(Base):
+    """An event received by the API, by idempotency key: the same key again gets the stored
+    answer and changes nothing. `answer` is NULL while the first request is being processed."""
+
+    __tablename__ = "inbound_events"
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    type: Mapped[str] = mapped_column(String(100))
+    contact_id: Mapped[str] = mapped_column(String(64), index=True)
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    answer: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    received_at: Mapped[datetime]

@@ -22,7 +22,14 @@ from sopflow.sop.protocol import (
     SendMessage,
 )
 from sopflow.store import migrate
-from sopflow.store.models import Contact, OutboxEntry, Run, SopVersion, StepEvent
+from sopflow.store.models import (
+    Contact,
+    InboundEvent,
+    OutboxEntry,
+    Run,
+    SopVersion,
+    StepEvent,
+)
 
 
 class VersionConflictError(SopflowError):
@@ -172,11 +179,34 @@ class Store:
                 row = Contact(id=contact["id"], fields={}, updated_at=_now())
                 session.add(row)
             row.phone, row.timezone = contact.get("phone"), contact.get("timezone")
-            row.owner = contact.get("owner")
+            if contact.get("owner"):  # an owner claimed by a rep stays until the CRM names one
+                row.owner = contact["owner"]
             row.fields = {
                 k: v for k, v in contact.items() if k not in ("id", "phone", "timezone", "owner")
             }
             row.updated_at = _now()
+
+    def contact(self, contact_id: str) -> Contact | None:
+        with Session(self.engine, expire_on_commit=False) as session:
+            return session.get(Contact, contact_id)
+
+    def opted_out_at(self, contact_id: str) -> datetime | None:
+        row = self.contact(contact_id)
+        return row.opted_out_at if row is not None else None
+
+    def set_opt_out(self, contact_id: str, opted_out: bool, at: datetime | None = None) -> bool:
+        """Opt a known contact out (on every channel) or back in; False if nothing changed.
+        The first opt-out time is kept when it is repeated."""
+        with Session(self.engine) as session, session.begin():
+            row = session.get(Contact, contact_id)
+            if row is None:
+                row = Contact(id=contact_id, fields={}, updated_at=_now())
+                session.add(row)
+            if opted_out == (row.opted_out_at is not None):
+                return False
+            row.opted_out_at = (at or _now()) if opted_out else None
+            row.updated_at = _now()
+        return True
 
     # ------------------------------------------------------------ runs and step events
     def start_run(
@@ -213,8 +243,19 @@ class Store:
         temporal_run_id: str,
         command: Command,
         provider_id: str | None = None,
+        actor: str | None = None,
+        outcome: str | None = None,
+        reason: str | None = None,
+        detail: dict[str, Any] | None = None,
     ) -> bool:
-        """Write the step event for a command once; a retried write of the same key is a no-op."""
+        """Write the step event for a command once; a retried write of the same key is a no-op.
+        actor / outcome / reason: what the shell learnt carrying it out (the rep given a task,
+        the run an enrolment started, why it failed)."""
+        fields = _event_fields(command)
+        overrides = {"actor": actor, "outcome": outcome, "reason": reason}
+        fields |= {name: value for name, value in overrides.items() if value is not None}
+        if detail:
+            fields["detail"] = {**fields.get("detail", {}), **detail}
         row = StepEvent(
             workflow_id=workflow_id,
             temporal_run_id=temporal_run_id,
@@ -222,7 +263,7 @@ class Store:
             step=command.step,
             executed_at=command.at,
             provider_id=provider_id,
-            **_event_fields(command),
+            **fields,
         )
         with Session(self.engine) as session:
             session.add(row)
@@ -261,6 +302,50 @@ class Store:
     def run(self, workflow_id: str) -> Run | None:
         with Session(self.engine, expire_on_commit=False) as session:
             return session.get(Run, workflow_id)
+
+    def running_runs(self, contact_id: str) -> list[str]:
+        """Workflow ids of the contact's runs not yet finished."""
+        with Session(self.engine) as session:
+            return list(
+                session.scalars(
+                    select(Run.workflow_id)
+                    .where(Run.contact_id == contact_id, Run.status == "running")
+                    .order_by(Run.enrolled_at)
+                )
+            )
+
+    # ------------------------------------------------------------ inbound events
+    def event_begin(
+        self, key: str, type_: str, contact_id: str, data: dict[str, Any]
+    ) -> tuple[bool, dict[str, Any] | None]:
+        """Claim an idempotency key. (True, None): new, process it. (False, answer): seen
+        before; answer is None while the first request is still being processed."""
+        with Session(self.engine) as session:
+            session.add(
+                InboundEvent(
+                    key=key, type=type_, contact_id=contact_id, data=data, received_at=_now()
+                )
+            )
+            try:
+                session.commit()
+                return True, None
+            except IntegrityError:
+                session.rollback()
+            row = session.get(InboundEvent, key)
+            return False, (row.answer if row is not None else None)
+
+    def event_finish(self, key: str, answer: dict[str, Any]) -> None:
+        with Session(self.engine) as session, session.begin():
+            row = session.get(InboundEvent, key)
+            assert row is not None
+            row.answer = answer
+
+    def event_abandon(self, key: str) -> None:
+        """Processing failed: forget the key so that a retry is processed afresh."""
+        with Session(self.engine) as session, session.begin():
+            row = session.get(InboundEvent, key)
+            if row is not None and row.answer is None:
+                session.delete(row)
 
     # ------------------------------------------------------------ outbox
     def outbox_begin(self, key: str, workflow_id: str, kind: str) -> OutboxState:

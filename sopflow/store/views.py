@@ -42,6 +42,7 @@ def run_view(run: Run, events: list[StepEvent]) -> dict[str, Any]:
                 "channel": e.channel,
                 "provider_id": e.provider_id,
                 "reason": e.reason,
+                "detail": e.detail,
             }
             for e in events
         ]

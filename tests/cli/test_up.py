@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SOP = """\
@@ -25,6 +26,7 @@ steps:
     kind: task
     title: Call
     due_within: 30m
+    assign: {strategy: round_robin, team: inside_sales}
     outcomes: [connected, booked]
     on_outcome: {booked: won}
   - {id: lost, kind: end, result: lost}
@@ -66,6 +68,40 @@ def test_cli_errors_without_a_gateway_or_a_run(tmp_path: Path) -> None:
     assert empty.returncode == 0 and "no runs" in empty.stdout
 
 
+def test_reps_import_and_list(tmp_path: Path) -> None:
+    imported = sopflow(tmp_path, "reps", "import", str(ROOT / "examples" / "teams.yaml"))
+    assert imported.returncode == 0, imported.stderr
+    assert "imported 2 teams, 4 reps" in imported.stdout
+    listed = json.loads(sopflow(tmp_path, "reps", "list", "--json").stdout)
+    assert [r["id"] for r in listed] == ["ana", "ben", "cho", "sam"]
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("teams: [{id: t, reps: [{id: a, name: A, phone: '555'}]}]", "invalid phone number '555'"),
+        ("teams: [{id: t, supervisor: ghost, reps: [{id: a, name: A}]}]", "supervisor 'ghost'"),
+        (
+            "teams: [{id: t, reps: [{id: a, name: A}]}, {id: u, reps: [{id: a, name: B}]}]",
+            "rep 'a' is listed in more than one place",
+        ),
+        ("teams: [{id: t, colour: red}]", "teams.0.colour: Extra inputs are not permitted"),
+        ("teams: [", "not valid YAML"),
+    ],
+)
+def test_a_bad_teams_file_is_one_line_and_changes_nothing(
+    tmp_path: Path, content: str, message: str
+) -> None:
+    bad = tmp_path / "teams.yaml"
+    bad.write_text(content)
+    result = sopflow(tmp_path, "reps", "import", str(bad))
+    assert result.returncode == 1 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "no reps" in sopflow(tmp_path, "reps", "list").stdout
+    missing = sopflow(tmp_path, "reps", "import", str(tmp_path / "nope.yaml"))
+    assert missing.returncode == 1 and "cannot read" in missing.stderr
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -91,6 +127,8 @@ class Up:
                     str(temporal),
                     "--ui-port",
                     str(ui),
+                    "--teams",
+                    str(ROOT / "examples" / "teams.yaml"),
                 ],
                 cwd=ROOT,
                 env=os.environ | {"SOPFLOW_DATA_DIR": str(tmp / "data")},
@@ -175,6 +213,8 @@ def test_up_enrols_stops_cleanly_and_keeps_runs_across_a_restart(tmp_path: Path)
         assert {r["run_id"] for r in listed} == {run_id, "sop:quick_call:c-2:k2"}
         shown = json.loads(sopflow(tmp_path, "runs", "show", run_id, "--json").stdout)
         assert shown["sop"] == "quick_call" and shown["steps"][0]["action"] == "enrolled"
+        assign = next(s for s in shown["steps"] if s["action"] == "assign")
+        assert assign["actor"] == "ana" and assign["detail"]["notified"] == "ana"
     finally:
         assert first.stop() == 0
     output = first.log.read_text()

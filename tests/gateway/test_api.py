@@ -84,6 +84,13 @@ def event(key: str = "evt-1", **changes: Any) -> dict[str, Any]:
     return {"type": "lead.created", "contact": LEAD, "idempotency_key": key} | changes
 
 
+async def enrol(api: httpx.AsyncClient, key: str) -> str:
+    """Enrol the lead under `key`; the run id."""
+    answer = await api.post("/api/v1/events", json=event(key), headers=AUTH)
+    assert answer.status_code == 202, answer.text
+    return str(answer.json()["enrolled"][0]["run_id"])
+
+
 async def test_every_route_needs_the_token(api: httpx.AsyncClient) -> None:
     for headers in ({}, {"Authorization": "Bearer wrong"}):
         assert (await api.post("/api/v1/events", json=event(), headers=headers)).status_code == 401
@@ -101,6 +108,7 @@ async def test_an_event_enrols_once_per_idempotency_key(
     ]
     again = await api.post("/api/v1/events", json=event(), headers=AUTH)
     assert again.status_code == 202 and again.json() == first.json()
+    assert first.json()["delivered"] == [] and first.json()["skipped"] == []
     runs = [
         w async for w in live_env.client.list_workflows(f"WorkflowId = '{enrolled[0]['run_id']}'")
     ]
@@ -113,7 +121,7 @@ async def test_an_event_enrols_once_per_idempotency_key(
         (
             event(type="lead.deleted"),
             422,
-            "no deployed SOP is triggered by 'lead.deleted' (known events: lead.created)",
+            "no deployed SOP uses the event 'lead.deleted' (known events: lead.created, opted_in, opted_out, reply)",
         ),
         (event(contact=LEAD | {"phone": "+1555"}), 422, "invalid phone number '+1555'"),
         (
@@ -148,9 +156,7 @@ async def test_malformed_json_is_a_422(api: httpx.AsyncClient) -> None:
 async def test_outcomes_are_validated_and_the_run_shows_every_step(
     api: httpx.AsyncClient, live_env: WorkflowEnvironment
 ) -> None:
-    run_id = (await api.post("/api/v1/events", json=event("evt-9"), headers=AUTH)).json()[
-        "enrolled"
-    ][0]["run_id"]
+    run_id = await enrol(api, "evt-9")
     handle = live_env.client.get_workflow_handle(run_id)
     for _ in range(100):
         state = await handle.query("state", result_type=RunState)
@@ -201,9 +207,7 @@ async def test_unknown_runs_are_404(api: httpx.AsyncClient) -> None:
 async def test_supervisors_pause_and_cancel_runs_and_the_record_says_who_and_why(
     api: httpx.AsyncClient, live_env: WorkflowEnvironment
 ) -> None:
-    run_id = (await api.post("/api/v1/events", json=event("evt-c"), headers=AUTH)).json()[
-        "enrolled"
-    ][0]["run_id"]
+    run_id = await enrol(api, "evt-c")
     url = f"/api/v1/runs/{run_id}/control"
     paused = await api.post(
         url, json={"action": "pause", "actor": "sup-1", "reason": "complaint"}, headers=AUTH
@@ -226,3 +230,62 @@ async def test_supervisors_pause_and_cancel_runs_and_the_record_says_who_and_why
     )
     late = await api.post(url, json={"action": "resume", "actor": "sup-1"}, headers=AUTH)
     assert late.status_code == 404 and "unknown or finished run" in late.text
+
+
+async def run_events(api: httpx.AsyncClient, run_id: str, action: str, count: int) -> list[Any]:
+    """The run's step events with `action`, once there are `count` of them (records are async)."""
+    for _ in range(100):
+        steps = (await api.get(f"/api/v1/runs/{run_id}", headers=AUTH)).json()["steps"]
+        found = [s for s in steps if s["action"] == action]
+        if len(found) >= count:
+            return found
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no {action!r} step event in {run_id}")
+
+
+async def test_contact_events_reach_running_runs_once_per_key(
+    api: httpx.AsyncClient, live_env: WorkflowEnvironment
+) -> None:
+    run_id = await enrol(api, "evt-r")
+    reply = {"type": "reply", "contact": {"id": "c-1"}, "data": {"text": "call me at 5"}}
+    first = await api.post("/api/v1/events", json=reply | {"idempotency_key": "in-1"}, headers=AUTH)
+    assert first.status_code == 202, first.text
+    assert first.json() == {"enrolled": [], "delivered": [run_id], "skipped": []}
+    again = await api.post("/api/v1/events", json=reply | {"idempotency_key": "in-1"}, headers=AUTH)
+    assert again.json() == first.json()
+    await run_events(api, run_id, "event", 1)
+    await asyncio.sleep(0.5)  # a duplicate signal would be recorded by now
+    assert len(await run_events(api, run_id, "event", 1)) == 1
+    history = await live_env.client.get_workflow_handle(run_id).fetch_history()
+    signals = [
+        e for e in history.events if e.HasField("workflow_execution_signaled_event_attributes")
+    ]
+    assert len(signals) == 1
+
+
+async def test_an_opt_out_ends_runs_and_stops_new_enrolments_until_opt_in(
+    api: httpx.AsyncClient, live_env: WorkflowEnvironment
+) -> None:
+    run_id = await enrol(api, "evt-o1")
+    stop = {"type": "opted_out", "contact": {"id": "c-1"}, "idempotency_key": "stop-1"}
+    answer = await api.post("/api/v1/events", json=stop, headers=AUTH)
+    assert answer.status_code == 202 and answer.json()["delivered"] == [run_id]
+    result = await live_env.client.get_workflow_handle(run_id).result()
+    assert result["result"] == "opted_out"
+    blocked = await api.post("/api/v1/events", json=event("evt-o2"), headers=AUTH)
+    body = blocked.json()
+    assert body["enrolled"] == [] and body["skipped"][0]["sop"] == "call_new_lead"
+    assert "the contact opted out at" in body["skipped"][0]["reason"]
+    start = {"type": "opted_in", "contact": {"id": "c-1"}, "idempotency_key": "start-1"}
+    assert (await api.post("/api/v1/events", json=start, headers=AUTH)).json()["delivered"] == []
+    again = await api.post("/api/v1/events", json=event("evt-o3"), headers=AUTH)
+    assert [r["sop"] for r in again.json()["enrolled"]] == ["call_new_lead"]
+
+
+async def test_a_contact_event_for_an_unknown_contact_changes_nothing_else(
+    api: httpx.AsyncClient,
+) -> None:
+    reply = {"type": "reply", "contact": {"id": "c-404"}, "idempotency_key": "in-404"}
+    answer = await api.post("/api/v1/events", json=reply, headers=AUTH)
+    assert answer.status_code == 202
+    assert answer.json() == {"enrolled": [], "delivered": [], "skipped": []}

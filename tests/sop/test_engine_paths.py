@@ -123,6 +123,25 @@ def test_blocked_send_with_retry_at_is_deferred_then_resent() -> None:
     assert again.planned_at == AT
 
 
+def test_send_blocked_by_an_opt_out_ends_the_run() -> None:
+    p = plan([SMS, *ENDS], policy=WINDOWS)
+    t = start(p)
+    t = engine.handle(
+        p,
+        t.state,
+        ActionResult(
+            at=AT,
+            key=t.commands[-1].key,
+            status="blocked",
+            reason="the contact opted out",
+            detail={"rule": "opt_out"},
+        ),
+    )
+    blocked = next(c for c in t.commands if isinstance(c, Record))
+    assert blocked.action == "blocked" and blocked.detail["rule"] == "opt_out"
+    assert t.state.result == "opted_out" and isinstance(t.commands[-1], Finish)
+
+
 def test_blocked_send_without_retry_and_failed_send_take_on_failed() -> None:
     p = plan([SMS, *ENDS], policy=WINDOWS)
     t = start(p)

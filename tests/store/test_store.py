@@ -90,3 +90,16 @@ def test_outbox_claims_a_key_once(store: Store) -> None:
 def test_naive_datetimes_are_refused(store: Store) -> None:
     with pytest.raises(Exception, match="naive datetime"):
         store.start_run("wf-3", "run-a", *PINNED, "c-3", datetime(2026, 12, 1, 9, 0))
+
+
+def test_the_migrations_build_exactly_the_models_schema(store: Store) -> None:
+    """A model changed without a migration (or the reverse) fails here, on both databases."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from sopflow.store.models import Base
+
+    with store.engine.connect() as connection:
+        context = MigrationContext.configure(connection)
+        differences = [d for d in compare_metadata(context, Base.metadata)]
+    assert differences == []

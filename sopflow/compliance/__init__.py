@@ -1,0 +1,1 @@
+"""Rules that protect the people sopflow contacts, checked right before every touch."""

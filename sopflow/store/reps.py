@@ -1,0 +1,166 @@
+"""Teams and reps, and who gets a task: the `assign` rules of an SOP resolved against the store.
+
+Rules (the README documents them for authors):
+- owner: the contact's owner if an active rep, else the rep of this run's last task;
+- rep: that rep if active;
+- round_robin: the team's active reps in id order, starting after the rep of the team's last task;
+- least_loaded: the team's active rep with the fewest tasks assigned in the last 24 hours.
+Nobody found → None (the task is recorded unassigned and escalations go to the supervisor).
+Two tasks assigned at the same instant may pick the same rep: balance, not a strict rota.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from sopflow.errors import SopflowError
+from sopflow.sop.schema import AssignRule
+from sopflow.store.models import Contact, Rep, StepEvent, Team
+
+LOAD_WINDOW = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class RepInfo:
+    id: str
+    name: str
+    phone: str | None
+    team_id: str | None
+
+    def template_view(self) -> dict[str, Any]:
+        """What `{{ rep.* }}` shows in templates."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "first_name": self.name.split()[0] if self.name else self.id,
+            "phone": self.phone or "",
+            "team": self.team_id or "",
+        }
+
+
+def _info(row: Rep) -> RepInfo:
+    return RepInfo(row.id, row.name, row.phone, row.team_id)
+
+
+class RepDirectory:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # ------------------------------------------------------------ maintenance
+    def import_teams(self, teams: Iterable[dict[str, Any]]) -> tuple[int, int]:
+        """Upsert teams and their reps from `[{id, name, supervisor, reps: [{id, name, phone,
+        active}]}]`; returns (teams, reps) written. Reps missing from a team are kept."""
+        team_count = rep_count = 0
+        with Session(self.engine) as session, session.begin():
+            for team in teams:
+                team_id = str(team["id"])
+                row = session.get(Team, team_id) or Team(id=team_id)
+                row.name = str(team.get("name") or team_id)
+                row.supervisor_id = team.get("supervisor")
+                session.add(row)
+                session.flush()
+                team_count += 1
+                for rep in team.get("reps", []):
+                    rep_row = session.get(Rep, str(rep["id"])) or Rep(id=str(rep["id"]))
+                    rep_row.name = str(rep.get("name") or rep["id"])
+                    rep_row.phone = rep.get("phone")
+                    rep_row.email = rep.get("email")
+                    rep_row.team_id = team_id
+                    rep_row.active = bool(rep.get("active", True))
+                    session.add(rep_row)
+                    rep_count += 1
+            session.flush()
+            supervisors = {t.supervisor_id for t in session.scalars(select(Team))}
+            known = set(session.scalars(select(Rep.id)))
+            unknown = sorted(s for s in supervisors if s and s not in known)
+            if unknown:  # rolls the whole import back
+                raise SopflowError(f"supervisor {unknown[0]!r} is not a rep of any team")
+        return team_count, rep_count
+
+    def reps(self) -> list[RepInfo]:
+        with Session(self.engine) as session:
+            return [_info(r) for r in session.scalars(select(Rep).order_by(Rep.id))]
+
+    def rep(self, rep_id: str | None) -> RepInfo | None:
+        if not rep_id:
+            return None
+        with Session(self.engine) as session:
+            row = session.get(Rep, rep_id)
+            return _info(row) if row is not None and row.active else None
+
+    def supervisor_of(self, rep_id: str | None, team_id: str | None = None) -> RepInfo | None:
+        with Session(self.engine) as session:
+            rep = session.get(Rep, rep_id) if rep_id else None
+            team = session.get(Team, team_id or (rep.team_id if rep else None) or "")
+            return self.rep(team.supervisor_id) if team is not None else None
+
+    # ------------------------------------------------------------ assignment
+    def assigned_in_run(self, workflow_id: str) -> RepInfo | None:
+        """The rep of the run's latest task (or reassignment)."""
+        with Session(self.engine) as session:
+            rep_id = session.scalars(
+                select(StepEvent.actor)
+                .where(
+                    StepEvent.workflow_id == workflow_id,
+                    StepEvent.action.in_(("assign", "reassign")),
+                    StepEvent.actor.is_not(None),
+                )
+                .order_by(StepEvent.id.desc())
+            ).first()
+        return self.rep(rep_id)
+
+    def choose(
+        self, rule: AssignRule, contact_id: str, workflow_id: str, now: datetime | None = None
+    ) -> RepInfo | None:
+        if rule.strategy == "rep":
+            return self.rep(rule.rep)
+        if rule.strategy == "owner":
+            with Session(self.engine) as session:
+                contact = session.get(Contact, contact_id)
+                owner = contact.owner if contact is not None else None
+            return self.rep(owner) or self.assigned_in_run(workflow_id)
+        with Session(self.engine) as session:
+            team = list(
+                session.scalars(
+                    select(Rep).where(Rep.team_id == rule.team, Rep.active).order_by(Rep.id)
+                )
+            )
+            if not team:
+                return None
+            ids = [r.id for r in team]
+            if rule.strategy == "round_robin":
+                last = session.scalars(
+                    select(StepEvent.actor)
+                    .where(StepEvent.action == "assign", StepEvent.actor.in_(ids))
+                    .order_by(StepEvent.id.desc())
+                ).first()
+                start = ids.index(last) + 1 if last in ids else 0
+                return _info(team[start % len(team)])
+            since = (now or datetime.now(UTC)) - LOAD_WINDOW
+            loads: dict[str | None, int] = {
+                actor: count
+                for actor, count in session.execute(
+                    select(StepEvent.actor, func.count())
+                    .where(
+                        StepEvent.action == "assign",
+                        StepEvent.actor.in_(ids),
+                        StepEvent.executed_at >= since,
+                    )
+                    .group_by(StepEvent.actor)
+                )
+            }
+            return _info(min(team, key=lambda r: (loads.get(r.id, 0), r.id)))
+
+    def claim_owner(self, contact_id: str, rep_id: str, *, transfer: bool = False) -> None:
+        """The first rep who works a lead without an owner becomes its owner; a reassignment by
+        the SOP (`transfer`) moves the lead to the new rep."""
+        with Session(self.engine) as session, session.begin():
+            contact = session.get(Contact, contact_id)
+            if contact is not None and (transfer or not contact.owner):
+                contact.owner = rep_id

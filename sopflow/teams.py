@@ -1,0 +1,78 @@
+"""The teams file: who works the tasks SOPs assign. Validated in full before the store changes.
+
+teams:
+  - id: inside_sales
+    name: Inside sales
+    supervisor: sam            # a rep of any team; gets notify_supervisor escalations
+    reps:
+      - {id: ana, name: Ana Lima, phone: "+12125550101"}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import phonenumbers
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from sopflow.errors import SopflowError
+
+Identifier = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class RepIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Identifier
+    name: str = Field(min_length=1, max_length=200)
+    phone: str | None = Field(None, description="E.164; task notices are texted here")
+    email: str | None = None
+    active: bool = True
+
+    @field_validator("phone")
+    @classmethod
+    def _e164(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            parsed = phonenumbers.parse(value, None)
+        except phonenumbers.NumberParseException:
+            parsed = None
+        if parsed is None or not phonenumbers.is_valid_number(parsed):
+            raise ValueError(f"invalid phone number {value!r}: use E.164, e.g. +12125550123")
+        return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+class TeamIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Identifier
+    name: str = ""
+    supervisor: str | None = None
+    reps: list[RepIn] = Field(default_factory=list)
+
+
+class TeamsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    teams: list[TeamIn] = Field(min_length=1)
+
+
+def load_teams(path: Path) -> list[dict[str, Any]]:
+    """The teams of a file, as RepDirectory.import_teams takes them, or one clear error."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise SopflowError(f"{path}: cannot read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise SopflowError(f"{path}: not valid YAML ({exc})") from None
+    try:
+        parsed = TeamsFile.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise SopflowError(f"{path}: {where}: {first['msg']}") from None
+    ids = [rep.id for team in parsed.teams for rep in team.reps]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise SopflowError(f"{path}: rep {duplicates[0]!r} is listed in more than one place")
+    return [team.model_dump() for team in parsed.teams]

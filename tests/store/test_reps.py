@@ -1,0 +1,137 @@
+"""Who gets a task, on SQLite and PostgreSQL: owner, named rep, round robin, least loaded."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from sopflow.errors import SopflowError
+from sopflow.sop.protocol import AssignTask, Escalate
+from sopflow.sop.schema import AssignRule
+from sopflow.store.repository import Store
+from sopflow.store.reps import RepDirectory
+
+AT = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
+TEAMS = [
+    {
+        "id": "inside_sales",
+        "name": "Inside sales",
+        "supervisor": "sam",
+        "reps": [
+            {"id": "ana", "name": "Ana Lima", "phone": "+12125550101"},
+            {"id": "ben", "name": "Ben Ortiz", "phone": "+12125550102"},
+            {"id": "cy", "name": "Cy Young", "active": False},
+        ],
+    },
+    {"id": "leads", "name": "Leads", "reps": [{"id": "sam", "name": "Sam Lee"}]},
+]
+ROUND_ROBIN = AssignRule(strategy="round_robin", team="inside_sales")
+
+
+def _directory(store: Store) -> RepDirectory:
+    reps = RepDirectory(store.engine)
+    assert reps.import_teams(TEAMS) == (2, 4)
+    return reps
+
+
+def _assign(store: Store, workflow_id: str, n: int, rep_id: str, at: datetime = AT) -> None:
+    store.start_run(workflow_id, "r", "t", 1, "d", "c-1", at)
+    task = AssignTask(
+        at=at,
+        step="call",
+        key=f"call:{n}:1",
+        title="Call",
+        instructions="",
+        assign=ROUND_ROBIN,
+        due_at=at,
+        planned_at=at,
+        attempt=1,
+        context={},
+    )
+    store.record_command(workflow_id, "r", task, actor=rep_id)
+
+
+def test_round_robin_takes_active_reps_in_turn(store: Store) -> None:
+    reps = _directory(store)
+    chosen = []
+    for n in range(4):
+        rep = reps.choose(ROUND_ROBIN, "c-1", "w1")
+        assert rep is not None
+        chosen.append(rep.id)
+        _assign(store, "w1", n, rep.id)
+    assert chosen == ["ana", "ben", "ana", "ben"]  # cy is inactive
+
+
+def test_least_loaded_counts_the_last_24_hours(store: Store) -> None:
+    reps = _directory(store)
+    rule = AssignRule(strategy="least_loaded", team="inside_sales")
+    _assign(store, "w1", 1, "ana")
+    _assign(store, "w1", 2, "ben", at=AT - timedelta(days=2))  # too old to count
+    _assign(store, "w1", 3, "ben", at=AT - timedelta(days=3))
+    rep = reps.choose(rule, "c-1", "w1", now=AT)
+    assert rep is not None and rep.id == "ben"
+
+
+def test_owner_then_the_runs_rep_then_nobody(store: Store) -> None:
+    reps = _directory(store)
+    owner = AssignRule(strategy="owner")
+    assert reps.choose(owner, "c-1", "w1") is None
+    _assign(store, "w1", 1, "ben")
+    rep = reps.choose(owner, "c-1", "w1")
+    assert rep is not None and rep.id == "ben"
+    store.upsert_contact({"id": "c-1", "owner": "ana"})
+    rep = reps.choose(owner, "c-1", "w1")
+    assert rep is not None and rep.id == "ana"
+    store.upsert_contact({"id": "c-1", "owner": "cy"})  # inactive: falls back to the run's rep
+    rep = reps.choose(owner, "c-1", "w1")
+    assert rep is not None and rep.id == "ben"
+
+
+def test_a_reassignment_moves_the_runs_rep(store: Store) -> None:
+    reps = _directory(store)
+    _assign(store, "w1", 1, "ana")
+    move = Escalate(
+        at=AT, step="call", key="esc", action="reassign", level=2, to=ROUND_ROBIN, due_at=AT
+    )
+    store.record_command("w1", "r", move, actor="ben")
+    rep = reps.assigned_in_run("w1")
+    assert rep is not None and rep.id == "ben"
+
+
+def test_named_rep_supervisor_and_template_view(store: Store) -> None:
+    reps = _directory(store)
+    ana = reps.choose(AssignRule(strategy="rep", rep="ana"), "c-1", "w1")
+    assert ana is not None and ana.template_view()["first_name"] == "Ana"
+    assert reps.choose(AssignRule(strategy="rep", rep="cy"), "c-1", "w1") is None
+    supervisor = reps.supervisor_of("ana")
+    assert supervisor is not None and supervisor.id == "sam"
+    assert reps.choose(AssignRule(strategy="round_robin", team="nobody"), "c-1", "w1") is None
+
+
+def test_claiming_an_owner_keeps_an_existing_one(store: Store) -> None:
+    reps = _directory(store)
+    store.upsert_contact({"id": "c-1"})
+    reps.claim_owner("c-1", "ben")
+    reps.claim_owner("c-1", "ana")
+    store.upsert_contact({"id": "c-1", "phone": "+12125550199"})  # a CRM update without owner
+    contact = store.contact("c-1")
+    assert contact is not None and contact.owner == "ben"
+
+
+def test_an_import_naming_an_unknown_supervisor_changes_nothing(store: Store) -> None:
+    reps = RepDirectory(store.engine)
+    with pytest.raises(SopflowError, match="supervisor 'ghost' is not a rep"):
+        reps.import_teams([{"id": "t", "supervisor": "ghost", "reps": [{"id": "x"}]}])
+    assert reps.reps() == []
+
+
+def test_opt_out_and_back_in(store: Store) -> None:
+    assert store.opted_out_at("c-9") is None
+    assert store.set_opt_out("c-9", True, AT)
+    assert not store.set_opt_out("c-9", True, AT + timedelta(hours=1))  # the first time is kept
+    assert store.opted_out_at("c-9") == AT
+    store.upsert_contact({"id": "c-9", "phone": "+12125550123"})  # a CRM update keeps it
+    assert store.opted_out_at("c-9") == AT
+    assert store.set_opt_out("c-9", False)
+    assert store.opted_out_at("c-9") is None
