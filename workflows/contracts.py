@@ -42,6 +42,12 @@ class ContactEventSignal(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
+class ProviderEventSignal(BaseModel):
+    key: str = Field(description="the engine key of the send or call it is about")
+    status: str = Field(min_length=1, max_length=40)
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
 class ControlSignal(BaseModel):
     action: Literal["pause", "resume", "cancel"]
     actor: str = Field(min_length=1)

@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
         Finish,
         OutcomeReported,
         PlaceCall,
+        ProviderEvent,
         Record,
         RunState,
         SendMessage,
@@ -40,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         ControlSignal,
         OutcomeAnswer,
         OutcomeRequest,
+        ProviderEventSignal,
         SopRunInput,
         SopRunResult,
     )
@@ -195,6 +197,14 @@ class SopRun:
         self._inbox.append(
             (ContactEvent(at=workflow.now(), name=signal.name, data=signal.data), None)
         )
+
+    @workflow.signal(name="provider_event")
+    def provider_event(self, signal: ProviderEventSignal) -> None:
+        """Delivery receipts and call statuses from the provider's webhooks, recorded in the run."""
+        event = ProviderEvent(
+            at=workflow.now(), key=signal.key, status=signal.status, detail=signal.detail
+        )
+        self._inbox.append((event, None))
 
     @workflow.signal(name="control")
     def control(self, signal: ControlSignal) -> None:

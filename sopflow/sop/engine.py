@@ -31,6 +31,7 @@ from sopflow.sop.protocol import (
     Event,
     Finish,
     OutcomeReported,
+    ProviderEvent,
     Record,
     RunState,
     Tick,
@@ -101,6 +102,11 @@ def handle(plan: Plan, state: RunState, event: Event) -> Transition:
             run.on_tick()
     elif isinstance(event, ActionResult):
         touches.on_result(run, event)
+    elif isinstance(event, ProviderEvent):  # the step is the key's first part: "step:visit:attempt"
+        step = event.key.split(":", 1)[0]
+        run.record(
+            step, "provider_status", key=event.key, status=event.status, provider=event.detail
+        )
     elif isinstance(event, OutcomeReported):
         problem = outcome_problem(plan, state, event.step, event.outcome, event.data)
         if problem:

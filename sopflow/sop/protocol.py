@@ -69,8 +69,20 @@ class Control(_Model):
     reason: str = ""
 
 
+class ProviderEvent(_Model):
+    """What the carrier said later about a send or call (delivered, undelivered, failed, read…),
+    matched by the command's key. Recorded for the audit; outcomes still come as OutcomeReported."""
+
+    type: Literal["provider_event"] = "provider_event"
+    at: AwareDatetime
+    key: str
+    status: str = Field(min_length=1, max_length=40)
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
 Event = Annotated[
-    Tick | ActionResult | OutcomeReported | ContactEvent | Control, Field(discriminator="type")
+    Tick | ActionResult | OutcomeReported | ContactEvent | Control | ProviderEvent,
+    Field(discriminator="type"),
 ]
 
 

@@ -18,6 +18,7 @@ from sopflow.sop.protocol import (
     Finish,
     OutcomeReported,
     PlaceCall,
+    ProviderEvent,
     Record,
     SendMessage,
     Tick,
@@ -121,6 +122,27 @@ def test_blocked_send_with_retry_at_is_deferred_then_resent() -> None:
     again = t.commands[-1]
     assert isinstance(again, SendMessage) and again.key == first.key  # the same touch, same key
     assert again.planned_at == AT
+
+
+def test_a_provider_status_is_recorded_and_changes_nothing_else() -> None:
+    p = plan([SMS, *ENDS], policy=WINDOWS)
+    t = start(p)
+    before = t.state
+    t = engine.handle(
+        p,
+        t.state,
+        ProviderEvent(
+            at=AT, key="hi:1:0", status="undelivered", detail={"step": "x", "code": 30006}
+        ),
+    )
+    (record,) = t.commands
+    assert isinstance(record, Record) and record.action == "provider_status" and record.step == "hi"
+    assert record.detail == {
+        "key": "hi:1:0",
+        "status": "undelivered",
+        "provider": {"step": "x", "code": 30006},
+    }
+    assert t.state.phase == before.phase and t.state.pending == before.pending
 
 
 def test_send_blocked_by_an_opt_out_ends_the_run() -> None:

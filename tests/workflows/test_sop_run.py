@@ -26,6 +26,7 @@ from workflows.contracts import (
     ControlSignal,
     OutcomeAnswer,
     OutcomeRequest,
+    ProviderEventSignal,
     SopRunInput,
     SopRunResult,
 )
@@ -160,14 +161,19 @@ async def test_opt_out_signal_ends_the_run_whatever_it_waits_for(
             task_queue=task_queue,
             result_type=SopRunResult,
         )
-        await waiting_for_outcome(handle)
+        state = await waiting_for_outcome(handle)
+        await handle.signal(  # a late status for the task's key: recorded, nothing else changes
+            "provider_event",
+            ProviderEventSignal(key=state.pending or "call_lead:1:1", status="failed"),
+        )
         await handle.signal(
             "contact_event", ContactEventSignal(name="opted_out", data={"channel": "sms"})
         )
         result = await handle.result()
     assert result.result == "opted_out"
-    actions = [p.command.action for p in effects.records.values() if isinstance(p.command, Record)]
-    assert actions[-1] == "event"
+    records = [p.command for p in effects.records.values() if isinstance(p.command, Record)]
+    assert [r.action for r in records][-2:] == ["provider_status", "event"]
+    assert records[-2].step == "call_lead" and records[-2].detail["status"] == "failed"
 
 
 async def test_continue_as_new_carries_the_state_and_never_repeats_a_touch(
