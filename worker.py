@@ -12,6 +12,7 @@ import asyncio
 import logging
 import signal
 
+from sopflow.compliance.rules import load_rules
 from sopflow.runtime import build_worker, connect_client, hard_exit
 from sopflow.settings import Settings, temporal_connect_config
 from sopflow.store.repository import Store, connect
@@ -25,7 +26,8 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     store.migrate()
     config = temporal_connect_config()
     client = await connect_client(**config)
-    async with build_worker(client, store, settings.task_queue):
+    rules = load_rules(settings.rules_file)
+    async with build_worker(client, store, settings.task_queue, rules):
         log.info(
             "worker started task_queue=%s temporal=%s", settings.task_queue, config["target_host"]
         )

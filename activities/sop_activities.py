@@ -7,14 +7,22 @@ Only worker.py and tests build the backend (MemoryEffects here, StoreEffects for
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from sopflow.compliance.gate import check_touch
+from sopflow.compliance.gate import (
+    ContactFacts,
+    Touch,
+    TouchRequest,
+    Verdict,
+    applicable,
+    check_touch,
+)
+from sopflow.compliance.rules import Rule, contact_regions
 from sopflow.errors import TemplateRenderError
 from sopflow.sop.protocol import AssignTask, Finish, PlaceCall, Record, SendMessage
 from sopflow.sop.rendering import render_command
@@ -25,7 +33,9 @@ UNASSIGNED_REP: dict[str, Any] = {"id": "unassigned", "name": "the team", "first
 
 
 class Effects(Protocol):
-    async def opted_out_at(self, contact_id: str) -> datetime | None: ...
+    async def contact_facts(
+        self, params: CommandInput, at: datetime, lookback: timedelta
+    ) -> ContactFacts: ...
 
     async def rep_for(self, params: CommandInput) -> dict[str, Any]: ...
 
@@ -37,14 +47,15 @@ class Effects(Protocol):
 
 
 class SopActivities:
-    def __init__(self, effects: Effects) -> None:
+    def __init__(self, effects: Effects, rules: Sequence[Rule] = ()) -> None:
         self.effects = effects
+        self.rules = list(rules)  # legal + organisation rules (sopflow.compliance.rules)
 
     @activity.defn(name="sopflow.perform")
     async def perform(self, params: CommandInput) -> CommandResult:
-        blocked = await self._gate(params)
-        if blocked is not None:
-            return blocked
+        gate = await self._gate(params)
+        if isinstance(gate, CommandResult):
+            return gate
         rep = await self.effects.rep_for(params)
         try:
             rendered = render_command(params.command, rep, params.workflow_id)
@@ -52,11 +63,15 @@ class SopActivities:
             raise ApplicationError(
                 str(exc), type="TemplateRenderError", non_retryable=True
             ) from exc
+        for footer in gate.footers if gate else ():
+            if footer not in rendered["text"]:
+                rendered["text"] = f"{rendered['text'].rstrip()} {footer}"
         return await self.effects.perform(params.idempotency_key, params, rendered)
 
-    async def _gate(self, params: CommandInput) -> CommandResult | None:
-        """Opt-out and window, at the moment of sending. Blocked touches are not performed and
-        not recorded here: the engine records the deferral or block with this reason."""
+    async def _gate(self, params: CommandInput) -> CommandResult | Verdict | None:
+        """The touch gate at the moment of sending (None: not a touch). Blocked touches are not
+        performed and not recorded here: the engine records the deferral or block with this
+        reason. An allowed verdict may carry footers the law wants on the message."""
         command = params.command
         if isinstance(command, SendMessage):
             channel: str = command.channel
@@ -66,18 +81,26 @@ class SopActivities:
             channel = command.channel
         else:
             return None
+        contact = command.context.get("contact", {})
         # Server time of this attempt (virtual time under time skipping), never before the
         # engine issued the command.
         at = max(command.at, activity.info().current_attempt_scheduled_time)
-        verdict = check_touch(
-            channel,
-            at,
-            params.zones,
-            params.policy,
-            await self.effects.opted_out_at(params.contact_id),
+        request = TouchRequest(
+            channel=channel,
+            at=at,
+            zones=params.zones,
+            regions=contact_regions(contact),
+            sop=params.sop,
+            purpose=params.purpose,
+            priority=params.priority,
+            policy=params.policy,
         )
+        matching = applicable(self.rules, request)
+        lookback = max((r.cap.per for r in matching if r.cap), default=timedelta(0))
+        facts = await self.effects.contact_facts(params, at, lookback)
+        verdict = check_touch(request, facts, matching)
         if verdict.allowed:
-            return None
+            return verdict
         activity.logger.info(
             "touch %s blocked by %s: %s", params.idempotency_key, verdict.rule, verdict.reason
         )
@@ -96,6 +119,14 @@ class SopActivities:
         return [self.perform, self.record]
 
 
+def _channel(command: Any) -> str:
+    if isinstance(command, SendMessage):
+        return command.channel
+    if isinstance(command, PlaceCall):
+        return "call"
+    return getattr(command, "channel", None) or ""
+
+
 class MemoryEffects:
     """Effects kept in process memory, in order. A key already performed is answered from memory,
     so a retried activity never touches a person twice."""
@@ -107,8 +138,19 @@ class MemoryEffects:
         self.attempts: dict[str, int] = {}
         self.opted_out: dict[str, datetime] = {}
 
-    async def opted_out_at(self, contact_id: str) -> datetime | None:
-        return self.opted_out.get(contact_id)
+    async def contact_facts(
+        self, params: CommandInput, at: datetime, lookback: timedelta
+    ) -> ContactFacts:
+        """Opt-outs from `opted_out` (every channel); touches from what this object performed."""
+        touches = [
+            Touch(p.command.at, _channel(p.command), p.sop)
+            for p, _, result in self.performed.values()
+            if p.contact_id == params.contact_id
+            and _channel(p.command)
+            and p.command.at > at - lookback
+        ]
+        opted = self.opted_out.get(params.contact_id)
+        return ContactFacts(opted_out={"all": opted} if opted else {}, touches=touches)
 
     async def rep_for(self, params: CommandInput) -> dict[str, Any]:
         contact = getattr(params.command, "context", {}).get("contact", {})

@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import activity
 
 from activities.sop_activities import UNASSIGNED_REP
+from sopflow.compliance.gate import ContactFacts
 from sopflow.enrolment import enrolment_for, start_enrolment
 from sopflow.errors import SopflowError
 from sopflow.providers.base import Provider
 from sopflow.sop.protocol import AssignTask, EnrollContact, Escalate, PlaceCall, SendMessage
 from sopflow.sop.schema import AssignRule
+from sopflow.store.consent import ConsentBook
 from sopflow.store.repository import Store
 from sopflow.store.reps import RepDirectory, RepInfo
 from workflows.contracts import CommandInput, CommandResult
@@ -34,10 +36,18 @@ class StoreEffects:
     def __init__(self, store: Store, provider: Provider) -> None:
         self.store = store
         self.reps = RepDirectory(store.engine)
+        self.consent = ConsentBook(store.engine)
         self.provider = provider
 
-    async def opted_out_at(self, contact_id: str) -> datetime | None:
-        return await asyncio.to_thread(self.store.opted_out_at, contact_id)
+    async def contact_facts(
+        self, params: CommandInput, at: datetime, lookback: timedelta
+    ) -> ContactFacts:
+        phone = (
+            params.command.context.get("contact", {}).get("phone")
+            if hasattr(params.command, "context")
+            else None
+        )
+        return await asyncio.to_thread(self.consent.facts, params.contact_id, phone, at, lookback)
 
     def _rep(self, params: CommandInput) -> RepInfo | None:
         """The rep a command concerns: a task's assignee by its rule, else the run's rep."""
@@ -88,18 +98,28 @@ class StoreEffects:
             await asyncio.to_thread(self._record, params)
             return CommandResult()
         to = str(command.context.get("contact", {}).get("phone", ""))
-        if isinstance(command, SendMessage):
-            sent = await self._send_once(key, params, command.channel, to, rendered["text"])
-        else:
-            sent = await self._send_once(key, params, "call", to, rendered["script"])
+        channel = command.channel if isinstance(command, SendMessage) else "call"
+        text = rendered["text"] if isinstance(command, SendMessage) else rendered["script"]
+        sent = await self._send_once(key, params, channel, to, text, params.contact_id)
+        if sent.status == "blocked":  # the engine records the block, with its reason
+            return sent
         await asyncio.to_thread(self._record, params, sent.detail.get("provider_id"))
         return sent
 
     async def _send_once(
-        self, key: str, params: CommandInput, channel: str, to: str, text: str
+        self,
+        key: str,
+        params: CommandInput,
+        channel: str,
+        to: str,
+        text: str,
+        contact_id: str | None = None,
     ) -> CommandResult:
-        """The outbox protocol around one provider call (see the module docstring)."""
+        """The outbox protocol around one provider call (see the module docstring).
+        `contact_id`: a touch of a contact (not a rep notice), whose opt-out is looked at last."""
         claim = await asyncio.to_thread(self.store.outbox_begin, key, params.workflow_id, channel)
+        if claim.status == "blocked":
+            return _opted_out(claim.result.get("reason", ""))
         if claim.status != "pending" or claim.attempts > 1:
             return CommandResult(
                 detail={
@@ -108,6 +128,16 @@ class StoreEffects:
                     "in_doubt": claim.status == "pending",
                 }
             )
+        if contact_id is not None:
+            # An opt-out that landed after the gate looked: the last look is after the claim,
+            # so it either stops this touch or was recorded after the provider took it.
+            since = await asyncio.to_thread(self.consent.opted_out_since, contact_id, channel)
+            if since is not None:
+                reason = f"the contact opted out at {since.isoformat()}, as the touch was going out"
+                await asyncio.to_thread(
+                    self.store.outbox_finish, key, "blocked", None, {"reason": reason}
+                )
+                return _opted_out(reason)
         if channel == "call":
             provider_id = await self.provider.place_call(to, text, key)
         else:
@@ -177,6 +207,10 @@ class StoreEffects:
 
 
 _OWNER = AssignRule(strategy="owner")
+
+
+def _opted_out(reason: str) -> CommandResult:
+    return CommandResult(status="blocked", reason=reason, detail={"rule": "opt_out"})
 
 
 def _team(params: CommandInput) -> str | None:

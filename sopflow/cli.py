@@ -42,6 +42,10 @@ reps_app = typer.Typer(help="Teams and reps who work the tasks SOPs assign.", no
 app.add_typer(reps_app, name="reps")
 events_app = typer.Typer(help="Send business events to a running gateway.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
+dnc_app = typer.Typer(
+    help="Do-not-contact lists: numbers no SOP may text or call.", no_args_is_help=True
+)
+app.add_typer(dnc_app, name="dnc")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -347,6 +351,36 @@ def reps_list_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> N
         typer.echo(f"{rep.id:<16} {rep.team_id or '-':<16} {rep.phone or '-':<16} {rep.name}")
     if not reps:
         typer.echo("no reps: import a teams file with `sopflow reps import FILE`")
+
+
+@dnc_app.command("import")
+@user_errors
+def dnc_import_cmd(
+    path: Annotated[Path, typer.Argument(help="a CSV whose first column is an E.164 number")],
+    list_name: Annotated[
+        str, typer.Option("--list", help="the list's name, e.g. national or internal")
+    ] = "internal",
+) -> None:
+    """Add the numbers of a CSV file to a list (a header row is skipped). One invalid number
+    and nothing is imported: the message names its line."""
+    from sopflow.store.consent import ConsentBook
+
+    added = ConsentBook(_store().engine).import_list(path, list_name)
+    typer.echo(f"added {added} new numbers to the {list_name!r} list from {path}")
+
+
+@dnc_app.command("check")
+@user_errors
+def dnc_check_cmd(phone: Annotated[str, typer.Argument(help="an E.164 number")]) -> None:
+    """Say which list a number is on (exit code 1 when it is on one)."""
+    from sopflow.store.consent import ConsentBook, e164
+
+    if e164(phone) is None:
+        raise SopflowError(f"invalid phone number {phone!r}: use E.164, e.g. +12125550123")
+    found = ConsentBook(_store().engine).listed(phone)
+    typer.echo(f"{phone} is on the {found!r} list" if found else f"{phone} is on no list")
+    if found:
+        raise typer.Exit(1)
 
 
 @runs_app.command("show")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from typing import NoReturn
 
 from temporalio.client import Client
@@ -13,6 +14,7 @@ from temporalio.worker import Worker
 
 from activities.sop_activities import SopActivities
 from activities.store_effects import StoreEffects
+from sopflow.compliance.rules import Rule
 from sopflow.providers.base import Provider
 from sopflow.providers.loopback import LoopbackProvider
 from sopflow.store.repository import Store
@@ -25,15 +27,20 @@ async def connect_client(target_host: str, **options: object) -> Client:
 
 
 def build_worker(
-    client: Client, store: Store, task_queue: str, provider: Provider | None = None
+    client: Client,
+    store: Store,
+    task_queue: str,
+    rules: Sequence[Rule],
+    provider: Provider | None = None,
 ) -> Worker:
+    """`rules`: the contact rules the touch gate applies (`load_rules(settings.rules_file)`)."""
     # Loopback until the Twilio issue: touches are claimed and recorded, not delivered to phones.
     effects = StoreEffects(store, provider or LoopbackProvider())
     return Worker(
         client,
         task_queue=task_queue,
         workflows=[SopRun],
-        activities=SopActivities(effects).all(),
+        activities=SopActivities(effects, rules).all(),
         workflow_runner=workflow_runner(),
     )
 

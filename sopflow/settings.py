@@ -34,6 +34,7 @@ class Settings:
     database_url: str
     task_queue: str
     api_token: Secret | None
+    rules_file: Path | None = None  # the organisation's own contact rules (SOPFLOW_RULES)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -45,6 +46,7 @@ class Settings:
             database_url=env.get("SOPFLOW_DATABASE_URL", f"sqlite:///{data_dir / 'sopflow.db'}"),
             task_queue=env.get("SOPFLOW_TASK_QUEUE", "sopflow"),
             api_token=Secret(token) if token else None,
+            rules_file=Path(env["SOPFLOW_RULES"]) if env.get("SOPFLOW_RULES") else None,
         )
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import uvicorn
 from temporalio.client import Client
 
+from sopflow.compliance.rules import load_rules
 from sopflow.errors import SopflowError
 from sopflow.gateway.app import create_app
 from sopflow.runtime import build_worker, connect_client
@@ -87,6 +88,7 @@ async def up(
     if problems:
         raise SopflowError("sop_definitions has problems:\n" + "\n".join(map(str, problems)))
     teams = load_teams(teams_file) if teams_file else []
+    rules = load_rules(settings.rules_file)  # a bad rules file stops us before anything starts
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(connect(settings.database_url))
     store.migrate()
@@ -134,7 +136,7 @@ async def up(
         gateway = _Gateway(
             uvicorn.Config(app, host="127.0.0.1", port=ports.gateway, log_level="warning")
         )
-        async with build_worker(client, store, settings.task_queue):
+        async with build_worker(client, store, settings.task_queue, rules):
             serving = asyncio.create_task(gateway.serve())
             print(
                 f"sopflow is up\n"

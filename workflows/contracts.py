@@ -80,6 +80,8 @@ class CommandInput(BaseModel):
     enrolled_at: AwareDatetime | None = None
     zones: list[str] = Field(default_factory=list, description="touches: the contact's zones")
     policy: ContactPolicy | None = Field(None, description="touches: windows the gate re-checks")
+    purpose: str = Field("marketing", description="touches: the SOP's purpose (legal rules)")
+    priority: int = Field(50, description="touches: the SOP's priority (organisation caps)")
 
     @property
     def idempotency_key(self) -> str:

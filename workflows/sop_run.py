@@ -165,7 +165,9 @@ class SopRun:
         )
         if isinstance(command, SendMessage | PlaceCall | AssignTask):  # what the gate re-checks
             assert self._input is not None
-            params.zones, params.policy = state.zones, self._input.plan.sop.policy
+            sop = self._input.plan.sop
+            params.zones, params.policy = state.zones, sop.policy
+            params.purpose, params.priority = sop.purpose, sop.priority
         if isinstance(command, Record | Finish):  # bookkeeping, not a touch
             await workflow.execute_activity(
                 "sopflow.record",

@@ -1,56 +1,177 @@
-"""The touch gate: the last check before a message or call leaves, in the activity.
+"""The touch gate: the last check before a message, call or call task, in the activity.
 
-The engine already schedules touches inside their windows; the gate re-checks at the moment of
-sending, because an activity can run late (retries, a worker backlog, a paused worker) and an
-opt-out can arrive after the touch was planned. Pure: time and consent come in as values.
+The engine schedules touches inside the SOP's own windows; the gate re-checks at the moment of
+sending, because an activity can run late and consent can change after planning, and it adds
+what the SOP cannot know: the law of the contact's region, lists, and caps across every SOP.
+Pure: the facts (consent, lists, recent touches) and the time come in as values.
 
-Rules now: opt-out, then the SOP's contact window in every candidate zone. The regional legal
-windows and frequency caps of the compliance issue join here as more rules.
+Order: opt-out, do-not-contact, consent → blocked for good (no retry); then the SOP's window and
+every matching rule's window and cap → blocked until the earliest moment all of them allow.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
 
+from sopflow.compliance.rules import Region, Rule, cap_next
 from sopflow.sop import clock
 from sopflow.sop.schema import ContactPolicy
 
-Rule = Literal["opt_out", "window"]
+_MAX_ROUNDS = 64  # rules move the candidate forward; they agree long before this
+
+
+@dataclass(frozen=True)
+class Touch:
+    """A past touch of the contact, by any SOP (for caps)."""
+
+    at: datetime
+    channel: str
+    sop: str
+
+
+@dataclass(frozen=True)
+class ContactFacts:
+    """What the store knows about the contact when the touch is about to go."""
+
+    opted_out: dict[str, datetime] = field(default_factory=dict)  # channel or "all" → when
+    consented: frozenset[str] = frozenset()  # channels with a consent record in force
+    do_not_contact: str | None = None  # the list the number is on
+    touches: Sequence[Touch] = ()
+
+
+@dataclass(frozen=True)
+class TouchRequest:
+    channel: str
+    at: datetime
+    zones: Sequence[str]
+    regions: Sequence[Region]
+    sop: str
+    purpose: str = "marketing"
+    priority: int = 50
+    policy: ContactPolicy | None = None
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """allowed, or the rule that blocked the touch, why, and when it could go (None: never)."""
+    """allowed, or the rule that blocked the touch, why, and when it could go (None: never).
+    `footers`: lines the law wants appended to this message (allowed SMS only)."""
 
     allowed: bool
-    rule: Rule | None = None
+    rule: str | None = None
     reason: str = ""
     retry_at: datetime | None = None
+    footers: tuple[str, ...] = ()
 
 
-ALLOWED = Verdict(allowed=True)
-
-
-def check_touch(
-    channel: str,
-    at: datetime,
-    zones: Sequence[str],
-    policy: ContactPolicy | None,
-    opted_out_at: datetime | None,
-) -> Verdict:
-    if opted_out_at is not None:
+def _hard_block(
+    request: TouchRequest, facts: ContactFacts, rules: Sequence[Rule]
+) -> Verdict | None:
+    for scope in ("all", request.channel):
+        if scope in facts.opted_out:
+            when = facts.opted_out[scope].isoformat()
+            what = "on every channel" if scope == "all" else f"of {scope}"
+            return Verdict(False, "opt_out", f"the contact opted out {what} at {when}")
+    if facts.do_not_contact:
         return Verdict(
-            False, "opt_out", f"the contact opted out at {opted_out_at.isoformat()}", None
+            False,
+            "do_not_contact",
+            f"the number is on the {facts.do_not_contact!r} do-not-contact list",
         )
-    window = policy.windows.get(channel) if policy else None  # type: ignore[call-overload]
-    if policy is None or window is None or not zones:
-        return ALLOWED
+    for rule in rules:
+        if rule.consent_required and request.channel not in facts.consented:
+            return Verdict(
+                False, rule.id, f"{rule.title}: no consent on record for {request.channel}"
+            )
+    return None
+
+
+def _sop_window(request: TouchRequest, at: datetime) -> tuple[datetime | None, str]:
+    policy = request.policy
+    window = policy.windows.get(request.channel) if policy else None  # type: ignore[call-overload]
+    if policy is None or window is None or not request.zones:
+        return at, ""
     calendar = clock.Calendar.from_policy(policy)
-    allowed = clock.next_allowed(at, zones, window, calendar)
+    allowed = clock.next_allowed(at, request.zones, window, calendar)
     if allowed == at:
-        return ALLOWED
-    reason = clock.why_blocked(at, zones, channel, window, calendar)
-    return Verdict(False, "window", reason, allowed)
+        return at, ""
+    return allowed, "the SOP's window: " + clock.why_blocked(
+        at, request.zones, request.channel, window, calendar
+    )
+
+
+def _capped(rule: Rule, request: TouchRequest, touches: Sequence[Touch]) -> list[datetime]:
+    assert rule.cap is not None
+    return [
+        t.at
+        for t in touches
+        if t.channel in rule.channels and (rule.cap.scope == "contact" or t.sop == request.sop)
+    ]
+
+
+def _rule_next(
+    rule: Rule, request: TouchRequest, facts: ContactFacts, at: datetime
+) -> tuple[datetime | None, str]:
+    """When `rule` allows the touch, from `at` on, and why not at `at`."""
+    candidate: datetime | None = at
+    reason = ""
+    if rule.window is not None and request.zones:
+        candidate = rule.window_next(at, request.zones)
+        if candidate != at:
+            reason = f"{rule.title}: {rule.window_reason(at, request.zones, request.channel)}"
+    if rule.cap is not None and candidate is not None:
+        touches = _capped(rule, request, facts.touches)
+        freed = cap_next(rule, candidate, touches)
+        if freed != candidate and not reason:
+            scope = "on this subject " if rule.cap.scope == "subject" else ""
+            reason = f"{rule.title}: at most {rule.cap.max} touches {scope}per {_period(rule)}"
+        candidate = freed
+    return candidate, reason
+
+
+def _period(rule: Rule) -> str:
+    assert rule.cap is not None
+    hours = rule.cap.per.total_seconds() / 3600
+    return f"{hours:g} hours" if hours < 48 else f"{hours / 24:g} days"
+
+
+def applicable(rules: Sequence[Rule], request: TouchRequest) -> list[Rule]:
+    return [
+        r
+        for r in rules
+        if r.applies(request.regions, request.channel, request.purpose, request.priority)
+    ]
+
+
+def check_touch(request: TouchRequest, facts: ContactFacts, rules: Sequence[Rule] = ()) -> Verdict:
+    matching = applicable(rules, request)
+    hard = _hard_block(request, facts, matching)
+    if hard is not None:
+        return hard
+    first_rule: str | None = None
+    first_reason = ""
+    candidate = request.at
+    judges: list[Rule | None] = [None, *matching]  # None: the SOP's own window
+    for _ in range(_MAX_ROUNDS):
+        moved = False
+        for rule in judges:
+            if rule is None:
+                found, reason = _sop_window(request, candidate)
+            else:
+                found, reason = _rule_next(rule, request, facts, candidate)
+            rule_id = "window" if rule is None else rule.id
+            if candidate == request.at and found != candidate and first_rule is None:
+                first_rule, first_reason = rule_id, reason
+            if found is None:  # this rule never allows it again
+                return Verdict(False, first_rule, first_reason or reason, None)
+            if found != candidate:
+                candidate, moved = found, True
+        if not moved:
+            break
+    else:
+        return Verdict(False, first_rule, first_reason, None)
+    if first_rule is None:
+        footers = tuple(r.footer for r in matching if r.footer and request.channel == "sms")
+        return Verdict(True, footers=footers)
+    return Verdict(False, first_rule, first_reason, candidate)

@@ -7,18 +7,19 @@ import asyncio
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from sopflow.enrolment import Enrolment, normalise_contact, plan_enrolments, start_enrolment
 from sopflow.errors import SopflowError
 from sopflow.settings import Secret
+from sopflow.store.consent import ConsentBook, check_channels
 from sopflow.store.repository import Store
 from sopflow.store.views import run_view
 from workflows.contracts import ContactEventSignal, ControlSignal, OutcomeAnswer, OutcomeRequest
@@ -56,6 +57,16 @@ class EventOut(BaseModel):
     )
 
 
+class ConsentIn(BaseModel):
+    action: Literal["grant", "revoke"]
+    channels: list[str] = Field(default_factory=lambda: ["all"], min_length=1)
+    method: str = Field(min_length=1, max_length=40, description="web_form, call, import…")
+    disclosure_text: str | None = Field(None, max_length=2000)
+    disclosure_version: str | None = Field(None, max_length=40)
+    actor: str | None = Field(None, max_length=64)
+    at: AwareDatetime | None = Field(None, description="when it was given; default: now")
+
+
 class OutcomeIn(BaseModel):
     step: str
     outcome: str
@@ -68,6 +79,7 @@ def create_app(
     store: Store, client_factory: ClientFactory, api_token: Secret, task_queue: str
 ) -> FastAPI:
     app = FastAPI(title="sopflow", version="0.1.0")
+    consent = ConsentBook(store.engine)
     client_lock = asyncio.Lock()
     clients: list[Client] = []
 
@@ -98,6 +110,8 @@ def create_app(
         Everything is checked before anything changes; the same idempotency key again gets
         the first answer and changes nothing."""
         plans = await asyncio.to_thread(store.latest_plans)
+        if event.type in ("opted_out", "opted_in"):  # "channels": the contact named some only
+            check_channels(event.data.get("channels", ["all"]))
         enrolments = plan_enrolments(
             plans, event.type, event.contact, event.data, event.idempotency_key
         )
@@ -124,7 +138,13 @@ def create_app(
     ) -> EventOut:
         await asyncio.to_thread(store.upsert_contact, person)
         if event.type in ("opted_out", "opted_in"):
-            await asyncio.to_thread(store.set_opt_out, person["id"], event.type == "opted_out")
+            await asyncio.to_thread(
+                consent.record,
+                person["id"],
+                "revoke" if event.type == "opted_out" else "grant",
+                channels=event.data.get("channels", ["all"]),
+                method=str(event.data.get("method", "api_event")),
+            )
         opted_out_at = await asyncio.to_thread(store.opted_out_at, person["id"])
         client = await temporal()
         out = EventOut(enrolled=[], delivered=[], skipped=[])
@@ -149,6 +169,10 @@ def create_app(
             out.enrolled.append(
                 EnrolledRun(run_id=enrolment.workflow_id, sop=sop.id, version=started.version)
             )
+        if event.type in ("opted_out", "opted_in") and "all" not in event.data.get(
+            "channels", ["all"]
+        ):
+            return out  # one channel only: the gate honours it; the runs go on on the others
         just_started = {run.run_id for run in out.enrolled}
         signal = ContactEventSignal(name=event.type, data=event.data)
         for run_id in await asyncio.to_thread(store.running_runs, person["id"]):
@@ -162,6 +186,45 @@ def create_app(
                 continue
             out.delivered.append(run_id)
         return out
+
+    @app.post(
+        "/api/v1/contacts/{contact_id}/consent", status_code=201, dependencies=[Depends(authorised)]
+    )
+    async def post_consent(contact_id: str, given: ConsentIn) -> dict[str, Any]:
+        """Record consent given or withdrawn, with how and under which disclosure. A repeat that
+        changes nothing is answered `recorded: false`. The touch gate reads it before every touch."""
+        recorded = await asyncio.to_thread(
+            consent.record,
+            contact_id,
+            given.action,
+            channels=given.channels,
+            method=given.method,
+            at=given.at,
+            disclosure_text=given.disclosure_text,
+            disclosure_version=given.disclosure_version,
+            actor=given.actor,
+        )
+        state = await asyncio.to_thread(consent.current, contact_id)
+        return {"contact_id": contact_id, "recorded": recorded, "channels": state}
+
+    @app.get("/api/v1/contacts/{contact_id}/consent", dependencies=[Depends(authorised)])
+    async def get_consent(contact_id: str) -> dict[str, Any]:
+        """What is in force per channel, and every consent event in order."""
+        state = await asyncio.to_thread(consent.current, contact_id)
+        events = await asyncio.to_thread(consent.history, contact_id)
+        history = [
+            {
+                "action": e.action,
+                "channels": e.channels,
+                "at": e.at.isoformat(),
+                "method": e.method,
+                "disclosure_text": e.disclosure_text,
+                "disclosure_version": e.disclosure_version,
+                "actor": e.actor,
+            }
+            for e in events
+        ]
+        return {"contact_id": contact_id, "channels": state, "history": history}
 
     @app.post("/api/v1/runs/{run_id}/outcomes", dependencies=[Depends(authorised)])
     async def post_outcome(run_id: str, report: OutcomeIn) -> OutcomeAnswer:

@@ -61,10 +61,24 @@ def _outside_workflow_sandbox() -> Iterator[None]:
 
 
 @lru_cache(maxsize=256)
-def _holiday_table(country: str, subdivision: str | None, year: int) -> Mapping[date, str]:
+def _calendar_year(
+    country: str, subdivision: str | None, year: int
+) -> tuple[Mapping[date, str], frozenset[date]]:
+    """A year's public holidays, and its make-up working days (weekend days worked in exchange
+    for a bridge holiday, as in China)."""
     with _outside_workflow_sandbox():
         table = holidays_lib.country_holidays(country, subdiv=subdivision, years=year)
-        return dict(table.items())
+        workdays = frozenset(d for d in getattr(table, "weekend_workdays", ()) if d.year == year)
+        return dict(table.items()), workdays
+
+
+def holiday_names(country: str, subdivision: str | None, years: range) -> set[str]:
+    """Every holiday name the `holidays` package knows for a region over `years`."""
+    names: set[str] = set()
+    for year in years:
+        for name in _calendar_year(country, subdivision, year)[0].values():
+            names.update(name.split("; "))
+    return names
 
 
 @dataclass(frozen=True)
@@ -74,6 +88,8 @@ class Calendar:
     business_days: frozenset[int]  # 0 = Monday
     country: str | None = None
     subdivision: str | None = None
+    # Only these holidays close the calendar (a rule's explicit no-call list); None: every one.
+    only_holidays: frozenset[str] | None = None
 
     @classmethod
     def from_policy(cls, policy: ContactPolicy) -> Calendar:
@@ -85,10 +101,21 @@ class Calendar:
     def holiday(self, day: date) -> str | None:
         if self.country is None:
             return None
-        return _holiday_table(self.country, self.subdivision, day.year).get(day)
+        name = _calendar_year(self.country, self.subdivision, day.year)[0].get(day)
+        if name is None or self.only_holidays is None:
+            return name
+        # `holidays` joins two holidays on one day with "; "
+        return name if self.only_holidays & set(name.split("; ")) else None
+
+    def is_makeup_workday(self, day: date) -> bool:
+        if self.country is None:
+            return False
+        return day in _calendar_year(self.country, self.subdivision, day.year)[1]
 
     def is_business_day(self, day: date) -> bool:
-        return day.weekday() in self.business_days and self.holiday(day) is None
+        if self.holiday(day) is not None:
+            return False
+        return day.weekday() in self.business_days or self.is_makeup_workday(day)
 
     def nth_business_day_after(self, day: date, n: int) -> date:
         found = 0
@@ -153,7 +180,7 @@ def why_blocked(
             holiday = calendar.holiday(day)
             if holiday:
                 return f"{holiday} is a public holiday ({where})"
-            if day.weekday() not in calendar.business_days:
+            if not calendar.is_business_day(day):
                 return f"{local:%A} is not a business day ({where})"
         if not any(start <= local.time() < end for start, end in window.hours):
             hours = ", ".join(f"{s:%H:%M}-{e:%H:%M}" for s, e in window.hours)

@@ -44,10 +44,17 @@ def canonical_json(data: Any) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+# Fields added to the language after plans were first deployed: left out of the digest while
+# they hold their default, so every plan deployed before keeps its digest (and its version).
+_LATER_FIELDS = {"purpose": "marketing", "priority": 50}
+
+
 def compile_plan(sop: Sop) -> Plan:
     """Compile a validated SOP. Same meaning, same digest: formatting and comments do not count."""
-    payload = canonical_json(
-        {"format": PLAN_FORMAT, "sop": sop.model_dump(mode="json", by_alias=True)}
-    )
+    data = sop.model_dump(mode="json", by_alias=True)
+    for name, default in _LATER_FIELDS.items():
+        if data.get(name) == default:
+            del data[name]
+    payload = canonical_json({"format": PLAN_FORMAT, "sop": data})
     digest = "sha256:" + hashlib.sha256(payload.encode()).hexdigest()
     return Plan(digest=digest, sop=sop)

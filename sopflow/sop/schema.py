@@ -475,6 +475,14 @@ class Sop(Strict):
     name: str = Field(min_length=1)
     description: str = ""
     owner: str = Field(min_length=1, description="who maintains this SOP")
+    purpose: Literal["marketing", "service"] = Field(
+        "marketing",
+        description="service: reminders and replies the contact asked for; legal rules for "
+        "marketing (solicitation hours, same-subject caps) do not hold them",
+    )
+    priority: int = Field(
+        50, ge=0, le=100, description="organisation caps may exempt SOPs at or above a priority"
+    )
     entry: Entry
     contact_fields: dict[Identifier, ContactField] = Field(default_factory=dict)
     policy: ContactPolicy = Field(default_factory=ContactPolicy)

@@ -142,3 +142,29 @@ class InboundEvent(Base):
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     answer: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     received_at: Mapped[datetime]
+
+
+class ConsentEvent(Base):
+    """A consent given or withdrawn: who, when, how, under which disclosure, for which channels.
+    The latest event per channel decides; "all" covers every channel."""
+
+    __tablename__ = "consent_events"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    contact_id: Mapped[str] = mapped_column(String(64), index=True)
+    action: Mapped[str] = mapped_column(String(10))  # grant | revoke
+    channels: Mapped[list[str]] = mapped_column(JSON)
+    at: Mapped[datetime]
+    method: Mapped[str] = mapped_column(String(40))  # sms_stop, api, web_form, import…
+    disclosure_text: Mapped[str | None] = mapped_column(String(2000))
+    disclosure_version: Mapped[str | None] = mapped_column(String(40))
+    actor: Mapped[str | None] = mapped_column(String(64))
+
+
+class DoNotContact(Base):
+    """A number on a do-not-contact list (the internal one, or an imported external list)."""
+
+    __tablename__ = "do_not_contact"
+    phone: Mapped[str] = mapped_column(String(32), primary_key=True)
+    list_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    source: Mapped[str | None] = mapped_column(String(200))
+    added_at: Mapped[datetime]

@@ -99,6 +99,7 @@ def _event_fields(command: Command) -> dict[str, Any]:
         fields |= {"channel": "call", "planned_at": command.planned_at}
     elif isinstance(command, AssignTask):
         fields |= {
+            "channel": command.channel,  # a call task is a touch: it counts towards caps
             "planned_at": command.planned_at,
             "due_at": command.due_at,
             "detail": {
@@ -194,19 +195,15 @@ class Store:
         row = self.contact(contact_id)
         return row.opted_out_at if row is not None else None
 
-    def set_opt_out(self, contact_id: str, opted_out: bool, at: datetime | None = None) -> bool:
-        """Opt a known contact out (on every channel) or back in; False if nothing changed.
-        The first opt-out time is kept when it is repeated."""
-        with Session(self.engine) as session, session.begin():
-            row = session.get(Contact, contact_id)
-            if row is None:
-                row = Contact(id=contact_id, fields={}, updated_at=_now())
-                session.add(row)
-            if opted_out == (row.opted_out_at is not None):
-                return False
-            row.opted_out_at = (at or _now()) if opted_out else None
-            row.updated_at = _now()
-        return True
+    def set_opt_out(
+        self, contact_id: str, opted_out: bool, at: datetime | None = None, method: str = "api"
+    ) -> bool:
+        """Opt a contact out of every channel, or back in; False if nothing changed (the first
+        opt-out time is kept). A consent event records it (see store.consent)."""
+        from sopflow.store.consent import ConsentBook
+
+        action = "revoke" if opted_out else "grant"
+        return ConsentBook(self.engine).record(contact_id, action, method=method, at=at)
 
     # ------------------------------------------------------------ runs and step events
     def start_run(

@@ -102,6 +102,25 @@ def test_a_bad_teams_file_is_one_line_and_changes_nothing(
     assert missing.returncode == 1 and "cannot read" in missing.stderr
 
 
+def test_dnc_import_and_check(tmp_path: Path) -> None:
+    listed = tmp_path / "dnc.csv"
+    listed.write_text("phone\n+12125550123\n+33142685300\n")
+    imported = sopflow(tmp_path, "dnc", "import", str(listed), "--list", "national")
+    assert imported.returncode == 0, imported.stderr
+    assert "added 2 new numbers to the 'national' list" in imported.stdout
+    on = sopflow(tmp_path, "dnc", "check", "+12125550123")
+    assert on.returncode == 1 and "is on the 'national' list" in on.stdout
+    off = sopflow(tmp_path, "dnc", "check", "+12125550199")
+    assert off.returncode == 0 and "is on no list" in off.stdout
+    bad = tmp_path / "bad.csv"
+    bad.write_text("+12125550100\nnot-a-number-123\n")
+    refused = sopflow(tmp_path, "dnc", "import", str(bad))
+    assert refused.returncode == 1 and "line 2: invalid phone number" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert sopflow(tmp_path, "dnc", "check", "+12125550100").returncode == 0  # nothing imported
+    assert "invalid phone number" in sopflow(tmp_path, "dnc", "check", "12").stderr
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

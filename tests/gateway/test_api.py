@@ -282,6 +282,47 @@ async def test_an_opt_out_ends_runs_and_stops_new_enrolments_until_opt_in(
     assert [r["sop"] for r in again.json()["enrolled"]] == ["call_new_lead"]
 
 
+async def test_consent_is_recorded_and_shown_per_channel(api: httpx.AsyncClient) -> None:
+    url = "/api/v1/contacts/c-7/consent"
+    given = {
+        "action": "grant",
+        "channels": ["sms"],
+        "method": "web_form",
+        "disclosure_text": "Texts from Acme; reply STOP to end",
+        "disclosure_version": "v3",
+        "actor": "form-12",
+        "at": "2026-11-20T10:00:00Z",
+    }
+    first = await api.post(url, json=given, headers=AUTH)
+    assert first.status_code == 201 and first.json()["recorded"] is True
+    assert first.json()["channels"] == {
+        "sms": {"action": "grant", "since": "2026-11-20T10:00:00+00:00"}
+    }
+    assert (await api.post(url, json=given, headers=AUTH)).json()["recorded"] is False
+    bad = await api.post(url, json={**given, "channels": ["fax"]}, headers=AUTH)
+    assert bad.status_code == 422 and "unknown channel 'fax'" in bad.text
+    naive = await api.post(url, json={**given, "at": "2026-11-20T10:00:00"}, headers=AUTH)
+    assert naive.status_code == 422 and "timezone" in naive.text
+    # "No more calls, please" is an opt-out of calls only: texts stay allowed.
+    calls = {
+        "type": "opted_out",
+        "contact": {"id": "c-7"},
+        "data": {"channels": ["call"], "method": "rep_call"},
+        "idempotency_key": "no-calls-7",
+    }
+    assert (await api.post("/api/v1/events", json=calls, headers=AUTH)).status_code == 202
+    shown = (await api.get(url, headers=AUTH)).json()
+    assert (
+        set(shown["channels"]) == {"sms", "call"}
+        and shown["channels"]["call"]["action"] == "revoke"
+    )
+    assert [h["method"] for h in shown["history"]] == ["web_form", "rep_call"]
+    assert shown["history"][0]["disclosure_version"] == "v3"
+    wrong = {**calls, "data": {"channels": ["pager"]}, "idempotency_key": "no-pager"}
+    refused = await api.post("/api/v1/events", json=wrong, headers=AUTH)
+    assert refused.status_code == 422 and "unknown channel 'pager'" in refused.text
+
+
 async def test_a_contact_event_for_an_unknown_contact_changes_nothing_else(
     api: httpx.AsyncClient,
 ) -> None:

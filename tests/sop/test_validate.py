@@ -214,3 +214,19 @@ def test_same_yaml_same_digest_formatting_does_not_count(tmp_path: Path) -> None
     c = write(tmp_path, GOOD.replace("duration: 1h", "duration: 2h"), "c.yaml")
     plans_c, _ = validate_paths([c])
     assert plans_c[c].digest != plans_a[a].digest
+
+
+def test_fields_added_later_keep_old_digests_at_their_defaults(tmp_path: Path) -> None:
+    """Plans deployed before `purpose`/`priority` existed keep their digest (and version)."""
+    plain = write(tmp_path, GOOD, "plain.yaml")
+    explicit = write(tmp_path, GOOD + "purpose: marketing\npriority: 50\n", "explicit.yaml")
+    service = write(tmp_path, GOOD + "purpose: service\n", "service.yaml")
+    digests = {
+        path.name: validate_paths([path])[0][path].digest for path in (plain, explicit, service)
+    }
+    assert digests["plain.yaml"] == digests["explicit.yaml"] != digests["service.yaml"]
+    # The callback SOP's digest as deployed before these fields existed.
+    seed = Path(__file__).parents[2] / "sop_definitions/new_lead_callback.yaml"
+    assert validate_paths([seed])[0][seed].digest == (
+        "sha256:95bed39b5eb31388d8c741f2b1170dabba5ca21457cd6fd10f4accf4bfe8bf22"
+    )

@@ -47,3 +47,16 @@ def test_parse_clock(text: str | int, expected: time) -> None:
 def test_parse_clock_rejects(bad: object) -> None:
     with pytest.raises(ValueError, match="invalid clock time"):
         parse_clock(bad)
+
+
+def test_chinas_make_up_working_days_are_business_days() -> None:
+    """2026-01-04 is a Sunday worked in exchange for the New Year bridge (Fri 2026-01-02)."""
+    from datetime import date
+
+    from sopflow.sop.clock import Calendar
+
+    china = Calendar(frozenset(range(5)), "CN")
+    assert china.is_business_day(date(2026, 1, 4))  # make-up Sunday
+    assert not china.is_business_day(date(2026, 1, 2))  # the bridge day off
+    assert not china.is_business_day(date(2026, 1, 11))  # an ordinary Sunday
+    assert china.nth_business_day_after(date(2026, 1, 1), 1) == date(2026, 1, 4)

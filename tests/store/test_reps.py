@@ -133,5 +133,5 @@ def test_opt_out_and_back_in(store: Store) -> None:
     assert store.opted_out_at("c-9") == AT
     store.upsert_contact({"id": "c-9", "phone": "+12125550123"})  # a CRM update keeps it
     assert store.opted_out_at("c-9") == AT
-    assert store.set_opt_out("c-9", False)
+    assert store.set_opt_out("c-9", False, AT + timedelta(hours=2))
     assert store.opted_out_at("c-9") is None

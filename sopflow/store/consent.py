@@ -1,0 +1,207 @@
+"""Consent, opt-outs and do-not-contact lists, and the facts the touch gate needs about a contact.
+
+An opt-out on one channel is an opt-out on every channel unless the contact said otherwise
+(`only` channels given explicitly). The latest event per channel decides.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import phonenumbers
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from sopflow.compliance.gate import ContactFacts, Touch
+from sopflow.errors import SopflowError
+from sopflow.store.models import ConsentEvent, Contact, DoNotContact, Run, StepEvent
+
+CHANNELS = ("sms", "whatsapp", "call")
+INTERNAL_LIST = "internal"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def check_channels(channels: Sequence[str]) -> list[str]:
+    """The channels of a consent event, checked: "all" or any of sms, whatsapp, call."""
+    unknown = sorted(set(channels) - {"all", *CHANNELS})
+    if unknown or not channels:
+        raise SopflowError(
+            f"unknown channel {unknown[0] if unknown else ''!r}: use all, sms, whatsapp or call"
+        )
+    return list(channels)
+
+
+def e164(phone: str) -> str | None:
+    try:
+        parsed = phonenumbers.parse(phone, None)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(parsed):
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+class ConsentBook:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def record(
+        self,
+        contact_id: str,
+        action: str,
+        *,
+        channels: Sequence[str] = ("all",),
+        method: str,
+        at: datetime | None = None,
+        disclosure_text: str | None = None,
+        disclosure_version: str | None = None,
+        actor: str | None = None,
+    ) -> bool:
+        """Append a grant or revoke. False when it changes nothing (a repeated STOP): the first
+        time is kept. Keeps contacts.opted_out_at = since when every channel is opted out."""
+        if action not in ("grant", "revoke"):
+            raise SopflowError(f"consent action {action!r}: use grant or revoke")
+        check_channels(channels)
+        at = at or _now()
+        with Session(self.engine) as session, session.begin():
+            before = self._state(session, contact_id)
+            covered = CHANNELS if "all" in channels else tuple(channels)
+            if all(before.get(c, ("", at))[0] == action for c in covered):
+                return False
+            session.add(
+                ConsentEvent(
+                    contact_id=contact_id,
+                    action=action,
+                    channels=list(channels),
+                    at=at,
+                    method=method,
+                    disclosure_text=disclosure_text,
+                    disclosure_version=disclosure_version,
+                    actor=actor,
+                )
+            )
+            session.flush()
+            after = self._state(session, contact_id)
+            contact = session.get(Contact, contact_id)
+            if contact is None:
+                contact = Contact(id=contact_id, fields={}, updated_at=at)
+                session.add(contact)
+            everything = all(after.get(c, ("", at))[0] == "revoke" for c in CHANNELS)
+            if everything:
+                contact.opted_out_at = contact.opted_out_at or at
+            else:
+                contact.opted_out_at = None
+        return True
+
+    @staticmethod
+    def _state(session: Session, contact_id: str) -> dict[str, tuple[str, datetime]]:
+        state: dict[str, tuple[str, datetime]] = {}
+        events = session.scalars(
+            select(ConsentEvent)
+            .where(ConsentEvent.contact_id == contact_id)
+            .order_by(ConsentEvent.at, ConsentEvent.id)
+        )
+        for event in events:
+            for channel in CHANNELS if "all" in event.channels else event.channels:
+                if state.get(channel, ("", event.at))[0] != event.action:  # keep the first time
+                    state[channel] = (event.action, event.at)
+        return state
+
+    def opted_out_since(self, contact_id: str, channel: str) -> datetime | None:
+        with Session(self.engine) as session:
+            action, since = self._state(session, contact_id).get(channel, ("", None))
+        return since if action == "revoke" else None
+
+    def current(self, contact_id: str) -> dict[str, dict[str, str]]:
+        """Per channel: the action in force and since when (channels never asked: absent)."""
+        with Session(self.engine) as session:
+            state = self._state(session, contact_id)
+        return {c: {"action": a, "since": when.isoformat()} for c, (a, when) in state.items()}
+
+    def history(self, contact_id: str) -> list[ConsentEvent]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            return list(
+                session.scalars(
+                    select(ConsentEvent)
+                    .where(ConsentEvent.contact_id == contact_id)
+                    .order_by(ConsentEvent.at, ConsentEvent.id)
+                )
+            )
+
+    # ------------------------------------------------------------ do-not-contact lists
+    def add_to_list(self, phones: Iterable[str], list_name: str, source: str | None = None) -> int:
+        """Add numbers to a list (all or nothing); returns how many were new. A number that is
+        not a valid phone number is refused with its line."""
+        normalised = []
+        for line, phone in enumerate(phones, start=1):
+            number = e164(phone.strip())
+            if number is None:
+                raise SopflowError(
+                    f"line {line}: invalid phone number {phone.strip()!r}: use E.164"
+                )
+            normalised.append(number)
+        added = 0
+        with Session(self.engine) as session, session.begin():
+            for number in dict.fromkeys(normalised):
+                if session.get(DoNotContact, (number, list_name)) is None:
+                    session.add(
+                        DoNotContact(
+                            phone=number, list_name=list_name, source=source, added_at=_now()
+                        )
+                    )
+                    added += 1
+        return added
+
+    def import_list(self, path: Path, list_name: str) -> int:
+        """A CSV whose first column is the phone number (a header row is skipped)."""
+        try:
+            with path.open(newline="", encoding="utf-8") as handle:
+                rows = [row[0] for row in csv.reader(handle) if row and row[0].strip()]
+        except OSError as exc:
+            raise SopflowError(f"{path}: cannot read ({exc.strerror})") from None
+        if rows and e164(rows[0].strip()) is None and not any(ch.isdigit() for ch in rows[0]):
+            rows = rows[1:]  # a header
+        return self.add_to_list(rows, list_name, source=str(path))
+
+    def listed(self, phone: str | None) -> str | None:
+        number = e164(phone) if phone else None
+        if number is None:
+            return None
+        with Session(self.engine) as session:
+            return session.scalars(
+                select(DoNotContact.list_name)
+                .where(DoNotContact.phone == number)
+                .order_by(DoNotContact.list_name)
+            ).first()
+
+    # ------------------------------------------------------------ what the gate needs
+    def facts(
+        self, contact_id: str, phone: str | None, at: datetime, lookback: timedelta
+    ) -> ContactFacts:
+        with Session(self.engine) as session:
+            state = self._state(session, contact_id)
+            touches = [
+                Touch(executed_at, channel or "", sop_id)
+                for executed_at, channel, sop_id in session.execute(
+                    select(StepEvent.executed_at, StepEvent.channel, Run.sop_id)
+                    .join(Run, Run.workflow_id == StepEvent.workflow_id)
+                    .where(
+                        Run.contact_id == contact_id,
+                        StepEvent.kind.in_(("send", "call", "assign")),
+                        StepEvent.channel.is_not(None),
+                        StepEvent.executed_at > at - lookback,
+                    )
+                )
+            ]
+        return ContactFacts(
+            opted_out={c: when for c, (action, when) in state.items() if action == "revoke"},
+            consented=frozenset(c for c, (action, _) in state.items() if action == "grant"),
+            do_not_contact=self.listed(phone),
+            touches=touches,
+        )
