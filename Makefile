@@ -42,6 +42,7 @@ format: install
 bench: install
 	$(BIN)/python bench/bench_sop.py
 	$(BIN)/python bench/bench_runs.py
+	$(BIN)/python bench/bench_scores.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -46,6 +46,11 @@ dnc_app = typer.Typer(
     help="Do-not-contact lists: numbers no SOP may text or call.", no_args_is_help=True
 )
 app.add_typer(dnc_app, name="dnc")
+report_app = typer.Typer(
+    help="Adherence reports: did reps and the system follow the SOPs, on time?",
+    no_args_is_help=True,
+)
+app.add_typer(report_app, name="report")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -381,6 +386,83 @@ def dnc_check_cmd(phone: Annotated[str, typer.Argument(help="an E.164 number")])
     typer.echo(f"{phone} is on the {found!r} list" if found else f"{phone} is on no list")
     if found:
         raise typer.Exit(1)
+
+
+@report_app.command("compliance")
+@user_errors
+def report_compliance_cmd(
+    by: Annotated[
+        str, typer.Option(help="rep, team, sop, version, variant or day (the item's due date, UTC)")
+    ] = "rep",
+    since: Annotated[
+        str | None,
+        typer.Option(help="runs enrolled since: an ISO date/date-time (UTC) or a span like 7d"),
+    ] = None,
+    sop: Annotated[str | None, typer.Option(help="only this SOP")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv")] = False,
+) -> None:
+    """Adherence scores recomputed from the event log: per group, the runs, the items on time,
+    late, missed, excused and pending, violations, the first-task SLA, and the 0-100 score."""
+    import csv
+
+    from sopflow.compliance.adherence import GROUPINGS
+    from sopflow.store.reports import CSV_COLUMNS, Scores, parse_since
+
+    if by not in GROUPINGS:
+        raise SopflowError(f"--by {by!r}: use one of {', '.join(GROUPINGS)}")
+    if as_json and as_csv:
+        raise SopflowError("choose --json or --csv, not both")
+    rows = Scores(_store().engine).report(
+        by,  # type: ignore[arg-type]
+        parse_since(since, datetime.now(UTC)),
+        sop,
+    )
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if as_csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=CSV_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return
+    typer.echo(
+        f"{by:<28} {'runs':>5} {'on time':>8} {'late':>5} {'missed':>6} {'excused':>7} "
+        f"{'viol.':>5} {'SLA':>7} {'score':>6}"
+    )
+    for row in rows:
+        sla = f"{row['sla_met']}/{row['sla_judged']}" if row["sla_judged"] else "-"
+        score = "-" if row["score"] is None else f"{row['score']:.1f}"
+        typer.echo(
+            f"{row['group'][:28]:<28} {row['runs']:>5} {row['on_time']:>8} {row['late']:>5} "
+            f"{row['missed']:>6} {row['excused']:>7} {row['violations']:>5} {sla:>7} {score:>6}"
+        )
+    if not rows:
+        typer.echo("no runs to score")
+
+
+@report_app.command("run")
+@user_errors
+def report_run_cmd(run_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """One run's score: each required step's status and every point lost, with its reason."""
+    from sopflow.store.reports import Scores, run_score_view
+
+    view = run_score_view(Scores(_store().engine).run(run_id))
+    if as_json:
+        typer.echo(json.dumps(view, indent=2))
+        return
+    score = "-" if view["score"] is None else f"{view['score']:.1f}"
+    typer.echo(
+        f"{view['run_id']}: {view['sop']} v{view['version']}, score {score}, SLA met: {view['sla_met']}"
+    )
+    for item in view["items"]:
+        typer.echo(
+            f"  {item['step']:<16} {item['kind']:<6} {item['status']:<8} {item['actor']:<12} {item['reason']}"
+        )
+    for violation in view["violations"]:
+        typer.echo(
+            f"  {violation['step']:<16} violation {violation['rule']}: {violation['reason']}"
+        )
 
 
 @runs_app.command("show")

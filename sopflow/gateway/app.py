@@ -16,10 +16,12 @@ from pydantic import AwareDatetime, BaseModel, Field
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from sopflow.compliance.adherence import Grouping
 from sopflow.enrolment import Enrolment, normalise_contact, plan_enrolments, start_enrolment
 from sopflow.errors import SopflowError
 from sopflow.settings import Secret
 from sopflow.store.consent import ConsentBook, check_channels
+from sopflow.store.reports import Scores, parse_since, run_score_view
 from sopflow.store.repository import Store
 from sopflow.store.views import run_view
 from workflows.contracts import ContactEventSignal, ControlSignal, OutcomeAnswer, OutcomeRequest
@@ -80,6 +82,7 @@ def create_app(
 ) -> FastAPI:
     app = FastAPI(title="sopflow", version="0.1.0")
     consent = ConsentBook(store.engine)
+    scores = Scores(store.engine)
     client_lock = asyncio.Lock()
     clients: list[Client] = []
 
@@ -225,6 +228,24 @@ def create_app(
             for e in events
         ]
         return {"contact_id": contact_id, "channels": state, "history": history}
+
+    @app.get("/api/v1/reports/compliance", dependencies=[Depends(authorised)])
+    async def get_compliance(
+        by: Grouping = "rep", since: str | None = None, sop: str | None = None
+    ) -> dict[str, Any]:
+        """Adherence scores recomputed from the event log, one row per group."""
+        start = parse_since(since, datetime.now(UTC))
+        rows = await asyncio.to_thread(scores.report, by, start, sop)
+        return {"by": by, "since": start.isoformat() if start else None, "rows": rows}
+
+    @app.get("/api/v1/runs/{run_id}/score", dependencies=[Depends(authorised)])
+    async def get_run_score(run_id: str) -> dict[str, Any]:
+        """One run's score, its items and every point lost with the reason."""
+        try:
+            found = await asyncio.to_thread(scores.run, run_id)
+        except SopflowError:
+            raise HTTPException(404, f"unknown run {run_id!r}") from None
+        return run_score_view(found)
 
     @app.post("/api/v1/runs/{run_id}/outcomes", dependencies=[Depends(authorised)])
     async def post_outcome(run_id: str, report: OutcomeIn) -> OutcomeAnswer:

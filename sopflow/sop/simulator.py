@@ -96,6 +96,7 @@ class Simulation:
     timeline: list[TimelineEntry]
     state: RunState
     inputs: int = 0  # events fed to the engine after the start
+    commands: list[Command] = field(default_factory=list)  # as the engine issued them
 
     @property
     def result(self) -> str | None:
@@ -231,6 +232,7 @@ def simulate(
     commands = transition.commands
     for _ in range(_MAX_INPUTS):
         for command in commands:
+            sim.commands.append(command)
             sim.timeline.append(_entry(command))
             if isinstance(command, SendMessage | PlaceCall | AssignTask):
                 push(ActionResult(at=command.at, key=command.key, status="done"), 0)
@@ -270,6 +272,7 @@ def simulate(
                     {"outcome": event.outcome, "reason": "the step no longer waits"},
                 )
             )
+            commands = []  # nothing new happened: the last transition's commands are done
             continue
         transition = engine.handle(plan, state, event)
         sim.state, commands = transition.state, transition.commands

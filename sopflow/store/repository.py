@@ -75,7 +75,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _event_fields(command: Command) -> dict[str, Any]:
+def event_fields(command: Command) -> dict[str, Any]:
     """The columns of a step event, from the command that caused it."""
     fields: dict[str, Any] = {"kind": command.kind, "action": command.kind}
     if isinstance(command, Record):
@@ -248,7 +248,7 @@ class Store:
         """Write the step event for a command once; a retried write of the same key is a no-op.
         actor / outcome / reason: what the shell learnt carrying it out (the rep given a task,
         the run an enrolment started, why it failed)."""
-        fields = _event_fields(command)
+        fields = event_fields(command)
         overrides = {"actor": actor, "outcome": outcome, "reason": reason}
         fields |= {name: value for name, value in overrides.items() if value is not None}
         if detail:

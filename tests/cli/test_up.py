@@ -102,6 +102,58 @@ def test_a_bad_teams_file_is_one_line_and_changes_nothing(
     assert missing.returncode == 1 and "cannot read" in missing.stderr
 
 
+def test_report_compliance_formats_and_bad_options(tmp_path: Path) -> None:
+    empty = sopflow(tmp_path, "report", "compliance")
+    assert empty.returncode == 0 and "no runs to score" in empty.stdout
+    assert json.loads(sopflow(tmp_path, "report", "compliance", "--json").stdout) == []
+    csv_out = sopflow(tmp_path, "report", "compliance", "--csv", "--by", "team").stdout
+    assert csv_out.splitlines() == [
+        "group,runs,on_time,late,missed,excused,pending,violations,sla_met,sla_judged,score"
+    ]
+    for args, message in (
+        (["--by", "colour"], "--by 'colour': use one of rep, team"),
+        (["--since", "yesterday-ish"], "use an ISO date"),
+        (["--json", "--csv"], "choose --json or --csv"),
+    ):
+        bad = sopflow(tmp_path, "report", "compliance", *args)
+        assert bad.returncode == 1 and message in bad.stderr, bad.stderr
+    missing = sopflow(tmp_path, "report", "run", "nope")
+    assert missing.returncode == 1 and "unknown run 'nope'" in missing.stderr
+
+
+def test_report_of_a_recorded_run(tmp_path: Path) -> None:
+    """A run recorded in the data dir's store: the table, the CSV and the run's reasons."""
+    from datetime import UTC, datetime, timedelta
+
+    from sopflow.sop.protocol import AssignTask
+    from sopflow.sop.simulator import Script, ScriptedOutcome, simulate
+    from sopflow.sop.validate import load_plan
+    from sopflow.store.repository import Store, connect
+
+    plan = load_plan(ROOT / "sop_definitions" / "new_lead_callback.yaml")
+    (tmp_path / "data").mkdir()
+    store = Store(connect(f"sqlite:///{tmp_path / 'data' / 'sopflow.db'}"))
+    store.migrate()
+    store.deploy(plan)
+    start = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
+    late = Script(outcomes={"first_call": [ScriptedOutcome("connected", timedelta(minutes=50))]})
+    sim = simulate(plan, {"id": "c-1", "phone": "+12125550123"}, start, late)
+    store.start_run("run-1", "r", plan.sop.id, 1, plan.digest, "c-1", start)
+    for command in sim.commands:
+        actor = "ana" if isinstance(command, AssignTask) else None
+        store.record_command("run-1", "r", command, actor=actor)
+    store.engine.dispose()
+    table = sopflow(tmp_path, "report", "compliance", "--by", "rep")
+    assert table.returncode == 0, table.stderr
+    (ana,) = [line for line in table.stdout.splitlines() if line.startswith("ana")]
+    assert ana.split() == ["ana", "1", "0", "1", "0", "0", "0", "0/1", "50.0"]
+    csv_out = sopflow(tmp_path, "report", "compliance", "--by", "sop", "--csv").stdout
+    assert csv_out.splitlines()[1] == "new_lead_callback,1,0,1,0,0,0,0,0,1,50.0"
+    run = sopflow(tmp_path, "report", "run", "run-1")
+    assert "score 50.0, SLA met: False" in run.stdout
+    assert "outcome 'connected' reported 20m after it was due" in run.stdout
+
+
 def test_dnc_import_and_check(tmp_path: Path) -> None:
     listed = tmp_path / "dnc.csv"
     listed.write_text("phone\n+12125550123\n+33142685300\n")

@@ -192,6 +192,28 @@ async def test_outcomes_are_validated_and_the_run_shows_every_step(
     assert outcome["outcome"] == "booked" and outcome["actor"] == "rep-1"
     assign = run["steps"][1]
     assert assign["due_at"] is not None and assign["planned_at"] is not None
+    # The run's adherence: the task was reported right away, so on time and the SLA is met.
+    score = (await api.get(f"/api/v1/runs/{run_id}/score", headers=AUTH)).json()
+    assert score["score"] == 100.0 and score["sla_met"] is True and score["losses"] == []
+    assert [(i["step"], i["status"]) for i in score["items"]] == [("call_lead", "on_time")]
+    report = await api.get("/api/v1/reports/compliance?by=sop&since=1d", headers=AUTH)
+    assert report.status_code == 200
+    (row,) = report.json()["rows"]
+    assert (row["group"], row["runs"], row["on_time"], row["score"]) == (
+        "call_new_lead",
+        1,
+        1,
+        100.0,
+    )
+
+
+async def test_reports_refuse_bad_parameters(api: httpx.AsyncClient) -> None:
+    by = await api.get("/api/v1/reports/compliance?by=colour", headers=AUTH)
+    assert by.status_code == 422 and "rep" in by.text
+    since = await api.get("/api/v1/reports/compliance?since=last+tuesday", headers=AUTH)
+    assert since.status_code == 422 and "use an ISO date" in since.text
+    assert (await api.get("/api/v1/runs/nope/score", headers=AUTH)).status_code == 404
+    assert (await api.get("/api/v1/reports/compliance")).status_code == 401
 
 
 async def test_unknown_runs_are_404(api: httpx.AsyncClient) -> None:

@@ -323,3 +323,13 @@ def test_a_contact_without_the_appointment_date_ends_invalid_contact_with_the_re
     error = next(e for e in sim.timeline if e.action == "error")
     assert "missing field 'appointment_at'" in error.detail["reason"]
     assert sim.result == "invalid_contact"
+
+
+def test_a_report_that_comes_after_expiry_is_dropped_once_and_repeats_nothing() -> None:
+    """Regression: a dropped late report used to replay the previous transition's commands."""
+    late = Script(outcomes={"first_call": [ScriptedOutcome("connected", timedelta(hours=8))]})
+    sim = simulate(plan("new_lead_callback"), CONTACT, datetime(2026, 12, 1, 15, tzinfo=NY), late)
+    keys = [entry.key for entry in sim.timeline if entry.key]
+    assert len(keys) == len(set(keys))
+    assert [e.action for e in sim.timeline].count("outcome_dropped") == 1
+    assert len(sim.commands) == len(keys)
