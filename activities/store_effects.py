@@ -28,7 +28,7 @@ from sopflow.sop.protocol import AssignTask, EnrollContact, Escalate, PlaceCall,
 from sopflow.sop.schema import AssignRule
 from sopflow.store.consent import ConsentBook
 from sopflow.store.repository import Store
-from sopflow.store.reps import RepDirectory, RepInfo
+from sopflow.store.reps import RepDirectory, RepInfo, RepsAtCapacity
 from workflows.contracts import CommandInput, CommandResult
 
 
@@ -52,16 +52,23 @@ class StoreEffects:
     def _rep(self, params: CommandInput) -> RepInfo | None:
         """The rep a command concerns: a task's assignee by its rule, else the run's rep."""
         command = params.command
+        now = command.at  # the engine's time (virtual under time skipping), as loads are stamped
         if isinstance(command, AssignTask):
-            return self.reps.choose(command.assign, params.contact_id, params.workflow_id)
+            return self.reps.choose(command.assign, params.contact_id, params.workflow_id, now)
         if isinstance(command, Escalate) and command.action == "reassign" and command.to:
-            return self.reps.choose(command.to, params.contact_id, params.workflow_id)
-        return self.reps.assigned_in_run(params.workflow_id) or self.reps.choose(
-            _OWNER, params.contact_id, params.workflow_id
-        )
+            return self.reps.choose(command.to, params.contact_id, params.workflow_id, now)
+        try:
+            return self.reps.assigned_in_run(params.workflow_id) or self.reps.choose(
+                _OWNER, params.contact_id, params.workflow_id, now
+            )
+        except RepsAtCapacity:  # the rep a message speaks for: the cap is about new tasks
+            return self.reps.rep(self.reps.owner_of(params.contact_id))
 
     async def rep_for(self, params: CommandInput) -> dict[str, Any]:
-        rep = await asyncio.to_thread(self._rep, params)
+        try:
+            rep = await asyncio.to_thread(self._rep, params)
+        except RepsAtCapacity:  # perform() answers with the deferral; nothing is rendered for it
+            rep = None
         return rep.template_view() if rep else dict(UNASSIGNED_REP)
 
     def _ensure_run(self, params: CommandInput) -> None:
@@ -151,7 +158,17 @@ class StoreEffects:
         """Assign / remind / escalate: pick the rep, record them as the actor, text them."""
         command = params.command
         assert isinstance(command, AssignTask | Escalate)
-        rep = await asyncio.to_thread(self._rep, params)
+        try:
+            rep = await asyncio.to_thread(self._rep, params)
+        except RepsAtCapacity as full:
+            if isinstance(command, AssignTask):  # the engine defers the task (or skips it)
+                return CommandResult(
+                    status="blocked",
+                    reason=str(full),
+                    retry_at=full.retry_at,
+                    detail={"rule": "rep_workload"},
+                )
+            rep = None  # a reassignment with everyone at capacity leaves the task where it is
         notify = rep
         if isinstance(command, Escalate) and command.action == "notify_supervisor":
             notify = await asyncio.to_thread(

@@ -4,6 +4,7 @@ teams:
   - id: inside_sales
     name: Inside sales
     supervisor: sam            # a rep of any team; gets notify_supervisor escalations
+    max_tasks_per_day: 40      # optional workload cap per rep (a rep may set their own)
     reps:
       - {id: ana, name: Ana Lima, phone: "+12125550101"}
 """
@@ -29,6 +30,9 @@ class RepIn(BaseModel):
     phone: str | None = Field(None, description="E.164; task notices are texted here")
     email: str | None = None
     active: bool = True
+    max_tasks_per_day: int | None = Field(
+        None, ge=1, description="at most this many tasks in any 24 hours (default: the team's)"
+    )
 
     @field_validator("phone")
     @classmethod
@@ -49,6 +53,7 @@ class TeamIn(BaseModel):
     id: str = Identifier
     name: str = ""
     supervisor: str | None = None
+    max_tasks_per_day: int | None = Field(None, ge=1, description="each rep's default cap")
     reps: list[RepIn] = Field(default_factory=list)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -242,11 +242,18 @@ def load_rules(organisation_file: Path | None = None) -> list[Rule]:
 
 
 def cap_next(rule: Rule, at: datetime, touches: Sequence[datetime]) -> datetime | None:
-    """The earliest moment >= at when fewer than cap.max of `touches` (already filtered to the
-    rule's channels and the cap's scope) fall in the trailing period; None: never (max 0)."""
+    """When `rule`'s cap allows one more of `touches` (already filtered to the rule's channels
+    and the cap's scope); None: never (max 0)."""
     assert rule.cap is not None
-    period, limit = rule.cap.per, rule.cap.max
-    recent = sorted(t for t in touches if at - period < t <= at)
+    return next_free(at, touches, rule.cap.max, rule.cap.per)
+
+
+def next_free(
+    at: datetime, times: Iterable[datetime], limit: int, period: timedelta
+) -> datetime | None:
+    """The earliest moment >= at when fewer than `limit` of `times` fall in the trailing
+    `period` (a sliding-window cap); None: never (limit 0)."""
+    recent = sorted(t for t in times if at - period < t <= at)
     if len(recent) < limit:
         return at
     if limit == 0:

@@ -48,6 +48,7 @@ class Rep(Base):
     email: Mapped[str | None] = mapped_column(String(200))
     team_id: Mapped[str | None] = mapped_column(ForeignKey("teams.id"))
     active: Mapped[bool] = mapped_column(default=True)
+    max_tasks_per_day: Mapped[int | None]  # workload cap: tasks assigned in any 24 hours
 
 
 class Contact(Base):

@@ -6,6 +6,9 @@ Rules (the README documents them for authors):
 - round_robin: the team's active reps in id order, starting after the rep of the team's last task;
 - least_loaded: the team's active rep with the fewest tasks assigned in the last 24 hours.
 Nobody found → None (the task is recorded unassigned and escalations go to the supervisor).
+Workload caps: a rep with `max_tasks_per_day` gets no task while that many were assigned to them
+in the trailing 24 hours. Team rules pick among the reps under their cap; when every candidate is
+at capacity, RepsAtCapacity says until when (the task is deferred, not given to someone else).
 Two tasks assigned at the same instant may pick the same rep: balance, not a strict rota.
 """
 
@@ -16,9 +19,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from sopflow.compliance.rules import next_free
 from sopflow.errors import SopflowError
 from sopflow.sop.schema import AssignRule
 from sopflow.store.models import Contact, Rep, StepEvent, Team
@@ -32,6 +36,7 @@ class RepInfo:
     name: str
     phone: str | None
     team_id: str | None
+    max_tasks_per_day: int | None = None
 
     def template_view(self) -> dict[str, Any]:
         """What `{{ rep.* }}` shows in templates."""
@@ -45,7 +50,15 @@ class RepInfo:
 
 
 def _info(row: Rep) -> RepInfo:
-    return RepInfo(row.id, row.name, row.phone, row.team_id)
+    return RepInfo(row.id, row.name, row.phone, row.team_id, row.max_tasks_per_day)
+
+
+class RepsAtCapacity(SopflowError):
+    """Every rep the rule could pick has reached their workload cap until `retry_at`."""
+
+    def __init__(self, message: str, retry_at: datetime) -> None:
+        super().__init__(message)
+        self.retry_at = retry_at
 
 
 class RepDirectory:
@@ -73,6 +86,9 @@ class RepDirectory:
                     rep_row.email = rep.get("email")
                     rep_row.team_id = team_id
                     rep_row.active = bool(rep.get("active", True))
+                    rep_row.max_tasks_per_day = rep.get("max_tasks_per_day") or team.get(
+                        "max_tasks_per_day"
+                    )
                     session.add(rep_row)
                     rep_count += 1
             session.flush()
@@ -93,6 +109,11 @@ class RepDirectory:
         with Session(self.engine) as session:
             row = session.get(Rep, rep_id)
             return _info(row) if row is not None and row.active else None
+
+    def owner_of(self, contact_id: str) -> str | None:
+        with Session(self.engine) as session:
+            contact = session.get(Contact, contact_id)
+            return contact.owner if contact is not None else None
 
     def supervisor_of(self, rep_id: str | None, team_id: str | None = None) -> RepInfo | None:
         with Session(self.engine) as session:
@@ -115,47 +136,80 @@ class RepDirectory:
             ).first()
         return self.rep(rep_id)
 
+    def _assigned_since(
+        self, session: Session, ids: list[str], since: datetime
+    ) -> dict[str, list[datetime]]:
+        """When each rep was given each task since `since` (their load)."""
+        times: dict[str, list[datetime]] = {rep_id: [] for rep_id in ids}
+        for actor, at in session.execute(
+            select(StepEvent.actor, StepEvent.executed_at).where(
+                StepEvent.action == "assign",
+                StepEvent.actor.in_(ids),
+                StepEvent.executed_at > since,
+            )
+        ):
+            times[str(actor)].append(at)
+        return times
+
     def choose(
         self, rule: AssignRule, contact_id: str, workflow_id: str, now: datetime | None = None
     ) -> RepInfo | None:
-        if rule.strategy == "rep":
-            return self.rep(rule.rep)
-        if rule.strategy == "owner":
-            with Session(self.engine) as session:
-                contact = session.get(Contact, contact_id)
-                owner = contact.owner if contact is not None else None
-            return self.rep(owner) or self.assigned_in_run(workflow_id)
+        """The rep `rule` gives the task to at `now`; None if there is none; RepsAtCapacity
+        when the rule's candidates are all at their workload cap."""
+        now = now or datetime.now(UTC)
+        if rule.strategy in ("rep", "owner"):
+            if rule.strategy == "rep":
+                named = self.rep(rule.rep)
+            else:
+                named = self.rep(self.owner_of(contact_id)) or self.assigned_in_run(workflow_id)
+            if named is not None:
+                self._under_cap([named], now, f"rep {named.id!r}")
+            return named
         with Session(self.engine) as session:
-            team = list(
-                session.scalars(
+            team = [
+                _info(r)
+                for r in session.scalars(
                     select(Rep).where(Rep.team_id == rule.team, Rep.active).order_by(Rep.id)
                 )
-            )
+            ]
             if not team:
                 return None
-            ids = [r.id for r in team]
+            candidates = self._under_cap(team, now, f"every active rep of team {rule.team!r}")
             if rule.strategy == "round_robin":
+                ids = [r.id for r in team]
                 last = session.scalars(
                     select(StepEvent.actor)
                     .where(StepEvent.action == "assign", StepEvent.actor.in_(ids))
                     .order_by(StepEvent.id.desc())
                 ).first()
                 start = ids.index(last) + 1 if last in ids else 0
-                return _info(team[start % len(team)])
-            since = (now or datetime.now(UTC)) - LOAD_WINDOW
-            loads: dict[str | None, int] = {
-                actor: count
-                for actor, count in session.execute(
-                    select(StepEvent.actor, func.count())
-                    .where(
-                        StepEvent.action == "assign",
-                        StepEvent.actor.in_(ids),
-                        StepEvent.executed_at >= since,
-                    )
-                    .group_by(StepEvent.actor)
-                )
-            }
-            return _info(min(team, key=lambda r: (loads.get(r.id, 0), r.id)))
+                rotation = team[start:] + team[:start]
+                return next(r for r in rotation if r in candidates)
+            loads = self._assigned_since(session, [r.id for r in team], now - LOAD_WINDOW)
+            return min(candidates, key=lambda r: (len(loads[r.id]), r.id))
+
+    def _under_cap(self, reps: list[RepInfo], now: datetime, who: str) -> list[RepInfo]:
+        """The reps free to take a task now; RepsAtCapacity (with the earliest moment one is
+        free) when none is."""
+        capped = [r for r in reps if r.max_tasks_per_day is not None]
+        if not capped:
+            return reps
+        with Session(self.engine) as session:
+            loads = self._assigned_since(session, [r.id for r in capped], now - LOAD_WINDOW)
+        free_at = {
+            r.id: next_free(now, loads[r.id], r.max_tasks_per_day, LOAD_WINDOW)
+            for r in capped
+            if r.max_tasks_per_day is not None
+        }
+        free = [r for r in reps if free_at.get(r.id, now) == now]
+        if free:
+            return free
+        retry_at = min(at for at in free_at.values() if at is not None)
+        raise RepsAtCapacity(
+            f"{who} reached max_tasks_per_day (tasks in the last 24 hours); "
+            f"the first frees up at {retry_at.isoformat()}",
+            retry_at,
+        )
 
     def claim_owner(self, contact_id: str, rep_id: str, *, transfer: bool = False) -> None:
         """The first rep who works a lead without an owner becomes its owner; a reassignment by

@@ -87,6 +87,10 @@ def test_reps_import_and_list(tmp_path: Path) -> None:
         ),
         ("teams: [{id: t, colour: red}]", "teams.0.colour: Extra inputs are not permitted"),
         ("teams: [", "not valid YAML"),
+        (
+            "teams: [{id: t, reps: [{id: a, name: A, max_tasks_per_day: 0}]}]",
+            "teams.0.reps.0.max_tasks_per_day: Input should be greater than or equal to 1",
+        ),
     ],
 )
 def test_a_bad_teams_file_is_one_line_and_changes_nothing(

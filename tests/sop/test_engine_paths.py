@@ -13,6 +13,7 @@ from sopflow.sop import engine
 from sopflow.sop.plan import Plan, compile_plan
 from sopflow.sop.protocol import (
     ActionResult,
+    AssignTask,
     ContactEvent,
     Control,
     Finish,
@@ -122,6 +123,32 @@ def test_blocked_send_with_retry_at_is_deferred_then_resent() -> None:
     again = t.commands[-1]
     assert isinstance(again, SendMessage) and again.key == first.key  # the same touch, same key
     assert again.planned_at == AT
+
+
+def test_a_task_blocked_by_rep_workload_is_deferred_then_assigned_with_a_fresh_due_time() -> None:
+    p = plan([TASK, *ENDS])
+    t = start(p)
+    task = t.commands[-1]
+    assert isinstance(task, AssignTask)
+    retry = AT + timedelta(hours=5)
+    t = engine.handle(
+        p,
+        t.state,
+        ActionResult(
+            at=AT,
+            key=task.key,
+            status="blocked",
+            reason="every active rep of team 't' reached max_tasks_per_day",
+            retry_at=retry,
+            detail={"rule": "rep_workload"},
+        ),
+    )
+    deferral = next(c for c in t.commands if isinstance(c, Record))
+    assert (deferral.action, deferral.detail["rule"]) == ("deferred", "rep_workload")
+    t = engine.handle(p, t.state, Tick(at=retry))
+    again = t.commands[-1]
+    assert isinstance(again, AssignTask) and again.key == task.key
+    assert again.due_at == retry + timedelta(minutes=30) and again.planned_at == AT
 
 
 def test_a_provider_status_is_recorded_and_changes_nothing_else() -> None:

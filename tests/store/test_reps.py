@@ -135,3 +135,79 @@ def test_opt_out_and_back_in(store: Store) -> None:
     assert store.opted_out_at("c-9") == AT
     assert store.set_opt_out("c-9", False, AT + timedelta(hours=2))
     assert store.opted_out_at("c-9") is None
+
+
+CAPPED = [
+    {
+        "id": "floor",
+        "name": "Floor",
+        "max_tasks_per_day": 2,
+        "reps": [
+            {"id": "ana", "name": "Ana"},
+            {"id": "ben", "name": "Ben", "max_tasks_per_day": 1},
+            {"id": "dee", "name": "Dee", "max_tasks_per_day": 5, "active": False},
+        ],
+    }
+]
+
+
+def test_workload_caps_skip_full_reps_then_defer_until_one_frees(store: Store) -> None:
+    from sopflow.store.reps import RepsAtCapacity
+
+    reps = RepDirectory(store.engine)
+    reps.import_teams(CAPPED)
+    rule = AssignRule(strategy="round_robin", team="floor")
+    assert [r.max_tasks_per_day for r in reps.reps()] == [2, 1, 5]  # the team's default, or own
+    _assign(store, "w1", 1, "ana", AT - timedelta(hours=23))
+    _assign(store, "w2", 2, "ben", AT - timedelta(hours=20))  # ben is full
+    chosen = reps.choose(rule, "c-1", "w3", AT)
+    assert chosen is not None and chosen.id == "ana"  # round robin would say ana anyway
+    _assign(store, "w3", 3, "ana", AT)  # ana is full too
+    least = AssignRule(strategy="least_loaded", team="floor")
+    for strategy in (rule, least):
+        with pytest.raises(RepsAtCapacity, match="every active rep of team 'floor'") as full:
+            reps.choose(strategy, "c-1", "w4", AT)
+        # ana's older task leaves the 24-hour window first.
+        assert full.value.retry_at == AT + timedelta(hours=1)
+    later = reps.choose(least, "c-1", "w4", AT + timedelta(hours=1, seconds=1))
+    assert later is not None and later.id == "ana"
+    owner = AssignRule(strategy="rep", rep="ben")
+    with pytest.raises(RepsAtCapacity, match="rep 'ben' reached max_tasks_per_day"):
+        reps.choose(owner, "c-1", "w5", AT)
+
+
+async def test_a_task_for_a_full_team_comes_back_blocked_for_the_engine_to_defer(
+    store: Store,
+) -> None:
+    from activities.store_effects import StoreEffects
+    from sopflow.providers.loopback import LoopbackProvider
+    from workflows.contracts import CommandInput
+
+    RepDirectory(store.engine).import_teams(CAPPED)
+    _assign(store, "w1", 1, "ana", AT - timedelta(hours=2))
+    _assign(store, "w2", 2, "ana", AT - timedelta(hours=1))
+    _assign(store, "w3", 3, "ben", AT - timedelta(hours=1))
+    task = AssignTask(
+        at=AT,
+        step="call",
+        key="call:1:1",
+        title="Call",
+        instructions="",
+        assign=AssignRule(strategy="round_robin", team="floor"),
+        due_at=AT + timedelta(minutes=30),
+        planned_at=AT,
+        attempt=1,
+        context={"contact": {"id": "c-9"}},
+    )
+    params = CommandInput(
+        workflow_id="w9", run_id="r", sop="t", version=1, digest="d", command=task,
+        contact_id="c-9", enrolled_at=AT,
+    )  # fmt: skip
+    effects = StoreEffects(store, LoopbackProvider())
+    assert (await effects.rep_for(params))["id"] == "unassigned"  # nothing to render for
+    result = await effects.perform(
+        params.idempotency_key, params, {"title": "Call", "instructions": ""}
+    )
+    assert (result.status, result.detail) == ("blocked", {"rule": "rep_workload"})
+    assert result.retry_at == AT + timedelta(hours=22)  # ana's first task of the day ages out
+    assert store.step_events("w9") == []  # the engine records the deferral, with this reason
