@@ -43,6 +43,7 @@ bench: install
 	$(BIN)/python bench/bench_sop.py
 	$(BIN)/python bench/bench_runs.py
 	$(BIN)/python bench/bench_scores.py
+	$(BIN)/python bench/bench_twilio.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 
 from sopflow.compliance.rules import load_rules
+from sopflow.providers.twilio import TwilioProvider, provider_config
 from sopflow.runtime import build_worker, connect_client, hard_exit
 from sopflow.settings import Settings, temporal_connect_config
 from sopflow.store.repository import Store, connect
@@ -27,7 +29,11 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     config = temporal_connect_config()
     client = await connect_client(**config)
     rules = load_rules(settings.rules_file)
-    async with build_worker(client, store, settings.task_queue, rules):
+    twilio = provider_config(os.environ, settings.public_url or "")
+    if twilio is None:
+        log.warning("no TWILIO_ACCOUNT_SID: touches go to the in-memory loopback, not to phones")
+    provider = TwilioProvider(twilio) if twilio else None
+    async with build_worker(client, store, settings.task_queue, rules, provider):
         log.info(
             "worker started task_queue=%s temporal=%s", settings.task_queue, config["target_host"]
         )

@@ -3,27 +3,34 @@ the outbox before the provider is called, and tasks go to a rep from the store's
 
 Exactly-once policy for touches (no provider offers an idempotency key):
 1. claim the key in the outbox (a row written before the provider call);
-2. call the provider; 3. mark the row done with the provider's id.
-A retried activity that finds the row done returns the stored answer without sending. One that
-finds it still pending is in doubt (a crash between 2 and 3): it does NOT send again — at most
-once — and records the doubt; the Twilio issue resolves doubts by listing the provider's messages.
+2. call the provider, with the key in the status-callback URL; 3. mark the row done with the
+   provider's id.
+A retried activity that finds the row done (or failed, or blocked) returns the stored answer
+without sending. One that finds it still pending is in doubt (a crash, a timeout or a 5xx between
+2 and 3): it asks the provider first (`find_sent`: the callback may already have told us, else
+list the messages / calls to that number since the claim) and sends again only if nothing is
+found. Provider errors: permanent → the touch failed (21610, unsubscribed → the contact is opted
+out on every channel and the touch is blocked); retryable, configuration and in-doubt → the
+activity retries (bounded by the workflow's retry policy).
 Rep notifications (new task, reminder, escalation) go through the same outbox under `<key>/notify`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
-from datetime import datetime, timedelta
+from collections.abc import Awaitable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.sop_activities import UNASSIGNED_REP
 from sopflow.compliance.gate import ContactFacts
 from sopflow.enrolment import enrolment_for, start_enrolment
 from sopflow.errors import SopflowError
-from sopflow.providers.base import Provider
+from sopflow.providers.base import Provider, ProviderError
+from sopflow.providers.twilio import UNSUBSCRIBED
 from sopflow.sop.protocol import AssignTask, EnrollContact, Escalate, PlaceCall, SendMessage
 from sopflow.sop.schema import AssignRule
 from sopflow.store.consent import ConsentBook
@@ -127,14 +134,18 @@ class StoreEffects:
         claim = await asyncio.to_thread(self.store.outbox_begin, key, params.workflow_id, channel)
         if claim.status == "blocked":
             return _opted_out(claim.result.get("reason", ""))
-        if claim.status != "pending" or claim.attempts > 1:
-            return CommandResult(
-                detail={
-                    "provider_id": claim.provider_id,
-                    "deduplicated": True,
-                    "in_doubt": claim.status == "pending",
-                }
+        if claim.status == "failed":
+            return CommandResult(status="failed", reason=claim.result.get("reason", ""))
+        if claim.status != "pending":
+            return CommandResult(detail={"provider_id": claim.provider_id, "deduplicated": True})
+        if claim.attempts > 1:  # an earlier attempt may have reached the provider: ask first
+            claimed_at = claim.created_at or datetime.now(UTC)
+            found = await self._provider_call(
+                self.provider.find_sent(channel, to, text, key, claimed_at)
             )
+            if found is not None:
+                await asyncio.to_thread(self.store.outbox_finish, key, "done", found)
+                return CommandResult(detail={"provider_id": found, "resolved": True})
         if contact_id is not None:
             # An opt-out that landed after the gate looked: the last look is after the claim,
             # so it either stops this touch or was recorded after the provider took it.
@@ -145,12 +156,43 @@ class StoreEffects:
                     self.store.outbox_finish, key, "blocked", None, {"reason": reason}
                 )
                 return _opted_out(reason)
-        if channel == "call":
-            provider_id = await self.provider.place_call(to, text, key)
-        else:
-            provider_id = await self.provider.send_message(channel, to, text, key)
+        try:
+            if channel == "call":
+                provider_id = await self.provider.place_call(to, text, key)
+            else:
+                provider_id = await self.provider.send_message(channel, to, text, key)
+        except ProviderError as exc:
+            if exc.kind != "permanent":
+                raise _retry(exc) from None
+            return await self._rejected(key, exc, contact_id)
         await asyncio.to_thread(self.store.outbox_finish, key, "done", provider_id)
         return CommandResult(detail={"provider_id": provider_id})
+
+    @staticmethod
+    async def _provider_call(call: Awaitable[str | None]) -> str | None:
+        try:
+            return await call
+        except ProviderError as exc:
+            raise _retry(exc) from None
+
+    async def _rejected(
+        self, key: str, exc: ProviderError, contact_id: str | None
+    ) -> CommandResult:
+        """A permanent refusal: recorded in the outbox so no retry sends it."""
+        reason = str(exc)
+        if exc.code == UNSUBSCRIBED and contact_id is not None:
+            # The carrier says the person texted STOP: honour it everywhere, as a STOP to us.
+            await asyncio.to_thread(
+                self.consent.record, contact_id, "revoke", method=f"carrier_{exc.code}"
+            )
+            await asyncio.to_thread(
+                self.store.outbox_finish, key, "blocked", None, {"reason": reason}
+            )
+            return _opted_out(reason)
+        await asyncio.to_thread(
+            self.store.outbox_finish, key, "failed", None, {"reason": reason, "code": exc.code}
+        )
+        return CommandResult(status="failed", reason=reason, detail={"code": exc.code})
 
     async def _rep_step(
         self, key: str, params: CommandInput, rendered: Mapping[str, Any]
@@ -224,6 +266,14 @@ class StoreEffects:
 
 
 _OWNER = AssignRule(strategy="owner")
+
+
+def _retry(exc: ProviderError) -> ApplicationError:
+    """A provider error the activity retries: configuration errors wait longer (ops must act)."""
+    delay = timedelta(minutes=1) if exc.kind == "configuration" else None
+    return ApplicationError(
+        str(exc), {"code": exc.code}, type=f"Provider_{exc.kind}", next_retry_delay=delay
+    )
 
 
 def _opted_out(reason: str) -> CommandResult:

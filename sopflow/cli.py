@@ -51,6 +51,12 @@ report_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(report_app, name="report")
+sandbox_app = typer.Typer(
+    help="The sandbox phone network of `sopflow up`: read a number's inbox, reply from it.",
+    no_args_is_help=True,
+)
+app.add_typer(sandbox_app, name="sandbox")
+SANDBOX_URL = typer.Option(help="the sandbox's base URL", envvar="SOPFLOW_SANDBOX_URL")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -259,11 +265,15 @@ def up_cmd(
     port: Annotated[int, typer.Option(help="gateway (REST API) port")] = 8000,
     temporal_port: Annotated[int, typer.Option(help="Temporal dev server port")] = 7233,
     ui_port: Annotated[int, typer.Option(help="Temporal UI port")] = 8233,
+    sandbox_port: Annotated[
+        int, typer.Option(help="sandbox phone network port (used when TWILIO_ACCOUNT_SID is unset)")
+    ] = 8300,
     teams: Annotated[
         Path | None, typer.Option(help="teams file to import on start (e.g. examples/teams.yaml)")
     ] = None,
 ) -> None:
-    """Run the embedded stack in the foreground: Temporal dev server, worker, gateway, SQLite store.
+    """Run the embedded stack in the foreground: Temporal dev server, worker, gateway, SQLite store,
+    and the sandbox phone network unless TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and TWILIO_FROM are set.
 
     Data lives in SOPFLOW_DATA_DIR (default .sopflow); Ctrl-C stops everything cleanly.
     """
@@ -284,7 +294,8 @@ def up_cmd(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await up(Settings.from_env(), sops, Ports(temporal_port, ui_port, port), stop, teams)
+        ports = Ports(temporal_port, ui_port, port, sandbox_port)
+        await up(Settings.from_env(), sops, ports, stop, teams)
 
     asyncio.run(serve())
     hard_exit(0)
@@ -463,6 +474,58 @@ def report_run_cmd(run_id: str, as_json: Annotated[bool, typer.Option("--json")]
         typer.echo(
             f"  {violation['step']:<16} violation {violation['rule']}: {violation['reason']}"
         )
+
+
+@sandbox_app.command("inbox")
+@user_errors
+def sandbox_inbox_cmd(
+    number: Annotated[str, typer.Argument(help="an E.164 number, e.g. +12125550123")],
+    url: Annotated[str, SANDBOX_URL] = "http://127.0.0.1:8300",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Every message to or from a number on the sandbox network, oldest first."""
+    import httpx
+
+    try:
+        answer = httpx.get(f"{url}/sandbox/numbers/{number}/messages", timeout=10)
+    except httpx.HTTPError as exc:
+        raise SopflowError(
+            f"cannot reach the sandbox at {url} ({exc}): is `sopflow up` running?"
+        ) from None
+    messages = answer.json()
+    if as_json:
+        typer.echo(json.dumps(messages, indent=2))
+        return
+    for message in messages:
+        typer.echo(
+            f"{message['date_created'][5:25]}  {message['from']:>16} → {message['to']:<22} {message['status']:<10} {message['body']}"
+        )
+    if not messages:
+        typer.echo(f"no messages for {number}")
+
+
+@sandbox_app.command("reply")
+@user_errors
+def sandbox_reply_cmd(
+    number: Annotated[str, typer.Option("--from", help="the sandbox number replying")],
+    text: Annotated[str, typer.Argument(help="what the person texts, e.g. STOP or 'call me at 5'")],
+    to: Annotated[str, typer.Option(help="sopflow's sender number")] = "+15005550006",
+    url: Annotated[str, SANDBOX_URL] = "http://127.0.0.1:8300",
+) -> None:
+    """Text sopflow from a sandbox number: the gateway gets a signed inbound webhook."""
+    import httpx
+
+    try:
+        answer = httpx.post(
+            f"{url}/sandbox/inbound", json={"from": number, "to": to, "body": text}, timeout=30
+        )
+    except httpx.HTTPError as exc:
+        raise SopflowError(
+            f"cannot reach the sandbox at {url} ({exc}): is `sopflow up` running?"
+        ) from None
+    if answer.status_code != 201:
+        raise SopflowError(f"the sandbox said {answer.status_code}: {answer.text}")
+    typer.echo(f"sent {text!r} from {number} ({answer.json()['sid']})")
 
 
 @runs_app.command("show")

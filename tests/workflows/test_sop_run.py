@@ -249,7 +249,8 @@ async def test_the_store_records_every_step_and_a_lost_response_never_sends_twic
     preview = simulate(plan, CONTACT, result.state.enrolled_at, zones=["America/New_York"])
     assert [e.key for e in events] == [e.key for e in preview.timeline]
     sms = next(e for e in events if e.kind == "send")
-    assert sms.channel == "sms" and sms.provider_id is None  # in doubt: the id was never returned
+    # In doubt after the lost response; the retry found it at the provider instead of resending.
+    assert sms.channel == "sms" and sms.provider_id == provider.sent[0][0]
     assign = next(e for e in events if e.kind == "assign")
     assert assign.due_at is not None and assign.planned_at is not None
 

@@ -1,0 +1,171 @@
+"""Twilio's webhooks on the gateway: delivery and call statuses, inbound messages.
+
+Every request must carry a valid X-Twilio-Signature for the URL Twilio called, rebuilt from the
+configured public base URL (so it is right behind a TLS-terminating proxy, where the request's
+own URL says http://127.0.0.1). Forged, unsigned or stale requests get 403, are logged and are
+never acted on. Duplicates (Twilio retries; the sandbox duplicates on purpose) are no-ops, keyed
+by MessageSid + status or CallSid + SequenceNumber. Statuses arrive out of order: a status only
+reaches the run when it ranks above the last one seen for that touch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from xml.sax.saxutils import escape
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import Response
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.service import RPCError
+from twilio.request_validator import RequestValidator
+
+from sopflow.gateway.signals import signal_run, tell_runs
+from sopflow.store.consent import INTERNAL_LIST, ConsentBook, e164
+from sopflow.store.repository import Store
+from workflows.contracts import ContactEventSignal, OutcomeRequest, ProviderEventSignal
+
+log = logging.getLogger("sopflow.gateway.twilio")
+MAX_BODY = 64 * 1024
+STOP_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "END", "QUIT", "CANCEL", "OPTOUT", "REVOKE",
+              "退订", "TD", "T"}  # fmt: skip
+START_WORDS = {"START", "YES", "UNSTOP"}
+HELP_WORDS = {"HELP", "INFO"}
+RANK = {
+    "queued": 0, "accepted": 0, "scheduled": 0, "sending": 1, "initiated": 1, "ringing": 2,
+    "sent": 2, "in-progress": 3, "delivered": 4, "undelivered": 4, "failed": 4, "canceled": 4,
+    "completed": 4, "busy": 4, "no-answer": 4, "read": 5,
+}  # fmt: skip
+FINAL_CALL = {"completed", "busy", "no-answer", "failed", "canceled"}
+
+
+@dataclass(frozen=True)
+class TwilioHooks:
+    auth_token: str
+    public_url: str  # e.g. https://sopflow.example.com (what Twilio calls)
+    help_text: str = "Reply STOP to stop messages, START to resume. Questions? Call us."
+
+
+def call_outcome(status: str, answered_by: str | None) -> str:
+    """A finished call's outcome in the SOP's words."""
+    if status == "completed":
+        return "voicemail" if answered_by and answered_by.startswith("machine") else "connected"
+    return {"busy": "busy", "no-answer": "no_answer"}.get(status, "failed")
+
+
+def twiml(message: str | None = None) -> Response:
+    body = f"<Message>{escape(message)}</Message>" if message else ""
+    return Response(f'<?xml version="1.0" encoding="UTF-8"?><Response>{body}</Response>',
+                    media_type="application/xml")  # fmt: skip
+
+
+def twilio_router(
+    hooks: TwilioHooks, store: Store, temporal: Callable[[], Awaitable[Client]]
+) -> APIRouter:
+    router = APIRouter(prefix="/twilio", include_in_schema=False)
+    validator = RequestValidator(hooks.auth_token)
+    consent = ConsentBook(store.engine)
+
+    async def verified_form(request: Request) -> dict[str, str]:
+        if int(request.headers.get("content-length") or 0) > MAX_BODY:
+            raise HTTPException(413, "webhook body too large")
+        try:
+            form = {k: str(v) for k, v in (await request.form()).items()}
+        except Exception:  # malformed multipart / encoding: not Twilio's
+            raise HTTPException(400, "malformed form body") from None
+        url = hooks.public_url.rstrip("/") + request.url.path
+        if request.url.query:
+            url += "?" + request.url.query
+        signature = request.headers.get("X-Twilio-Signature", "")
+        if not signature or not validator.validate(url, form, signature):
+            client = request.client.host if request.client else "?"
+            log.warning("refused an unsigned or forged Twilio webhook to %s from %s", url, client)
+            raise HTTPException(403, "invalid Twilio signature")
+        return form
+
+    def first_time(key: str, kind: str, data: Mapping[str, str]) -> bool:
+        fresh, _ = store.event_begin(key, kind, "", dict(data))
+        if fresh:
+            store.event_finish(key, {"ok": True})
+        return fresh
+
+    @router.post("/status")
+    async def status(request: Request, key: str, exp: int) -> Response:
+        form = await verified_form(request)  # the signature covers key and exp
+        if exp < time.time():
+            log.warning("refused a stale Twilio status callback for %s", key)
+            raise HTTPException(403, "stale status callback")
+        sid = form.get("MessageSid") or form.get("CallSid")
+        state = form.get("MessageStatus") or form.get("CallStatus")
+        if not sid or not state:
+            raise HTTPException(400, "MessageSid/MessageStatus or CallSid/CallStatus required")
+        seen = form.get("SequenceNumber", state) if "CallSid" in form else state
+        if not await asyncio.to_thread(first_time, f"twilio:{sid}:{seen}", "twilio.status", form):
+            return twiml()  # a duplicate: already handled
+        if not await asyncio.to_thread(
+            store.provider_status_advance, key, state, RANK.get(state, 0)
+        ):
+            return twiml()  # older than what we know: out of order
+        workflow_id, _, rest = key.partition("/")
+        engine_key, _, notice = rest.partition("/")
+        if notice or not engine_key:  # a rep notice: the outbox keeps its status; no run step
+            return twiml()
+        detail = {k: form[k] for k in ("ErrorCode", "AnsweredBy", "CallDuration") if k in form}
+        client = await temporal()
+        await signal_run(
+            client,
+            workflow_id,
+            "provider_event",
+            ProviderEventSignal(key=engine_key, status=state, detail={"sid": sid, **detail}),
+        )
+        if "CallSid" in form and state in FINAL_CALL:
+            await _report_call(client, workflow_id, engine_key, state, form.get("AnsweredBy"))
+        return twiml()
+
+    @router.post("/inbound")
+    async def inbound(request: Request) -> Response:
+        form = await verified_form(request)
+        sid, sender, body = form.get("MessageSid"), form.get("From", ""), form.get("Body", "")
+        if not sid or not sender:
+            raise HTTPException(400, "MessageSid and From are required")
+        if not await asyncio.to_thread(first_time, f"twilio:{sid}:inbound", "twilio.inbound", form):
+            return twiml()
+        phone = e164(sender.removeprefix("whatsapp:")) or sender
+        contact_ids = await asyncio.to_thread(store.contacts_with_phone, phone)
+        word = body.strip().upper()
+        client = await temporal()
+        if word in STOP_WORDS:
+            for contact_id in contact_ids:
+                await asyncio.to_thread(consent.record, contact_id, "revoke", method="sms_stop")
+                await tell_runs(client, store, contact_id, ContactEventSignal(name="opted_out"))
+            if not contact_ids:  # nobody we know: keep the number off every future list
+                await asyncio.to_thread(consent.add_to_list, [phone], INTERNAL_LIST, "sms_stop")
+            return twiml()
+        if word in START_WORDS:
+            for contact_id in contact_ids:
+                await asyncio.to_thread(consent.record, contact_id, "grant", method="sms_start")
+            return twiml()
+        if word in HELP_WORDS:
+            return twiml(hooks.help_text)
+        reply = ContactEventSignal(name="reply", data={"text": body[:1600], "sid": sid})
+        for contact_id in contact_ids:
+            await tell_runs(client, store, contact_id, reply)
+        return twiml()
+
+    return router
+
+
+async def _report_call(
+    client: Client, workflow_id: str, engine_key: str, status: str, answered_by: str | None
+) -> None:
+    """An automated call's result, reported by the carrier (not by anyone's say-so)."""
+    outcome = call_outcome(status, answered_by)
+    step = engine_key.split(":", 1)[0]
+    request = OutcomeRequest(step=step, outcome=outcome, actor="carrier", note=f"Twilio {status}")
+    try:
+        await client.get_workflow_handle(workflow_id).execute_update("report_outcome", request)
+    except (WorkflowUpdateFailedError, RPCError) as exc:  # the step no longer waits: recorded
+        log.info("call result %s for %s not applied: %s", outcome, workflow_id, exc)

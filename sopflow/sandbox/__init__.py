@@ -1,0 +1,1 @@
+"""The sandbox phone network (a Twilio-compatible server)."""

@@ -1,0 +1,462 @@
+"""A Twilio-compatible phone network on loopback: the test double and the demo's phone network.
+
+It speaks the parts of Twilio's REST API that sopflow uses (2010-04-01 Messages and Calls:
+create, fetch, list, cancel) with Basic auth and Twilio's error JSON, so the real `twilio` SDK
+talks to it unchanged (only the base URL differs). Behaviour per destination number:
+- Twilio's magic test numbers: +15005550001 invalid (21211), +15005550002 unroutable (21612),
+  +15005550003 no international permission (21408), +15005550004 unsubscribed (21610),
+  +15005550009 not a mobile number (21614);
+- rules set through `POST /sandbox/numbers/{number}`: `deliver` (default), `fail` with a code,
+  `reply` with a text after a delay, and for calls `answer` (default), `voicemail`,
+  `no_answer`, `busy`;
+- faults for the next create requests (`POST /sandbox/faults`): `429`, `500` (nothing created),
+  `lost` (created, then a 500: the response is lost), `slow` (created, the response comes after
+  `slow_seconds`, later than a client's timeout).
+Status callbacks follow Twilio's state machines, are signed with the account's auth token
+(X-Twilio-Signature), and can be duplicated and delivered out of order (`chaos`). Inbound
+messages (`POST /sandbox/inbound`) are signed webhooks to the configured inbound URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import logging
+import random
+import secrets
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Any, Literal
+
+import httpx
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, Field
+from twilio.request_validator import RequestValidator
+
+log = logging.getLogger("sopflow.sandbox")
+API = "/2010-04-01/Accounts/{account}"
+SANDBOX_ACCOUNT = "AC" + "5a" * 16  # the embedded default's account on the sandbox
+SANDBOX_FROM = "+15005550006"  # Twilio's magic "valid sender" test number
+MAGIC_TO = {
+    "+15005550001": (21211, "The 'To' number {to} is not a valid phone number."),
+    "+15005550002": (21612, "The 'To' phone number: {to}, is not currently reachable."),
+    "+15005550003": (21408, "Permission to send an SMS has not been enabled for the region."),
+    "+15005550004": (21610, "Attempt to send to unsubscribed recipient"),
+    "+15005550009": (21614, "'To' number is not a valid mobile number"),
+}
+MESSAGE_STEPS = {
+    "deliver": ["sent", "delivered"],
+    "fail": ["failed"],
+    "undelivered": ["sent", "undelivered"],
+}
+CALL_END = {
+    "answer": ("completed", "human", 42),
+    "voicemail": ("completed", "machine_start", 18),
+    "no_answer": ("no-answer", None, 0),
+    "busy": ("busy", None, 0),
+    "fail": ("failed", None, 0),
+}
+
+
+class NumberRule(BaseModel):
+    message: Literal["deliver", "fail", "undelivered"] = "deliver"
+    error_code: int | None = Field(None, description="for fail / undelivered, e.g. 30006")
+    reply: str | None = Field(None, description="text the number replies after delivery")
+    reply_after: float = Field(1.0, ge=0, le=3600, description="seconds")
+    call: Literal["answer", "voicemail", "no_answer", "busy", "fail"] = "answer"
+
+
+class Faults(BaseModel):
+    next: list[Literal["429", "500", "lost", "slow"]] = Field(default_factory=list)
+    slow_seconds: float = Field(5.0, ge=0, le=600)
+
+
+class Chaos(BaseModel):
+    duplicate: float = Field(0.0, ge=0, le=1, description="chance a callback is sent twice")
+    shuffle: bool = Field(False, description="deliver a resource's callbacks in random order")
+    step_seconds: float = Field(0.05, ge=0, le=60, description="delay between state changes")
+
+
+class InboundIn(BaseModel):
+    from_: str = Field(alias="from")
+    to: str
+    body: str = Field(max_length=1600)
+
+
+@dataclass
+class Resource:
+    kind: Literal["message", "call"]
+    sid: str
+    account: str
+    to: str
+    from_: str
+    body: str
+    status: str
+    created: datetime
+    callback: str | None
+    direction: str = "outbound-api"
+    error_code: int | None = None
+    answered_by: str | None = None
+    duration: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def view(self) -> dict[str, Any]:
+        stamp = format_datetime(self.created)
+        base = API.format(account=self.account)
+        if self.kind == "message":
+            return {
+                "sid": self.sid, "account_sid": self.account, "to": self.to, "from": self.from_,
+                "body": self.body, "status": self.status, "direction": self.direction,
+                "date_created": stamp, "date_updated": stamp, "date_sent": stamp,
+                "error_code": self.error_code, "error_message": None, "num_segments": "1",
+                "num_media": "0", "price": None, "price_unit": "USD", "api_version": "2010-04-01",
+                "messaging_service_sid": None, "uri": f"{base}/Messages/{self.sid}.json",
+                "subresource_uris": {},
+            }  # fmt: skip
+        return {
+            "sid": self.sid, "account_sid": self.account, "to": self.to, "from": self.from_,
+            "status": self.status, "direction": self.direction, "answered_by": self.answered_by,
+            "duration": None if self.duration is None else str(self.duration),
+            "date_created": stamp, "date_updated": stamp, "start_time": stamp, "end_time": None,
+            "api_version": "2010-04-01", "uri": f"{base}/Calls/{self.sid}.json",
+            "subresource_uris": {},
+        }  # fmt: skip
+
+
+def twilio_error(status: int, code: int, message: str) -> JSONResponse:
+    return JSONResponse(
+        {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}",
+         "status": status},
+        status_code=status,
+    )  # fmt: skip
+
+
+def sign(token: str, url: str, params: Mapping[str, str]) -> str:
+    return str(RequestValidator(token).compute_signature(url, dict(params)))
+
+
+class Sandbox:
+    """The network's state; `app()` serves it."""
+
+    def __init__(
+        self,
+        accounts: Mapping[str, str],
+        inbound_url: str | None = None,
+        seed: int = 0,
+        callbacks: bool = True,
+    ) -> None:
+        self.accounts = dict(accounts)  # account sid → auth token
+        self.callbacks = callbacks  # False: no status callbacks (benchmarks of the API alone)
+        self.inbound_url = inbound_url
+        self.resources: dict[str, Resource] = {}
+        self.rules: dict[str, NumberRule] = {}
+        self.faults: deque[str] = deque()
+        self.slow_seconds = 5.0
+        self.chaos = Chaos()
+        self.rng = random.Random(seed)
+        self.callbacks_sent: list[tuple[str, dict[str, str]]] = []
+        self._counter = itertools.count(1)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.http = httpx.AsyncClient(timeout=10)
+
+    # ------------------------------------------------------------ helpers
+    def _sid(self, prefix: str) -> str:
+        return f"{prefix}{next(self._counter):06d}{secrets.token_hex(13)}"
+
+    def _auth(self, request: Request, account: str) -> str:
+        header = request.headers.get("authorization", "")
+        if header.startswith("Basic "):
+            try:
+                user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                user, password = "", ""
+            if user == account and self.accounts.get(account) == password:
+                return password
+        raise HTTPException(401)
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _post(self, token: str, url: str, params: dict[str, str]) -> None:
+        copies = 2 if self.rng.random() < self.chaos.duplicate else 1
+        for _ in range(copies):
+            self.callbacks_sent.append((url, params))
+            try:
+                await self.http.post(
+                    url, data=params, headers={"X-Twilio-Signature": sign(token, url, params)}
+                )
+            except httpx.HTTPError as exc:  # Twilio logs and moves on; so do we
+                log.warning("callback to %s failed: %s", url, exc)
+
+    async def _progress(self, resource: Resource, steps: list[dict[str, str]], token: str) -> None:
+        """Walk a resource through its states, posting a callback for each (maybe shuffled)."""
+        order = list(steps)
+        if self.chaos.shuffle:
+            self.rng.shuffle(order)
+        for params in steps:  # the resource's own state advances in order
+            await asyncio.sleep(self.chaos.step_seconds)
+            status = params.get("MessageStatus") or params.get("CallStatus") or resource.status
+            resource.status = status
+        for params in order:
+            if resource.callback and self.callbacks:
+                await self._post(token, resource.callback, params)
+
+    # ------------------------------------------------------------ messages
+    async def create_message(self, account: str, token: str, form: Mapping[str, str]) -> Any:
+        to, sender = form.get("To", ""), form.get("From") or form.get("MessagingServiceSid", "")
+        body = form.get("Body") or f"[content {form.get('ContentSid', '')}]"
+        if not to or not sender:
+            return twilio_error(400, 21604 if not to else 21603, "A 'To' and 'From' are required")
+        if not form.get("Body") and not form.get("ContentSid"):
+            return twilio_error(400, 21602, "Message body is required.")
+        fault = self.faults.popleft() if self.faults else None
+        if fault == "429":
+            return twilio_error(429, 20429, "Too Many Requests")
+        if fault == "500":
+            return twilio_error(500, 20500, "Internal Server Error")
+        bare = to.removeprefix("whatsapp:")
+        if bare in MAGIC_TO:
+            code, text = MAGIC_TO[bare]
+            return twilio_error(400, code, text.format(to=to))
+        message = Resource(
+            "message", self._sid("SM"), account, to, sender, body, "queued", datetime.now(UTC),
+            form.get("StatusCallback"),
+        )  # fmt: skip
+        self.resources[message.sid] = message
+        rule = self.rules.get(bare, NumberRule())
+        steps = []
+        for status in MESSAGE_STEPS[rule.message]:
+            params = {"MessageSid": message.sid, "SmsSid": message.sid, "AccountSid": account,
+                      "From": sender, "To": to, "MessageStatus": status, "SmsStatus": status,
+                      "ApiVersion": "2010-04-01"}  # fmt: skip
+            if status in ("failed", "undelivered"):
+                params["ErrorCode"] = str(rule.error_code or 30006)
+                message.error_code = rule.error_code or 30006
+            steps.append(params)
+        self._spawn(self._progress(message, steps, token))
+        if rule.reply and rule.message == "deliver":
+            self._spawn(self._reply_later(account, bare, sender, rule))
+        if fault == "lost":
+            return twilio_error(500, 20500, "Internal Server Error")
+        if fault == "slow":
+            await asyncio.sleep(self.slow_seconds)
+        return JSONResponse(message.view(), status_code=201)
+
+    async def _reply_later(self, account: str, number: str, to: str, rule: NumberRule) -> None:
+        await asyncio.sleep(rule.reply_after)
+        await self.inbound(account, number, to.removeprefix("whatsapp:"), rule.reply or "")
+
+    async def inbound(self, account: str, sender: str, to: str, body: str) -> Resource:
+        message = Resource(
+            "message", self._sid("SM"), account, to, sender, body, "received", datetime.now(UTC),
+            None, direction="inbound",
+        )  # fmt: skip
+        self.resources[message.sid] = message
+        if self.inbound_url:
+            params = {"MessageSid": message.sid, "SmsSid": message.sid, "AccountSid": account,
+                      "From": sender, "To": to, "Body": body, "NumMedia": "0",
+                      "ApiVersion": "2010-04-01"}  # fmt: skip
+            await self._post(self.accounts[account], self.inbound_url, params)
+        return message
+
+    # ------------------------------------------------------------ calls
+    async def create_call(self, account: str, token: str, form: Mapping[str, str]) -> Any:
+        to, sender = form.get("To", ""), form.get("From", "")
+        if not to or not sender:
+            return twilio_error(400, 21201 if not to else 21213, "A 'To' and 'From' are required")
+        if not form.get("Twiml") and not form.get("Url"):
+            return twilio_error(400, 21205, "Url or Twiml is required")
+        fault = self.faults.popleft() if self.faults else None
+        if fault == "429":
+            return twilio_error(429, 20429, "Too Many Requests")
+        if fault == "500":
+            return twilio_error(500, 20500, "Internal Server Error")
+        if to in MAGIC_TO:
+            code, text = MAGIC_TO[to]
+            return twilio_error(400, 21211 if code == 21614 else code, text.format(to=to))
+        call = Resource(
+            "call", self._sid("CA"), account, to, sender, form.get("Twiml", form.get("Url", "")),
+            "queued", datetime.now(UTC), form.get("StatusCallback"),
+        )  # fmt: skip
+        self.resources[call.sid] = call
+        final, answered_by, duration = CALL_END[self.rules.get(to, NumberRule()).call]
+        call.answered_by, call.duration = answered_by, duration
+        statuses = ["initiated", "ringing"]
+        if final == "completed":
+            statuses.append("in-progress")
+        statuses.append(final)
+        steps = []
+        for sequence, status in enumerate(statuses):
+            params = {"CallSid": call.sid, "AccountSid": account, "From": sender, "To": to,
+                      "CallStatus": status, "Direction": "outbound-api", "ApiVersion": "2010-04-01",
+                      "SequenceNumber": str(sequence), "Timestamp": format_datetime(datetime.now(UTC))}  # fmt: skip
+            if status in ("in-progress", "completed") and answered_by:
+                params["AnsweredBy"] = answered_by
+            if status == final:
+                params["CallDuration"] = str(duration)
+            steps.append(params)
+        self._spawn(self._progress(call, steps, token))
+        if fault == "lost":
+            return twilio_error(500, 20500, "Internal Server Error")
+        if fault == "slow":
+            await asyncio.sleep(self.slow_seconds)
+        return JSONResponse(call.view(), status_code=201)
+
+    # ------------------------------------------------------------ reads
+    def listing(
+        self, account: str, kind: str, query: Mapping[str, str], key: str
+    ) -> dict[str, Any]:
+        found = [
+            r.view()
+            for r in reversed(list(self.resources.values()))  # newest first, as Twilio lists
+            if r.account == account and r.kind == kind
+            and (not query.get("To") or r.to == query["To"])
+            and (not query.get("From") or r.from_ == query["From"])
+        ]  # fmt: skip
+        size = int(query.get("PageSize", 50))
+        base = f"{API.format(account=account)}/{key.capitalize()}.json"
+        return {
+            key: found[:size], "page": 0, "page_size": size, "start": 0, "end": min(size, len(found)) - 1,
+            "uri": base, "first_page_uri": base, "next_page_uri": None, "previous_page_uri": None,
+        }  # fmt: skip
+
+    def app(self) -> FastAPI:
+        sandbox = self
+
+        @contextlib.asynccontextmanager
+        async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+            yield
+            for task in list(sandbox._tasks):
+                task.cancel()
+            await sandbox.http.aclose()
+
+        api = FastAPI(title="sopflow sandbox phone network", lifespan=lifespan)
+
+        @api.exception_handler(HTTPException)
+        async def _auth_error(_: Request, exc: HTTPException) -> JSONResponse:
+            if exc.status_code == 401:
+                return twilio_error(401, 20003, "Authenticate")
+            return twilio_error(exc.status_code, 20404, str(exc.detail))
+
+        async def form(request: Request) -> dict[str, str]:
+            data = await request.form()
+            return {k: str(v) for k, v in data.items()}
+
+        @api.post(API + "/Messages.json")
+        async def create_message(account: str, request: Request) -> Any:
+            token = sandbox._auth(request, account)
+            return await sandbox.create_message(account, token, await form(request))
+
+        @api.post(API + "/Calls.json")
+        async def create_call(account: str, request: Request) -> Any:
+            token = sandbox._auth(request, account)
+            return await sandbox.create_call(account, token, await form(request))
+
+        def resource(account: str, sid: str, kind: str) -> Resource:
+            found = sandbox.resources.get(sid)
+            if found is None or found.account != account or found.kind != kind:
+                raise HTTPException(404, f"The requested resource {sid} was not found")
+            return found
+
+        @api.get(API + "/Messages/{sid}.json")
+        async def fetch_message(account: str, sid: str, request: Request) -> Any:
+            sandbox._auth(request, account)
+            return resource(account, sid, "message").view()
+
+        @api.get(API + "/Calls/{sid}.json")
+        async def fetch_call(account: str, sid: str, request: Request) -> Any:
+            sandbox._auth(request, account)
+            return resource(account, sid, "call").view()
+
+        @api.post(API + "/Messages/{sid}.json")
+        async def update_message(account: str, sid: str, request: Request) -> Any:
+            sandbox._auth(request, account)
+            message = resource(account, sid, "message")
+            if (await form(request)).get("Status") == "canceled":
+                if message.status not in ("queued", "scheduled", "accepted"):
+                    return twilio_error(400, 30409, "Message cannot be canceled")
+                message.status = "canceled"
+            return message.view()
+
+        @api.post(API + "/Calls/{sid}.json")
+        async def update_call(account: str, sid: str, request: Request) -> Any:
+            sandbox._auth(request, account)
+            call = resource(account, sid, "call")
+            wanted = (await form(request)).get("Status")
+            if wanted in ("canceled", "completed") and call.status in (
+                "queued",
+                "ringing",
+                "initiated",
+                "in-progress",
+            ):
+                call.status = wanted
+            return call.view()
+
+        @api.get(API + "/Messages.json")
+        async def list_messages(account: str, request: Request) -> Any:
+            sandbox._auth(request, account)
+            return sandbox.listing(account, "message", dict(request.query_params), "messages")
+
+        @api.get(API + "/Calls.json")
+        async def list_calls(account: str, request: Request) -> Any:
+            sandbox._auth(request, account)
+            return sandbox.listing(account, "call", dict(request.query_params), "calls")
+
+        # ---------------------------------------------------------- sandbox controls
+        @api.post("/sandbox/numbers/{number}")
+        async def set_rule(number: str, rule: NumberRule) -> dict[str, Any]:
+            sandbox.rules[number] = rule
+            return {"number": number, **rule.model_dump()}
+
+        @api.post("/sandbox/faults")
+        async def set_faults(faults: Faults) -> dict[str, Any]:
+            sandbox.faults.extend(faults.next)
+            sandbox.slow_seconds = faults.slow_seconds
+            return {"pending": list(sandbox.faults)}
+
+        @api.post("/sandbox/chaos")
+        async def set_chaos(chaos: Chaos) -> Chaos:
+            sandbox.chaos = chaos
+            return chaos
+
+        @api.post("/sandbox/inbound", status_code=201)
+        async def post_inbound(message: InboundIn) -> dict[str, Any]:
+            account = next(iter(sandbox.accounts))
+            sent = await sandbox.inbound(account, message.from_, message.to, message.body)
+            return sent.view()
+
+        @api.get("/sandbox/numbers/{number}/messages")
+        async def inbox(number: str) -> list[dict[str, Any]]:
+            return [
+                r.view()
+                for r in sandbox.resources.values()
+                if r.kind == "message" and number in (r.to.removeprefix("whatsapp:"), r.from_)
+            ]
+
+        @api.get("/sandbox/numbers/{number}", response_class=HTMLResponse)
+        async def inbox_page(number: str) -> str:
+            rows = "".join(
+                f"<tr><td>{r.created:%Y-%m-%d %H:%M:%S}</td><td>{_html(r.from_)}</td>"
+                f"<td>{_html(r.to)}</td><td>{_html(r.status)}</td><td>{_html(r.body)}</td></tr>"
+                for r in sandbox.resources.values()
+                if r.kind == "message" and number in (r.to.removeprefix("whatsapp:"), r.from_)
+            )
+            return (
+                f"<!doctype html><title>{_html(number)}</title><h1>Sandbox inbox {_html(number)}</h1>"
+                "<table><tr><th>time</th><th>from</th><th>to</th><th>status</th><th>text</th></tr>"
+                f"{rows}</table>"
+            )
+
+        return api
+
+
+def _html(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -1,0 +1,281 @@
+"""The provider contract, through the real `twilio` SDK against the sandbox phone network:
+sends, calls, Twilio's errors and their classes, signed callbacks, lost responses."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI, Request
+from temporalio.exceptions import ApplicationError
+from twilio.request_validator import RequestValidator
+
+from activities.store_effects import StoreEffects
+from sopflow.providers.base import ProviderError
+from sopflow.providers.twilio import TwilioConfig, TwilioProvider, classify
+from sopflow.sandbox.server import Sandbox
+from sopflow.sop.protocol import SendMessage
+from sopflow.store.repository import Store, connect
+from workflows.contracts import CommandInput
+
+ACCOUNT, TOKEN, FROM = "AC" + "0" * 32, "sandbox-token", "+15005550006"
+ANN = "+12125550123"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def serve(app: FastAPI, port: int) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
+        await asyncio.sleep(0.02)
+    return server, task
+
+
+@dataclass
+class Phones:
+    sandbox: Sandbox
+    url: str
+    provider: TwilioProvider
+    received: list[tuple[str, dict[str, str], bool]] = field(default_factory=list)
+
+    async def control(self, path: str, body: dict[str, Any]) -> None:
+        async with httpx.AsyncClient() as client:
+            (await client.post(f"{self.url}{path}", json=body)).raise_for_status()
+
+    async def callbacks(self, count: int, wait: float = 5.0) -> list[dict[str, str]]:
+        for _ in range(int(wait / 0.05)):
+            if len(self.received) >= count:
+                break
+            await asyncio.sleep(0.05)
+        return [params for _, params, _ in self.received]
+
+
+@pytest.fixture
+async def phones() -> AsyncIterator[Phones]:
+    """The sandbox, a receiver standing in for the gateway, and the provider pointed at both."""
+    hook_port, sandbox_port = free_port(), free_port()
+    public = f"http://127.0.0.1:{hook_port}"
+    sandbox = Sandbox({ACCOUNT: TOKEN}, inbound_url=f"{public}/twilio/inbound")
+    receiver = FastAPI()
+    phones_ref: list[Phones] = []
+
+    @receiver.post("/twilio/{kind}")
+    async def hook(kind: str, request: Request) -> dict[str, str]:
+        form = {k: str(v) for k, v in (await request.form()).items()}
+        valid = RequestValidator(TOKEN).validate(
+            str(request.url), form, request.headers.get("X-Twilio-Signature", "")
+        )
+        phones_ref[0].received.append((kind, form, valid))
+        return {}
+
+    url = f"http://127.0.0.1:{sandbox_port}"
+    provider = TwilioProvider(
+        TwilioConfig(ACCOUNT, TOKEN, FROM, public, whatsapp_from=FROM, base_url=url, timeout=2)
+    )
+    phones = Phones(sandbox, url, provider)
+    phones_ref.append(phones)
+    servers = [await serve(receiver, hook_port), await serve(sandbox.app(), sandbox_port)]
+    yield phones
+    await provider.close()
+    for server, task in servers:
+        server.should_exit = True
+        await task
+
+
+async def test_a_text_goes_out_and_its_signed_receipts_come_back(phones: Phones) -> None:
+    sid = await phones.provider.send_message("sms", ANN, "Hi Ann", "run-1/hi:1:0")
+    assert sid.startswith("SM") and phones.sandbox.resources[sid].body == "Hi Ann"
+    receipts = await phones.callbacks(2)
+    assert [r["MessageStatus"] for r in receipts] == ["sent", "delivered"]
+    assert all(valid for _, _, valid in phones.received)  # Twilio's own RequestValidator agrees
+    (url, _) = phones.sandbox.callbacks_sent[0]
+    assert "key=run-1%2Fhi%3A1%3A0" in url and "exp=" in url
+
+
+async def test_whatsapp_and_calls(phones: Phones) -> None:
+    sid = await phones.provider.send_message("whatsapp", ANN, "Hola", "run-1/w:1:0")
+    assert phones.sandbox.resources[sid].to == f"whatsapp:{ANN}"
+    await phones.control(f"/sandbox/numbers/{ANN}", {"call": "voicemail"})
+    call = await phones.provider.place_call(ANN, "Hello from Example Home", "run-1/c:1:0")
+    assert call.startswith("CA")
+    statuses = [r for r in await phones.callbacks(6) if "CallStatus" in r]
+    assert [s["CallStatus"] for s in statuses] == [
+        "initiated",
+        "ringing",
+        "in-progress",
+        "completed",
+    ]
+    assert statuses[-1]["AnsweredBy"] == "machine_start" and statuses[-1]["CallDuration"] == "18"
+    assert "<Say>Hello from Example Home</Say>" in phones.sandbox.resources[call].body
+
+
+@pytest.mark.parametrize(
+    ("to", "kind", "code"),
+    [
+        ("+15005550001", "permanent", 21211),
+        ("+15005550004", "permanent", 21610),
+        ("+15005550009", "permanent", 21614),
+        ("+15005550003", "configuration", 21408),
+    ],
+)
+async def test_twilio_errors_are_classified(phones: Phones, to: str, kind: str, code: int) -> None:
+    with pytest.raises(ProviderError) as error:
+        await phones.provider.send_message("sms", to, "Hi", "k")
+    assert (error.value.kind, error.value.code) == (kind, code)
+
+
+async def test_rate_limits_and_server_errors_are_retryable_or_in_doubt(phones: Phones) -> None:
+    await phones.control("/sandbox/faults", {"next": ["429", "500"]})
+    for expected in ("retryable", "in_doubt"):
+        with pytest.raises(ProviderError) as error:
+            await phones.provider.send_message("sms", ANN, "Hi", "k")
+        assert error.value.kind == expected
+    assert phones.sandbox.resources == {}  # neither created anything
+
+
+async def test_a_lost_response_is_found_by_listing_not_sent_again(phones: Phones) -> None:
+    since = datetime.now(UTC)
+    await phones.control("/sandbox/faults", {"next": ["lost"]})
+    with pytest.raises(ProviderError) as error:
+        await phones.provider.send_message("sms", ANN, "Your visit is tomorrow", "run-2/r:1:0")
+    assert error.value.kind == "in_doubt"
+    (created,) = phones.sandbox.resources.values()  # it went out nonetheless
+    found = await phones.provider.find_sent(
+        "sms", ANN, "Your visit is tomorrow", "run-2/r:1:0", since
+    )
+    assert found == created.sid
+    other = await phones.provider.find_sent("sms", ANN, "another text", "run-2/x:1:0", since)
+    assert other is None
+    later = await phones.provider.find_sent(
+        "sms", ANN, "Your visit is tomorrow", "k", datetime.now(UTC) + timedelta(minutes=1)
+    )
+    assert later is None
+
+
+async def test_a_slow_response_times_out_in_doubt(phones: Phones) -> None:
+    await phones.control("/sandbox/faults", {"next": ["slow"], "slow_seconds": 4})
+    with pytest.raises(ProviderError) as error:
+        await phones.provider.send_message("sms", ANN, "Hi", "run-3/s:1:0")
+    assert error.value.kind == "in_doubt"
+
+
+async def test_wrong_credentials_are_a_configuration_error(phones: Phones) -> None:
+    bad = TwilioProvider(
+        TwilioConfig(ACCOUNT, "wrong", FROM, "http://127.0.0.1:9", base_url=phones.url)
+    )
+    try:
+        with pytest.raises(ProviderError) as error:
+            await bad.send_message("sms", ANN, "Hi", "k")
+        assert (error.value.kind, error.value.code) == ("configuration", 20003)
+    finally:
+        await bad.close()
+
+
+def test_classification_table() -> None:
+    assert classify(429, 20429) == "retryable"
+    assert classify(400, 21611) == "retryable"
+    assert classify(400, 30034) == "configuration"
+    assert classify(503, None) == "in_doubt"
+    assert classify(400, 99999) == "permanent"
+
+
+# ---------------------------------------------------------------- exactly once, in the activity
+def _touch(to: str, n: int = 1) -> CommandInput:
+    at = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
+    command = SendMessage(
+        at=at,
+        step="remind",
+        key=f"remind:{n}:0",
+        channel="sms",
+        body="See you tomorrow",
+        planned_at=at,
+        context={"contact": {"id": "c-1", "phone": to}},
+    )
+    return CommandInput(
+        workflow_id="sop:t:c-1:k", run_id="r", sop="t", version=1, digest="d",
+        command=command, contact_id="c-1", enrolled_at=at,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def effects(phones: Phones, tmp_path: Path) -> StoreEffects:
+    store = Store(connect(f"sqlite:///{tmp_path / 'store.db'}"))
+    store.migrate()
+    return StoreEffects(store, phones.provider)
+
+
+async def test_a_lost_response_is_resolved_on_retry_and_sent_once(
+    phones: Phones, effects: StoreEffects
+) -> None:
+    params = _touch(ANN)
+    await phones.control("/sandbox/faults", {"next": ["lost"]})
+    with pytest.raises(ApplicationError) as first:
+        await effects.perform(params.idempotency_key, params, {"text": "See you tomorrow"})
+    assert first.value.type == "Provider_in_doubt" and not first.value.non_retryable
+    again = await effects.perform(params.idempotency_key, params, {"text": "See you tomorrow"})
+    (message,) = [r for r in phones.sandbox.resources.values() if r.kind == "message"]
+    assert again.status == "done" and again.detail == {"provider_id": message.sid, "resolved": True}
+    third = await effects.perform(params.idempotency_key, params, {"text": "See you tomorrow"})
+    assert third.detail["provider_id"] == message.sid and len(phones.sandbox.resources) == 1
+
+
+async def test_a_failure_before_creation_is_sent_on_retry(
+    phones: Phones, effects: StoreEffects
+) -> None:
+    params = _touch(ANN)
+    await phones.control("/sandbox/faults", {"next": ["500"]})
+    with pytest.raises(ApplicationError):
+        await effects.perform(params.idempotency_key, params, {"text": "See you tomorrow"})
+    again = await effects.perform(params.idempotency_key, params, {"text": "See you tomorrow"})
+    assert again.status == "done" and len(phones.sandbox.resources) == 1
+
+
+async def test_an_unsubscribed_number_opts_the_contact_out_everywhere(
+    phones: Phones, effects: StoreEffects
+) -> None:
+    params = _touch("+15005550004")
+    result = await effects.perform(params.idempotency_key, params, {"text": "See you tomorrow"})
+    assert (result.status, result.detail) == ("blocked", {"rule": "opt_out"})
+    assert "21610" in result.reason
+    assert set(effects.consent.current("c-1")) == {"sms", "whatsapp", "call"}
+    assert effects.store.opted_out_at("c-1") is not None
+
+
+async def test_a_permanent_refusal_fails_the_touch_once(
+    phones: Phones, effects: StoreEffects
+) -> None:
+    params = _touch("+15005550009")
+    first = await effects.perform(params.idempotency_key, params, {"text": "See you tomorrow"})
+    assert first.status == "failed" and "21614" in first.reason
+    again = await effects.perform(params.idempotency_key, params, {"text": "See you tomorrow"})
+    assert again.status == "failed" and phones.sandbox.resources == {}
+
+
+def test_configuration_from_the_environment() -> None:
+    from sopflow.providers.twilio import provider_config
+
+    assert provider_config({}, "https://x") is None  # no account: the sandbox stands in
+    with pytest.raises(ProviderError, match="TWILIO_AUTH_TOKEN, TWILIO_FROM is not"):
+        provider_config({"TWILIO_ACCOUNT_SID": "AC1"}, "https://x")
+    with pytest.raises(ProviderError, match="SOPFLOW_PUBLIC_URL"):
+        provider_config(
+            {"TWILIO_ACCOUNT_SID": "AC1", "TWILIO_AUTH_TOKEN": "t", "TWILIO_FROM": "+1"}, ""
+        )
+    config = provider_config(
+        {"TWILIO_ACCOUNT_SID": "AC1", "TWILIO_AUTH_TOKEN": "t", "TWILIO_FROM": "+15005550006"},
+        "https://sopflow.example.com",
+    )
+    assert config is not None and config.base_url is None  # api.twilio.com
