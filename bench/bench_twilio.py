@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import statistics
 import sys
 import tempfile
@@ -28,12 +27,12 @@ from typing import Any
 
 import aiohttp
 import httpx
-import uvicorn
 from twilio.request_validator import RequestValidator
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from sopflow.asgi import free_port, start_server  # noqa: E402
 from sopflow.gateway.app import create_app  # noqa: E402
 from sopflow.gateway.twilio_hooks import TwilioHooks  # noqa: E402
 from sopflow.providers.twilio import TwilioConfig, TwilioProvider  # noqa: E402
@@ -42,20 +41,6 @@ from sopflow.settings import Secret  # noqa: E402
 from sopflow.store.repository import Store, connect  # noqa: E402
 
 ACCOUNT, TOKEN, FROM = "AC" + "1" * 32, "bench-token", "+15005550006"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-async def serve(app: Any, port: int) -> tuple[uvicorn.Server, asyncio.Task[None]]:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
-        await asyncio.sleep(0.01)
-    return server, task
 
 
 async def rate(count: int, in_flight: int, one: Callable[[int], Awaitable[None]]) -> float:
@@ -74,7 +59,7 @@ async def rate(count: int, in_flight: int, one: Callable[[int], Awaitable[None]]
 async def bench_sends(messages: int, repeat: int) -> None:
     port = free_port()
     sandbox = Sandbox({ACCOUNT: TOKEN}, callbacks=False)  # the API alone
-    server, task = await serve(sandbox.app(), port)
+    server, task = await start_server(sandbox.app(), port, "error")
     base = f"http://127.0.0.1:{port}"
     provider = TwilioProvider(
         TwilioConfig(ACCOUNT, TOKEN, FROM, "http://127.0.0.1:9", base_url=base, rate_per_sender=0)
@@ -119,7 +104,7 @@ async def bench_webhooks(count: int, repeat: int) -> None:
             return object()  # unknown senders: nothing is signalled
 
         app = create_app(store, no_runs, Secret("t"), "q", TwilioHooks(TOKEN, public))
-        server, task = await serve(app, port)
+        server, task = await start_server(app, port, "error")
         client = httpx.AsyncClient(base_url=public)
         validator = RequestValidator(TOKEN)
         serial = iter(range(10**9))

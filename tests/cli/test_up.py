@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from sopflow.asgi import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SOP = """\
@@ -177,12 +178,6 @@ def test_dnc_import_and_check(tmp_path: Path) -> None:
     assert "Traceback" not in refused.stderr
     assert sopflow(tmp_path, "dnc", "check", "+12125550100").returncode == 0  # nothing imported
     assert "invalid phone number" in sopflow(tmp_path, "dnc", "check", "12").stderr
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Up:

@@ -4,7 +4,6 @@ sends, calls, Twilio's errors and their classes, signed callbacks, lost response
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -13,12 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 from temporalio.exceptions import ApplicationError
 from twilio.request_validator import RequestValidator
 
 from activities.store_effects import StoreEffects
+from sopflow.asgi import free_port, start_server
 from sopflow.providers.base import ProviderError
 from sopflow.providers.twilio import TwilioConfig, TwilioProvider, classify
 from sopflow.sandbox.server import Sandbox
@@ -28,20 +27,6 @@ from workflows.contracts import CommandInput
 
 ACCOUNT, TOKEN, FROM = "AC" + "0" * 32, "sandbox-token", "+15005550006"
 ANN = "+12125550123"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-async def serve(app: FastAPI, port: int) -> tuple[uvicorn.Server, asyncio.Task[None]]:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
-        await asyncio.sleep(0.02)
-    return server, task
 
 
 @dataclass
@@ -87,7 +72,10 @@ async def phones() -> AsyncIterator[Phones]:
     )
     phones = Phones(sandbox, url, provider)
     phones_ref.append(phones)
-    servers = [await serve(receiver, hook_port), await serve(sandbox.app(), sandbox_port)]
+    servers = [
+        await start_server(receiver, hook_port),
+        await start_server(sandbox.app(), sandbox_port),
+    ]
     yield phones
     await provider.close()
     for server, task in servers:
