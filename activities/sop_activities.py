@@ -21,6 +21,7 @@ from sopflow.compliance.gate import (
     Verdict,
     applicable,
     check_touch,
+    lookback,
 )
 from sopflow.compliance.rules import Rule, contact_regions
 from sopflow.errors import TemplateRenderError
@@ -96,8 +97,7 @@ class SopActivities:
             policy=params.policy,
         )
         matching = applicable(self.rules, request)
-        lookback = max((r.cap.per for r in matching if r.cap), default=timedelta(0))
-        facts = await self.effects.contact_facts(params, at, lookback)
+        facts = await self.effects.contact_facts(params, at, lookback(matching))
         verdict = check_touch(request, facts, matching)
         if verdict.allowed:
             return verdict

@@ -168,7 +168,7 @@ async def up(
             )
         provider = TwilioProvider(config)
         hooks = TwilioHooks(config.auth_token, public_url)
-        app = create_app(store, client_factory, token, settings.task_queue, hooks)
+        app = create_app(store, client_factory, token, settings.task_queue, hooks, provider, rules)
         gateway = _Gateway(
             uvicorn.Config(app, host="127.0.0.1", port=ports.gateway, log_level="warning")
         )

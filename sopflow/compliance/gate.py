@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sopflow.compliance.rules import Region, Rule, cap_next
 from sopflow.sop import clock
@@ -142,6 +142,11 @@ def applicable(rules: Sequence[Rule], request: TouchRequest) -> list[Rule]:
         for r in rules
         if r.applies(request.regions, request.channel, request.purpose, request.priority)
     ]
+
+
+def lookback(matching: Sequence[Rule]) -> timedelta:
+    """How far back the touch history must go for the caps of `matching` rules."""
+    return max((r.cap.per for r in matching if r.cap), default=timedelta(0))
 
 
 def check_touch(request: TouchRequest, facts: ContactFacts, rules: Sequence[Rule] = ()) -> Verdict:

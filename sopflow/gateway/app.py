@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -17,10 +17,13 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from sopflow.compliance.adherence import Grouping
+from sopflow.compliance.rules import Rule
 from sopflow.enrolment import Enrolment, normalise_contact, plan_enrolments, start_enrolment
 from sopflow.errors import SopflowError
+from sopflow.gateway.click_to_call import click_to_call_router
 from sopflow.gateway.signals import signal_run, tell_runs
 from sopflow.gateway.twilio_hooks import TwilioHooks, twilio_router
+from sopflow.providers.base import Provider
 from sopflow.settings import Secret
 from sopflow.store.consent import ConsentBook, check_channels
 from sopflow.store.reports import Scores, parse_since, run_score_view
@@ -85,8 +88,11 @@ def create_app(
     api_token: Secret,
     task_queue: str,
     twilio: TwilioHooks | None = None,
+    provider: Provider | None = None,
+    rules: Sequence[Rule] = (),
 ) -> FastAPI:
-    """`twilio`: serve Twilio's webhooks under /twilio (signature-checked with its token)."""
+    """`twilio`: serve Twilio's webhooks under /twilio (signature-checked with its token);
+    `provider` + `rules`: offer rep click-to-call, judged by the touch gate with `rules`."""
     app = FastAPI(title="sopflow", version="0.1.0")
     consent = ConsentBook(store.engine)
     scores = Scores(store.engine)
@@ -112,6 +118,8 @@ def create_app(
 
     if twilio is not None:
         app.include_router(twilio_router(twilio, store, temporal))
+    if provider is not None:
+        app.include_router(click_to_call_router(store, temporal, provider, rules, authorised))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, bool]:

@@ -62,6 +62,11 @@ def twiml(message: str | None = None) -> Response:
                     media_type="application/xml")  # fmt: skip
 
 
+def hangup() -> Response:
+    return Response('<?xml version="1.0" encoding="UTF-8"?><Response><Hangup/></Response>',
+                    media_type="application/xml")  # fmt: skip
+
+
 def twilio_router(
     hooks: TwilioHooks, store: Store, temporal: Callable[[], Awaitable[Client]]
 ) -> APIRouter:
@@ -124,6 +129,31 @@ def twilio_router(
         if "CallSid" in form and state in FINAL_CALL:
             await _report_call(client, workflow_id, engine_key, state, form.get("AnsweredBy"))
         return twiml()
+
+    @router.post("/voice")
+    async def voice(request: Request, key: str, exp: int) -> Response:
+        """The lead leg of a click-to-call (<Dial action>): the carrier's word on the call."""
+        form = await verified_form(request)
+        if exp < time.time():
+            raise HTTPException(403, "stale voice callback")
+        status, leg = form.get("DialCallStatus"), form.get("DialCallSid") or form.get("CallSid")
+        if not status or not leg:
+            raise HTTPException(400, "DialCallStatus and DialCallSid are required")
+        if not await asyncio.to_thread(first_time, f"twilio:{leg}:dial", "twilio.voice", form):
+            return hangup()
+        workflow_id, _, engine_key = key.partition("/")
+        seconds = int(form.get("DialCallDuration") or 0)
+        connected = status == "completed"  # the lead picked up
+        client = await temporal()
+        detail = {"sid": leg, "duration": seconds, "dial_status": status}
+        await signal_run(
+            client, workflow_id, "provider_event",
+            ProviderEventSignal(key=engine_key, status="connected" if connected else status,
+                                detail=detail),
+        )  # fmt: skip
+        if not connected:  # the carrier knows the outcome; the rep has nothing to add
+            await _report_call(client, workflow_id, engine_key, status, None)
+        return hangup()
 
     @router.post("/inbound")
     async def inbound(request: Request) -> Response:

@@ -33,6 +33,10 @@ class Provider(Protocol):
         """Start an automated call; return the provider's call id."""
         ...
 
+    async def click_to_call(self, rep_phone: str, lead_phone: str, key: str) -> str:
+        """Call the rep, then bridge them to the lead; return the provider's call id."""
+        ...
+
     async def find_sent(
         self, channel: str, to: str, text: str, key: str, since: datetime
     ) -> str | None:

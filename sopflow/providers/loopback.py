@@ -23,6 +23,9 @@ class LoopbackProvider:
         self.keys[key] = provider_id
         return provider_id
 
+    async def click_to_call(self, rep_phone: str, lead_phone: str, key: str) -> str:
+        return await self.place_call(rep_phone, f"bridge to {lead_phone}", key)
+
     async def find_sent(
         self, channel: str, to: str, text: str, key: str, since: datetime
     ) -> str | None:

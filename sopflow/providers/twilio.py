@@ -114,11 +114,15 @@ class TwilioProvider:
     async def close(self) -> None:
         await self.http.close()
 
-    def status_callback(self, key: str, now: float | None = None) -> str:
-        expires = int((now if now is not None else time.time()) + CALLBACK_LIFETIME.total_seconds())
-        return f"{self.config.public_url.rstrip('/')}/twilio/status?" + urlencode(
+    def callback_url(self, hook: str, key: str) -> str:
+        """A webhook URL on the gateway that names the touch and expires (Twilio signs it)."""
+        expires = int(time.time() + CALLBACK_LIFETIME.total_seconds())
+        return f"{self.config.public_url.rstrip('/')}/twilio/{hook}?" + urlencode(
             {"key": key, "exp": expires}
         )
+
+    def status_callback(self, key: str) -> str:
+        return self.callback_url("status", key)
 
     async def _create(self, kind: str, sender: str, create: Any, **params: Any) -> str:
         await self.limiter.wait(sender)
@@ -164,6 +168,24 @@ class TwilioProvider:
             twiml=str(twiml),
             machine_detection="Enable",
             status_callback=self.status_callback(key),
+            status_callback_event=["initiated", "ringing", "answered", "completed"],
+        )
+
+    async def click_to_call(self, rep_phone: str, lead_phone: str, key: str) -> str:
+        """Call the rep; when they answer, dial the lead. The lead leg's result (connected,
+        no-answer, busy…) comes to /twilio/voice?key=…; the rep leg's statuses to /status."""
+        sender = self.config.call_from or self.config.sms_from
+        twiml = VoiceResponse()
+        twiml.say("Connecting you to your lead.")
+        twiml.dial(lead_phone, action=self.callback_url("voice", key), caller_id=sender)
+        return await self._create(
+            "call",
+            sender,
+            self.client.calls.create_async,
+            to=rep_phone,
+            from_=sender,
+            twiml=str(twiml),
+            status_callback=self.status_callback(f"{key}/rep"),
             status_callback_event=["initiated", "ringing", "answered", "completed"],
         )
 

@@ -22,9 +22,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import html
 import itertools
 import logging
 import random
+import re
 import secrets
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
@@ -55,6 +57,7 @@ MESSAGE_STEPS = {
     "fail": ["failed"],
     "undelivered": ["sent", "undelivered"],
 }
+_DIAL = re.compile(r'<Dial[^>]*action="(?P<action>[^"]+)"[^>]*>(?P<number>[^<]+)</Dial>')
 CALL_END = {
     "answer": ("completed", "human", 42),
     "voicemail": ("completed", "machine_start", 18),
@@ -303,12 +306,37 @@ class Sandbox:
             if status == final:
                 params["CallDuration"] = str(duration)
             steps.append(params)
-        self._spawn(self._progress(call, steps, token))
+        dial = _DIAL.search(call.body)
+        if dial and final == "completed" and answered_by == "human":  # the callee bridges on
+            self._spawn(self._progress_then_dial(call, steps, token, dial))
+        else:
+            self._spawn(self._progress(call, steps, token))
         if fault == "lost":
             return twilio_error(500, 20500, "Internal Server Error")
         if fault == "slow":
             await asyncio.sleep(self.slow_seconds)
         return JSONResponse(call.view(), status_code=201)
+
+    async def _progress_then_dial(
+        self, call: Resource, steps: list[dict[str, str]], token: str, dial: re.Match[str]
+    ) -> None:
+        """A call whose TwiML <Dial>s another number (click-to-call: the rep answers, then the
+        lead's phone rings): the dialled leg follows the lead's number rule, and its result goes
+        to the <Dial action> URL before the first leg completes."""
+        await self._progress(call, steps[:-1], token)
+        action, number = html.unescape(dial.group("action")), dial.group("number").strip()
+        final, _, duration = CALL_END[self.rules.get(number, NumberRule()).call]
+        leg = Resource("call", self._sid("CA"), call.account, number, call.to, "", "in-progress",
+                       datetime.now(UTC), None, direction="outbound-dial")  # fmt: skip
+        leg.status, leg.duration = final, duration
+        self.resources[leg.sid] = leg
+        await asyncio.sleep(self.chaos.step_seconds)
+        await self._post(token, action, {
+            "CallSid": call.sid, "AccountSid": call.account, "From": call.from_, "To": call.to,
+            "DialCallSid": leg.sid, "DialCallStatus": final, "DialCallDuration": str(duration),
+            "ApiVersion": "2010-04-01",
+        })  # fmt: skip
+        await self._progress(call, steps[-1:], token)
 
     # ------------------------------------------------------------ reads
     def listing(

@@ -16,7 +16,8 @@ from sopflow.errors import InvalidContactError, SopflowError
 from sopflow.sop import clock
 from sopflow.sop.plan import Plan
 from sopflow.sop.values import parse_duration
-from sopflow.store.models import Contact, Rep, Run, SopVersion, StepEvent
+from sopflow.store.models import Contact, Rep, Run, StepEvent
+from sopflow.store.repository import Store
 
 _BATCH = 5_000
 _EVENT_COLUMNS = (
@@ -74,9 +75,7 @@ class Scores:
 
     def _plan(self, digest: str) -> Plan:
         if digest not in self._plans:
-            with Session(self.engine) as session:
-                row = session.scalars(select(SopVersion).where(SopVersion.digest == digest)).one()
-                self._plans[digest] = Plan.model_validate(row.plan)
+            self._plans[digest] = Store(self.engine).plan(digest)
         return self._plans[digest]
 
     def runs(

@@ -164,6 +164,14 @@ class Store:
                 raise UnknownSopError(sop_id, known)
             return Plan.model_validate(row.plan)
 
+    def plan(self, digest: str) -> Plan:
+        """The plan a run is pinned to."""
+        with Session(self.engine) as session:
+            row = session.scalars(select(SopVersion).where(SopVersion.digest == digest)).first()
+            if row is None:
+                raise SopflowError(f"no deployed SOP version has digest {digest}")
+            return Plan.model_validate(row.plan)
+
     def latest_plans(self) -> list[Plan]:
         """The newest deployed version of every SOP: what new enrolments run."""
         with Session(self.engine) as session:

@@ -5,6 +5,9 @@ reply come back through the gateway's webhooks to the run."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +18,23 @@ from temporalio.worker import Worker
 from activities.sop_activities import SopActivities
 from activities.store_effects import StoreEffects
 from sopflow.asgi import free_port, start_server
+from sopflow.compliance.rules import load_rules
 from sopflow.gateway.app import create_app
 from sopflow.gateway.twilio_hooks import TwilioHooks
 from sopflow.providers.twilio import TwilioConfig, TwilioProvider
-from sopflow.sandbox.server import SANDBOX_ACCOUNT, SANDBOX_FROM, Chaos, Sandbox
+from sopflow.sandbox.server import SANDBOX_ACCOUNT, SANDBOX_FROM, Chaos, NumberRule, Sandbox
 from sopflow.settings import Secret
 from sopflow.sop.plan import compile_plan
 from sopflow.sop.schema import Sop
+from sopflow.store.consent import ConsentBook
 from sopflow.store.repository import Store, connect
+from sopflow.store.reps import RepDirectory
 from workflows.sandbox import workflow_runner
 from workflows.sop_run import SopRun
 
 TWILIO_TOKEN, API_TOKEN = "sandbox-secret", "api-secret"
-ANN = "+12125550123"
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+ANN, REP = "+12125550123", "+12125550101"
 SOP = {
     "id": "ask_for_a_time", "version": 1, "name": "Ask", "owner": "qa",
     "entry": {"events": ["lead.created"]},
@@ -43,21 +50,35 @@ SOP = {
 }  # fmt: skip
 
 
-async def run_through_twilio(
-    live_env: WorkflowEnvironment,
-    task_queue: str,
-    tmp_path: Path,
-    reply: str,
-    chaos: Chaos | None = None,
-) -> tuple[dict[str, Any], Store, Sandbox, str]:
+@dataclass
+class Stack:
+    api: httpx.AsyncClient
+    store: Store
+    sandbox: Sandbox
+    env: WorkflowEnvironment
+
+    async def enrol(self, key: str, phone: str = ANN) -> str:
+        event = {"type": "lead.created", "idempotency_key": key,
+                 "contact": {"id": "c-1", "first_name": "Ann", "phone": phone}}  # fmt: skip
+        answer = await self.api.post("/api/v1/events", json=event, headers=AUTH)
+        assert answer.status_code == 202, answer.text
+        return str(answer.json()["enrolled"][0]["run_id"])
+
+
+@contextlib.asynccontextmanager
+async def twilio_stack(
+    live_env: WorkflowEnvironment, task_queue: str, tmp_path: Path, sop: dict[str, Any]
+) -> AsyncIterator[Stack]:
+    """Store, worker (TwilioProvider → sandbox), gateway with webhooks and click-to-call."""
     store = Store(connect(f"sqlite:///{tmp_path / 'store.db'}"))
     store.migrate()
-    store.deploy(compile_plan(Sop.model_validate(SOP)))
+    store.deploy(compile_plan(Sop.model_validate(sop)))
+    RepDirectory(store.engine).import_teams(
+        [{"id": "t", "name": "T", "reps": [{"id": "ana", "name": "Ana", "phone": REP}]}]
+    )
     gateway_port, sandbox_port = free_port(), free_port()
     public = f"http://127.0.0.1:{gateway_port}"
     sandbox = Sandbox({SANDBOX_ACCOUNT: TWILIO_TOKEN}, inbound_url=f"{public}/twilio/inbound")
-    await sandbox_rule(sandbox, reply)
-    sandbox.chaos = chaos or sandbox.chaos
     provider = TwilioProvider(
         TwilioConfig(
             SANDBOX_ACCOUNT,
@@ -72,31 +93,25 @@ async def run_through_twilio(
         return live_env.client
 
     app = create_app(
-        store, temporal, Secret(API_TOKEN), task_queue, TwilioHooks(TWILIO_TOKEN, public)
-    )
+        store, temporal, Secret(API_TOKEN), task_queue, TwilioHooks(TWILIO_TOKEN, public),
+        provider, load_rules(),
+    )  # fmt: skip
     servers = [
         await start_server(app, gateway_port),
         await start_server(sandbox.app(), sandbox_port),
     ]
     try:
-        async with Worker(
-            live_env.client,
-            task_queue=task_queue,
-            workflows=[SopRun],
-            activities=SopActivities(StoreEffects(store, provider)).all(),
-            workflow_runner=workflow_runner(),
+        async with (
+            Worker(
+                live_env.client,
+                task_queue=task_queue,
+                workflows=[SopRun],
+                activities=SopActivities(StoreEffects(store, provider)).all(),
+                workflow_runner=workflow_runner(),
+            ),
+            httpx.AsyncClient(base_url=public) as api,
         ):
-            event = {"type": "lead.created", "idempotency_key": task_queue,
-                     "contact": {"id": "c-1", "first_name": "Ann", "phone": ANN}}  # fmt: skip
-            async with httpx.AsyncClient(base_url=public) as api:
-                answer = await api.post(
-                    "/api/v1/events", json=event, headers={"Authorization": f"Bearer {API_TOKEN}"}
-                )
-            run_id = answer.json()["enrolled"][0]["run_id"]
-            handle = live_env.client.get_workflow_handle(run_id)
-            result = await asyncio.wait_for(handle.result(), timeout=30)
-            await asyncio.sleep(0.3)  # late receipts still land in the record
-            return result, store, sandbox, run_id
+            yield Stack(api, store, sandbox, live_env)
     finally:
         await provider.close()
         for server, task in servers:
@@ -104,9 +119,23 @@ async def run_through_twilio(
             await task
 
 
-async def sandbox_rule(sandbox: Sandbox, reply: str) -> None:
-    from sopflow.sandbox.server import NumberRule
+async def run_through_twilio(
+    live_env: WorkflowEnvironment,
+    task_queue: str,
+    tmp_path: Path,
+    reply: str,
+    chaos: Chaos | None = None,
+) -> tuple[dict[str, Any], Store, Sandbox, str]:
+    async with twilio_stack(live_env, task_queue, tmp_path, SOP) as stack:
+        await sandbox_rule(stack.sandbox, reply)
+        stack.sandbox.chaos = chaos or stack.sandbox.chaos
+        run_id = await stack.enrol(task_queue)
+        result = await asyncio.wait_for(live_env.client.get_workflow_handle(run_id).result(), 30)
+        await asyncio.sleep(0.3)  # late receipts still land in the record
+        return result, stack.store, stack.sandbox, run_id
 
+
+async def sandbox_rule(sandbox: Sandbox, reply: str) -> None:
     sandbox.rules[ANN] = NumberRule(reply=reply, reply_after=0.5)
 
 
@@ -152,3 +181,102 @@ async def test_duplicated_and_reordered_receipts_are_recorded_once_in_rank_order
         e.detail["status"] for e in store.step_events(run_id) if e.action == "provider_status"
     ]
     assert receipts in (["sent", "delivered"], ["delivered"])  # never back to "sent", never twice
+
+
+CALL_SOP = {
+    "id": "rep_calls", "version": 1, "purpose": "service",  # calls at any hour: the test must not depend on the clock
+    "name": "Rep calls", "owner": "qa",
+    "entry": {"events": ["lead.created"]},
+    "steps": [
+        {"id": "call_lead", "kind": "task", "title": "Call", "channel": "call",
+         "due_within": "30m", "assign": {"strategy": "rep", "rep": "ana"},
+         "outcomes": ["connected", "booked", "no_answer", "busy"],
+         "outcome_fields": {"booked": ["appointment_at"]},
+         "on_outcome": {"no_answer": "missed", "busy": "missed", "booked": "won"}},
+        {"id": "lost", "kind": "end", "result": "lost"},
+        {"id": "missed", "kind": "end", "result": "no_contact"},
+        {"id": "won", "kind": "end", "result": "converted"},
+    ],
+}  # fmt: skip
+
+
+async def wait_for_task(stack: Stack, run_id: str) -> None:
+    for _ in range(100):
+        steps = (await stack.api.get(f"/api/v1/runs/{run_id}", headers=AUTH)).json()["steps"]
+        if any(s["action"] == "assign" for s in steps):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the task was never assigned")
+
+
+async def test_click_to_call_no_answer_is_reported_by_the_carrier(
+    live_env: WorkflowEnvironment, task_queue: str, tmp_path: Path
+) -> None:
+    async with twilio_stack(live_env, task_queue, tmp_path, CALL_SOP) as stack:
+        stack.sandbox.rules[ANN] = NumberRule(call="no_answer")
+        run_id = await stack.enrol(task_queue)
+        await wait_for_task(stack, run_id)
+        url = f"/api/v1/runs/{run_id}/tasks/call_lead/call"
+        answer = await stack.api.post(url, json={"rep": "ana"}, headers=AUTH)
+        assert answer.status_code == 202, answer.text
+        again = await stack.api.post(url, json={"rep": "ana"}, headers=AUTH)
+        assert again.json() == {**answer.json(), "already": True}  # one call per task attempt
+        result = await asyncio.wait_for(live_env.client.get_workflow_handle(run_id).result(), 30)
+        assert result["result"] == "no_contact"
+        outcome = next(e for e in stack.store.step_events(run_id) if e.action == "outcome")
+        assert (outcome.outcome, outcome.actor) == ("no_answer", "carrier")
+        rep_leg = stack.sandbox.resources[answer.json()["call_sid"]]
+        assert rep_leg.to == REP and f"{ANN}</Dial>" in rep_leg.body
+
+
+async def test_click_to_call_connected_then_the_rep_adds_the_booking(
+    live_env: WorkflowEnvironment, task_queue: str, tmp_path: Path
+) -> None:
+    async with twilio_stack(live_env, task_queue, tmp_path, CALL_SOP) as stack:
+        run_id = await stack.enrol(task_queue)
+        await wait_for_task(stack, run_id)
+        answer = await stack.api.post(
+            f"/api/v1/runs/{run_id}/tasks/call_lead/call", json={"rep": "ana"}, headers=AUTH
+        )
+        assert answer.status_code == 202, answer.text
+        for _ in range(100):
+            events = stack.store.step_events(run_id)
+            statuses = [e.detail.get("status") for e in events if e.action == "provider_status"]
+            if "connected" in statuses:
+                break
+            await asyncio.sleep(0.1)
+        connected = next(e for e in events if e.detail.get("status") == "connected")
+        assert connected.detail["provider"]["duration"] == 42
+        booked = {"step": "call_lead", "outcome": "booked", "actor": "ana",
+                  "data": {"appointment_at": "2026-12-05T11:00:00+00:00"}}  # fmt: skip
+        report = await stack.api.post(f"/api/v1/runs/{run_id}/outcomes", json=booked, headers=AUTH)
+        assert report.status_code == 200, report.text
+        result = await asyncio.wait_for(live_env.client.get_workflow_handle(run_id).result(), 30)
+        assert result["result"] == "converted"
+
+
+async def test_click_to_call_is_gated_and_checked(
+    live_env: WorkflowEnvironment, task_queue: str, tmp_path: Path
+) -> None:
+    async with twilio_stack(live_env, task_queue, tmp_path, CALL_SOP) as stack:
+        run_id = await stack.enrol(task_queue)
+        await wait_for_task(stack, run_id)
+        url = f"/api/v1/runs/{run_id}/tasks/call_lead/call"
+        ConsentBook(stack.store.engine).record(
+            "c-1", "revoke", channels=["call"], method="rep_call"
+        )
+        blocked = await stack.api.post(url, json={"rep": "ana"}, headers=AUTH)
+        assert blocked.status_code == 409 and "opted out of call" in blocked.text
+        assert stack.sandbox.resources == {} or all(
+            r.kind == "message" for r in stack.sandbox.resources.values()
+        )  # no call was placed
+        nobody = await stack.api.post(url, json={"rep": "ghost"}, headers=AUTH)
+        assert nobody.status_code == 422
+        wrong_step = await stack.api.post(
+            f"/api/v1/runs/{run_id}/tasks/lost/call", json={"rep": "ana"}, headers=AUTH
+        )
+        assert wrong_step.status_code == 409 and "not waiting" in wrong_step.text
+        unknown = await stack.api.post(
+            "/api/v1/runs/nope/tasks/x/call", json={"rep": "ana"}, headers=AUTH
+        )
+        assert unknown.status_code == 404
