@@ -29,7 +29,7 @@ from activities.sop_activities import UNASSIGNED_REP
 from sopflow.compliance.gate import ContactFacts
 from sopflow.enrolment import enrolment_for, start_enrolment
 from sopflow.errors import SopflowError
-from sopflow.providers.base import Provider, ProviderError
+from sopflow.providers.base import Provider, ProviderError, Template
 from sopflow.providers.twilio import UNSUBSCRIBED
 from sopflow.sop.protocol import AssignTask, EnrollContact, Escalate, PlaceCall, SendMessage
 from sopflow.sop.schema import AssignRule
@@ -114,7 +114,18 @@ class StoreEffects:
         to = str(command.context.get("contact", {}).get("phone", ""))
         channel = command.channel if isinstance(command, SendMessage) else "call"
         text = rendered["text"] if isinstance(command, SendMessage) else rendered["script"]
-        sent = await self._send_once(key, params, channel, to, text, params.contact_id)
+        template: Template | None = None
+        if channel == "whatsapp":
+            assert isinstance(command, SendMessage)
+            if not await asyncio.to_thread(self.store.whatsapp_session_open, to, command.at):
+                if command.template is None:  # WhatsApp would refuse it (63016): say why now
+                    reason = (
+                        "the WhatsApp session is closed (no message from the contact in 24 "
+                        f"hours) and step {command.step!r} has no template"
+                    )
+                    return CommandResult(status="failed", reason=reason)
+                template = (command.template.content_sid, rendered["variables"])
+        sent = await self._send_once(key, params, channel, to, text, params.contact_id, template)
         if sent.status == "blocked":  # the engine records the block, with its reason
             return sent
         await asyncio.to_thread(self._record, params, sent.detail.get("provider_id"))
@@ -128,6 +139,7 @@ class StoreEffects:
         to: str,
         text: str,
         contact_id: str | None = None,
+        template: Template | None = None,
     ) -> CommandResult:
         """The outbox protocol around one provider call (see the module docstring).
         `contact_id`: a touch of a contact (not a rep notice), whose opt-out is looked at last."""
@@ -141,7 +153,7 @@ class StoreEffects:
         if claim.attempts > 1:  # an earlier attempt may have reached the provider: ask first
             claimed_at = claim.created_at or datetime.now(UTC)
             found = await self._provider_call(
-                self.provider.find_sent(channel, to, text, key, claimed_at)
+                self.provider.find_sent(channel, to, None if template else text, key, claimed_at)
             )
             if found is not None:
                 await asyncio.to_thread(self.store.outbox_finish, key, "done", found)
@@ -160,7 +172,7 @@ class StoreEffects:
             if channel == "call":
                 provider_id = await self.provider.place_call(to, text, key)
             else:
-                provider_id = await self.provider.send_message(channel, to, text, key)
+                provider_id = await self.provider.send_message(channel, to, text, key, template)
         except ProviderError as exc:
             if exc.kind != "permanent":
                 raise _retry(exc) from None

@@ -24,6 +24,7 @@ from temporalio.client import Client
 from sopflow.compliance.rules import load_rules
 from sopflow.errors import SopflowError
 from sopflow.gateway.app import create_app
+from sopflow.gateway.sandbox_page import sandbox_page_router
 from sopflow.gateway.twilio_hooks import TwilioHooks
 from sopflow.providers.twilio import TwilioConfig, TwilioProvider, provider_config
 from sopflow.runtime import build_worker, connect_client
@@ -169,6 +170,9 @@ async def up(
         provider = TwilioProvider(config)
         hooks = TwilioHooks(config.auth_token, public_url)
         app = create_app(store, client_factory, token, settings.task_queue, hooks, provider, rules)
+        if sandbox_server is not None:
+            sandbox_url = f"http://127.0.0.1:{ports.sandbox}"
+            app.include_router(sandbox_page_router(sandbox_url, token))
         gateway = _Gateway(
             uvicorn.Config(app, host="127.0.0.1", port=ports.gateway, log_level="warning")
         )
@@ -176,7 +180,8 @@ async def up(
         async with build_worker(client, store, settings.task_queue, rules, provider):
             serving = [asyncio.create_task(s.serve()) for s in servers]
             phones = (
-                f"  phones     sandbox http://127.0.0.1:{ports.sandbox}/sandbox/numbers/<number>  (inboxes; `sopflow sandbox --help`)\n"
+                f"  phones     sandbox: http://127.0.0.1:{ports.gateway}/sandbox/+12125550123?token={token.reveal()}"
+                "  (any number's inbox; reply as it; or `sopflow sandbox --help`)\n"
                 if sandbox_server
                 else f"  phones     Twilio, callbacks to {public_url}/twilio/*\n"
             )

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from xml.sax.saxutils import escape
 
 from fastapi import APIRouter, HTTPException, Request
@@ -164,6 +165,8 @@ def twilio_router(
         if not await asyncio.to_thread(first_time, f"twilio:{sid}:inbound", "twilio.inbound", form):
             return twiml()
         phone = e164(sender.removeprefix("whatsapp:")) or sender
+        if sender.startswith("whatsapp:"):  # opens WhatsApp's 24-hour window for free text
+            await asyncio.to_thread(store.note_whatsapp_inbound, phone, datetime.now(UTC))
         contact_ids = await asyncio.to_thread(store.contacts_with_phone, phone)
         word = body.strip().upper()
         client = await temporal()

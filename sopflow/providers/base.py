@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Literal, Protocol
 
 from sopflow.errors import SopflowError
 
 ErrorKind = Literal["retryable", "permanent", "configuration", "in_doubt"]
+Template = tuple[str, Mapping[str, str]]  # (content SID, rendered variables)
 
 
 class ProviderError(SopflowError):
@@ -25,8 +27,11 @@ class ProviderError(SopflowError):
 
 
 class Provider(Protocol):
-    async def send_message(self, channel: str, to: str, text: str, key: str) -> str:
-        """Send an SMS or WhatsApp message; return the provider's message id."""
+    async def send_message(
+        self, channel: str, to: str, text: str, key: str, template: Template | None = None
+    ) -> str:
+        """Send an SMS or WhatsApp message (a WhatsApp `template` instead of the text when the
+        24-hour session is closed); return the provider's message id."""
         ...
 
     async def place_call(self, to: str, script: str, key: str) -> str:
@@ -38,7 +43,8 @@ class Provider(Protocol):
         ...
 
     async def find_sent(
-        self, channel: str, to: str, text: str, key: str, since: datetime
+        self, channel: str, to: str, text: str | None, key: str, since: datetime
     ) -> str | None:
-        """The id of a message or call this key already created (after a lost response)."""
+        """The id of a message or call this key already created (after a lost response);
+        `text` None: match on the recipient and time alone (calls, templates)."""
         ...

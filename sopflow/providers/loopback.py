@@ -5,13 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from sopflow.providers.base import Template
+
 
 @dataclass
 class LoopbackProvider:
     sent: list[tuple[str, str, str, str]] = field(default_factory=list)  # (id, channel, to, text)
     keys: dict[str, str] = field(default_factory=dict)  # key → id
 
-    async def send_message(self, channel: str, to: str, text: str, key: str) -> str:
+    async def send_message(
+        self, channel: str, to: str, text: str, key: str, template: Template | None = None
+    ) -> str:
+        if template is not None:
+            text = f"[template {template[0]}] {dict(template[1])}"
         provider_id = f"LB{len(self.sent) + 1:06d}"
         self.sent.append((provider_id, channel, to, text))
         self.keys[key] = provider_id
@@ -27,6 +33,6 @@ class LoopbackProvider:
         return await self.place_call(rep_phone, f"bridge to {lead_phone}", key)
 
     async def find_sent(
-        self, channel: str, to: str, text: str, key: str, since: datetime
+        self, channel: str, to: str, text: str | None, key: str, since: datetime
     ) -> str | None:
         return self.keys.get(key)

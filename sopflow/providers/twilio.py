@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from twilio.http.response import Response
 from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
 
-from sopflow.providers.base import ErrorKind, ProviderError
+from sopflow.providers.base import ErrorKind, ProviderError, Template
 
 TWILIO_API = "https://api.twilio.com"
 CALLBACK_LIFETIME = timedelta(days=3)  # receipts come within hours; later ones are replays
@@ -136,7 +137,9 @@ class TwilioProvider:
             raise ProviderError(f"Twilio {kind} request failed: {exc!r}", "in_doubt") from None
         return str(resource.sid)
 
-    async def send_message(self, channel: str, to: str, text: str, key: str) -> str:
+    async def send_message(
+        self, channel: str, to: str, text: str, key: str, template: Template | None = None
+    ) -> str:
         config = self.config
         if channel == "whatsapp":
             if not config.whatsapp_from:
@@ -144,15 +147,18 @@ class TwilioProvider:
             sender, to = f"whatsapp:{config.whatsapp_from}", f"whatsapp:{to}"
         else:
             sender = config.sms_from
+        content: dict[str, Any] = {"body": text}
+        if template is not None:  # WhatsApp outside the 24-hour session: the approved template
+            content = {"content_sid": template[0], "content_variables": json.dumps(template[1])}
         return await self._create(
             "message",
             sender,
             self.client.messages.create_async,
             to=to,
             from_=sender,
-            body=text,
             status_callback=self.status_callback(key),
             validity_period=config.validity_seconds,
+            **content,
         )
 
     async def place_call(self, to: str, script: str, key: str) -> str:
@@ -190,10 +196,11 @@ class TwilioProvider:
         )
 
     async def find_sent(
-        self, channel: str, to: str, text: str, key: str, since: datetime
+        self, channel: str, to: str, text: str | None, key: str, since: datetime
     ) -> str | None:
         """After a lost response: the message to `to` with this text created since the claim
-        (sopflow renders one text per key), or the call to `to` created since then."""
+        (sopflow renders one text per key), or the call (or template message: its text is
+        Twilio's rendering) to `to` created since then."""
         try:
             if channel == "call":
                 calls = await self.client.calls.list_async(to=to, limit=50)
@@ -201,7 +208,11 @@ class TwilioProvider:
             else:
                 target = f"whatsapp:{to}" if channel == "whatsapp" else to
                 messages = await self.client.messages.list_async(to=target, limit=50)
-                found = [m for m in messages if m.body == text and _after(m.date_created, since)]
+                found = [
+                    m
+                    for m in messages
+                    if (text is None or m.body == text) and _after(m.date_created, since)
+                ]
         except TwilioRestException as exc:
             raise ProviderError(
                 f"Twilio {exc.code}: {exc.msg}", classify(exc.status, exc.code), exc.code

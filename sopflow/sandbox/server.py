@@ -164,6 +164,7 @@ class Sandbox:
         self.chaos = Chaos()
         self.rng = random.Random(seed)
         self.callbacks_sent: list[tuple[str, dict[str, str]]] = []
+        self.whatsapp_inbound: dict[str, datetime] = {}  # number → when it last wrote
         self._counter = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
         self.http = httpx.AsyncClient(timeout=10)
@@ -229,6 +230,15 @@ class Sandbox:
         if bare in MAGIC_TO:
             code, text = MAGIC_TO[bare]
             return twilio_error(400, code, text.format(to=to))
+        if to.startswith("whatsapp:") and not form.get("ContentSid"):
+            wrote = self.whatsapp_inbound.get(bare)
+            if wrote is None or (datetime.now(UTC) - wrote).total_seconds() > 24 * 3600:
+                return twilio_error(
+                    400, 63016, "Failed to send freeform message because you are outside the "
+                    "allowed window. Please use a Template.",
+                )  # fmt: skip
+        if form.get("ContentSid"):
+            body = f"[content {form['ContentSid']}] {form.get('ContentVariables', '{}')}"
         message = Resource(
             "message", self._sid("SM"), account, to, sender, body, "queued", datetime.now(UTC),
             form.get("StatusCallback"),
@@ -246,22 +256,25 @@ class Sandbox:
             steps.append(params)
         self._spawn(self._progress(message, steps, token))
         if rule.reply and rule.message == "deliver":
-            self._spawn(self._reply_later(account, bare, sender, rule))
+            self._spawn(self._reply_later(account, to, sender, rule))
         if fault == "lost":
             return twilio_error(500, 20500, "Internal Server Error")
         if fault == "slow":
             await asyncio.sleep(self.slow_seconds)
         return JSONResponse(message.view(), status_code=201)
 
-    async def _reply_later(self, account: str, number: str, to: str, rule: NumberRule) -> None:
+    async def _reply_later(self, account: str, person: str, us: str, rule: NumberRule) -> None:
+        """The person answers on the channel we wrote on (whatsapp:+1… or +1…)."""
         await asyncio.sleep(rule.reply_after)
-        await self.inbound(account, number, to.removeprefix("whatsapp:"), rule.reply or "")
+        await self.inbound(account, person, us, rule.reply or "")
 
     async def inbound(self, account: str, sender: str, to: str, body: str) -> Resource:
         message = Resource(
             "message", self._sid("SM"), account, to, sender, body, "received", datetime.now(UTC),
             None, direction="inbound",
         )  # fmt: skip
+        if sender.startswith("whatsapp:"):
+            self.whatsapp_inbound[sender.removeprefix("whatsapp:")] = message.created
         self.resources[message.sid] = message
         if self.inbound_url:
             params = {"MessageSid": message.sid, "SmsSid": message.sid, "AccountSid": account,

@@ -47,14 +47,24 @@ def canonical_json(data: Any) -> str:
 # Fields added to the language after plans were first deployed: left out of the digest while
 # they hold their default, so every plan deployed before keeps its digest (and its version).
 _LATER_FIELDS = {"purpose": "marketing", "priority": 50}
+_LATER_MESSAGE_FIELDS = {"template": None}  # on message steps and ladder follow-ups
+
+
+def _drop_defaults(data: dict[str, Any], defaults: dict[str, Any]) -> None:
+    for name, default in defaults.items():
+        if name in data and data[name] == default:
+            del data[name]
 
 
 def compile_plan(sop: Sop) -> Plan:
     """Compile a validated SOP. Same meaning, same digest: formatting and comments do not count."""
     data = sop.model_dump(mode="json", by_alias=True)
-    for name, default in _LATER_FIELDS.items():
-        if data.get(name) == default:
-            del data[name]
+    _drop_defaults(data, _LATER_FIELDS)
+    for step in data["steps"]:
+        if step["kind"] in ("sms", "whatsapp"):
+            _drop_defaults(step, _LATER_MESSAGE_FIELDS)
+        for followup in step.get("followups", []):
+            _drop_defaults(followup, _LATER_MESSAGE_FIELDS)
     payload = canonical_json({"format": PLAN_FORMAT, "sop": data})
     digest = "sha256:" + hashlib.sha256(payload.encode()).hexdigest()
     return Plan(digest=digest, sop=sop)

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from sopflow.sop.schema import AssignRule, Channel
+from sopflow.sop.schema import AssignRule, Channel, WhatsAppTemplate
 
 
 class _Model(BaseModel):
@@ -99,6 +99,7 @@ class SendMessage(_Command):
     body: str = Field(description="Jinja2 template; the shell renders it with `context`")
     planned_at: AwareDatetime
     context: dict[str, Any]
+    template: WhatsAppTemplate | None = None  # whatsapp, outside the 24-hour session
 
 
 class PlaceCall(_Command):

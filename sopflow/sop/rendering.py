@@ -31,7 +31,10 @@ def render_command(command: Command, rep: Mapping[str, Any], run_id: str) -> dic
         return render(source, context, command.step)
 
     if isinstance(command, SendMessage):
-        return {"text": one(command.body)}
+        if command.template is None:
+            return {"text": one(command.body)}
+        variables = {name: one(value) for name, value in command.template.variables.items()}
+        return {"text": one(command.body), "variables": variables}
     if isinstance(command, PlaceCall):
         return {"script": one(command.script)}
     if isinstance(command, AssignTask):

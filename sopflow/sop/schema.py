@@ -295,7 +295,29 @@ class CallSpec(Strict):
     machine_detection: bool = True
 
 
-class MessageStep(StepBase):
+class WhatsAppTemplate(Strict):
+    """An approved WhatsApp template (Twilio Content API): WhatsApp only lets a business write
+    freely within 24 hours of the person's last message; outside that window it must be this."""
+
+    content_sid: str = Field(pattern=r"^HX[0-9a-fA-F]{32}$", description="Twilio Content SID")
+    variables: dict[str, Template] = Field(
+        default_factory=dict, description='placeholders, e.g. {"1": "{{ contact.first_name }}"}'
+    )
+
+
+class _Message(Strict):
+    template: WhatsAppTemplate | None = Field(
+        None, description="whatsapp: sent instead of the body when the 24-hour session is closed"
+    )
+
+    @model_validator(mode="after")
+    def _template_is_whatsapp(self) -> _Message:
+        if self.template is not None and getattr(self, "kind", None) != "whatsapp":
+            raise ValueError("`template` is for whatsapp messages only")
+        return self
+
+
+class MessageStep(StepBase, _Message):
     kind: Literal["sms", "whatsapp"]
     body: Template = Field(min_length=1)
     on_failed: Identifier | None = Field(
@@ -326,7 +348,7 @@ class Slot(Strict):
     at: ClockTime
 
 
-class FollowUp(Strict):
+class FollowUp(_Message):
     after_attempt: int = Field(ge=1, description="sent after this attempt fails")
     kind: Literal["sms", "whatsapp"]
     body: Template = Field(min_length=1)

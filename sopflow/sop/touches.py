@@ -7,7 +7,7 @@ engine.py walks the steps, this module performs and follows up the contact-facin
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from sopflow.sop import clock
 from sopflow.sop.protocol import (
@@ -21,6 +21,7 @@ from sopflow.sop.protocol import (
 from sopflow.sop.schema import (
     CallSpec,
     CallStep,
+    FollowUp,
     LadderStep,
     MessageStep,
     TaskSpec,
@@ -81,15 +82,14 @@ def try_touch(run: Run) -> None:
     touch_did_not_happen(run, "skipped")
 
 
-def _message(run: Run) -> tuple[str, Literal["sms", "whatsapp"], str] | None:
-    """(key, channel, body) when the current touch is a message: a message step or a follow-up."""
+def _message(run: Run) -> tuple[str, MessageStep | FollowUp] | None:
+    """(key, message) when the current touch is a message: a message step or a follow-up."""
     state, step = run.state, run.step
     if state.followup is not None:
         assert isinstance(step, LadderStep)
-        follow = step.followups[state.followup]
-        return run.key(f":f{state.followup}"), follow.kind, follow.body
+        return run.key(f":f{state.followup}"), step.followups[state.followup]
     if isinstance(step, MessageStep):
-        return run.key(), step.kind, step.body
+        return run.key(), step
     return None
 
 
@@ -99,15 +99,16 @@ def _issue_touch(run: Run) -> None:
     command: Command
     message = _message(run)
     if message is not None:
-        key, channel, body = message
+        key, spec = message
         command = SendMessage(
             at=run.now,
             step=step.id,
             key=key,
-            channel=channel,
-            body=body,
+            channel=spec.kind,
+            body=spec.body,
             planned_at=planned,
             context=run.context(),
+            template=spec.template,
         )
     else:
         action = step_action(step)

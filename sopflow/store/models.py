@@ -161,6 +161,14 @@ class ConsentEvent(Base):
     actor: Mapped[str | None] = mapped_column(String(64))
 
 
+class WhatsAppSession(Base):
+    """When a number last wrote to us on WhatsApp: for 24 hours after, we may write freely."""
+
+    __tablename__ = "whatsapp_sessions"
+    phone: Mapped[str] = mapped_column(String(32), primary_key=True)
+    last_inbound_at: Mapped[datetime]
+
+
 class DoNotContact(Base):
     """A number on a do-not-contact list (the internal one, or an imported external list)."""
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, select
@@ -29,7 +29,10 @@ from sopflow.store.models import (
     Run,
     SopVersion,
     StepEvent,
+    WhatsAppSession,
 )
+
+WHATSAPP_SESSION = timedelta(hours=24)  # WhatsApp's customer-service window
 
 
 class VersionConflictError(SopflowError):
@@ -394,6 +397,20 @@ class Store:
             row.result = {**row.result, "provider_status": status, "status_rank": rank}
             row.updated_at = _now()
         return True
+
+    def note_whatsapp_inbound(self, phone: str, at: datetime) -> None:
+        with Session(self.engine) as session, session.begin():
+            row = session.get(WhatsAppSession, phone)
+            if row is None:
+                session.add(WhatsAppSession(phone=phone, last_inbound_at=at))
+            elif at > row.last_inbound_at:
+                row.last_inbound_at = at
+
+    def whatsapp_session_open(self, phone: str, at: datetime) -> bool:
+        """Did the number write to us on WhatsApp in the 24 hours before `at`?"""
+        with Session(self.engine) as session:
+            row = session.get(WhatsAppSession, phone)
+            return row is not None and at - WHATSAPP_SESSION < row.last_inbound_at <= at
 
     def contacts_with_phone(self, phone: str) -> list[str]:
         with Session(self.engine) as session:

@@ -294,8 +294,17 @@ def test_up_enrols_stops_cleanly_and_keeps_runs_across_a_restart(tmp_path: Path)
         inbox = httpx.get(f"{first.sandbox}/sandbox/numbers/+12125550101/messages").json()
         assert inbox and "Call" in inbox[0]["body"] and inbox[0]["from"] == "+15005550006"
         assert inbox[0]["sid"] == assign["detail"]["provider_id"]
+        token = first.auth["Authorization"].removeprefix("Bearer ")
+        page = httpx.get(f"{first.base}/sandbox/+12125550101", params={"token": token})
+        assert page.status_code == 200 and inbox[0]["body"] in page.text and "<form" in page.text
+        assert httpx.get(f"{first.base}/sandbox/+12125550101").status_code == 401
+        replied = httpx.post(
+            f"{first.base}/sandbox/+12125550101/reply", data={"text": "on it", "token": token}
+        )
+        assert replied.status_code == 303
         shown_inbox = sopflow(tmp_path, "sandbox", "inbox", "+12125550101", "--url", first.sandbox)
         assert shown_inbox.returncode == 0 and inbox[0]["body"] in shown_inbox.stdout
+        assert "on it" in shown_inbox.stdout  # the reply typed on the page
         # The second lead texts STOP from their phone: a signed webhook, the consent record.
         stop = sopflow(tmp_path, "sandbox", "reply", "--from", "+12125550199", "STOP",
                        "--url", first.sandbox)  # fmt: skip

@@ -242,3 +242,16 @@ def test_fuzzed_webhooks_never_crash_and_never_pass_unsigned(
 
     codes = asyncio.run(send())
     assert all(400 <= code < 500 for code in codes), codes
+
+
+async def test_a_whatsapp_message_opens_the_24_hour_window(hooks: Hooks) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    assert not hooks.store.whatsapp_session_open(ANN, now)
+    answer = await hooks.post(
+        "/twilio/inbound", inbound("hola", sid="SMW1", sender=f"whatsapp:{ANN}")
+    )
+    assert answer.status_code == 200
+    assert hooks.store.whatsapp_session_open(ANN, now + timedelta(minutes=1))
+    assert not hooks.store.whatsapp_session_open(ANN, now + timedelta(hours=25))

@@ -22,6 +22,7 @@ from sopflow.providers.base import ProviderError
 from sopflow.providers.twilio import TwilioConfig, TwilioProvider, classify
 from sopflow.sandbox.server import Sandbox
 from sopflow.sop.protocol import SendMessage
+from sopflow.sop.schema import WhatsAppTemplate
 from sopflow.store.repository import Store, connect
 from workflows.contracts import CommandInput
 
@@ -94,7 +95,14 @@ async def test_a_text_goes_out_and_its_signed_receipts_come_back(phones: Phones)
 
 
 async def test_whatsapp_and_calls(phones: Phones) -> None:
-    sid = await phones.provider.send_message("whatsapp", ANN, "Hola", "run-1/w:1:0")
+    with pytest.raises(ProviderError) as closed:  # nobody wrote to us: WhatsApp says no
+        await phones.provider.send_message("whatsapp", ANN, "Hola", "run-1/w:1:0")
+    assert (closed.value.kind, closed.value.code) == ("permanent", 63016)
+    template = ("HX" + "ab" * 16, {"1": "Ann"})
+    sid = await phones.provider.send_message("whatsapp", ANN, "Hola", "run-1/w:1:0", template)
+    assert phones.sandbox.resources[sid].body == f'[content {template[0]}] {{"1": "Ann"}}'
+    await phones.sandbox.inbound(ACCOUNT, f"whatsapp:{ANN}", FROM, "hola!")  # opens 24 hours
+    sid = await phones.provider.send_message("whatsapp", ANN, "Hola", "run-1/w:1:1")
     assert phones.sandbox.resources[sid].to == f"whatsapp:{ANN}"
     await phones.control(f"/sandbox/numbers/{ANN}", {"call": "voicemail"})
     call = await phones.provider.place_call(ANN, "Hello from Example Home", "run-1/c:1:0")
@@ -267,3 +275,35 @@ def test_configuration_from_the_environment() -> None:
         "https://sopflow.example.com",
     )
     assert config is not None and config.base_url is None  # api.twilio.com
+
+
+def _whatsapp(template: bool) -> CommandInput:
+    params = _touch(ANN)
+    spec = WhatsAppTemplate(content_sid="HX" + "cd" * 16, variables={"1": "{{ contact.id }}"})
+    params.command = params.command.model_copy(
+        update={"channel": "whatsapp", "template": spec if template else None}
+    )
+    return params
+
+
+async def test_whatsapp_outside_the_session_uses_the_template_or_says_why(
+    phones: Phones, effects: StoreEffects
+) -> None:
+    bare = _whatsapp(template=False)
+    failed = await effects.perform(bare.idempotency_key, bare, {"text": "See you"})
+    assert failed.status == "failed" and "WhatsApp session is closed" in failed.reason
+    templated = _whatsapp(template=True)
+    rendered = {"text": "See you", "variables": {"1": "c-1"}}
+    sent = await effects.perform(templated.idempotency_key + "x", templated, rendered)
+    assert sent.status == "done", sent
+    message = phones.sandbox.resources[sent.detail["provider_id"]]
+    assert message.body == f'[content HX{"cd" * 16}] {{"1": "c-1"}}'
+    # The contact writes on WhatsApp: Twilio (the sandbox) opens the window, and the signed
+    # inbound webhook notes it in the store (done by hand here): free text again.
+    await phones.sandbox.inbound(ACCOUNT, f"whatsapp:{ANN}", FROM, "ok")
+    effects.store.note_whatsapp_inbound(ANN, templated.command.at - timedelta(hours=1))
+    again = _whatsapp(template=True)
+    again.command = again.command.model_copy(update={"key": "remind:2:0"})
+    free = await effects.perform(again.idempotency_key, again, rendered)
+    assert free.status == "done", free
+    assert phones.sandbox.resources[free.detail["provider_id"]].body == "See you"

@@ -230,3 +230,16 @@ def test_fields_added_later_keep_old_digests_at_their_defaults(tmp_path: Path) -
     assert validate_paths([seed])[0][seed].digest == (
         "sha256:95bed39b5eb31388d8c741f2b1170dabba5ca21457cd6fd10f4accf4bfe8bf22"
     )
+
+
+def test_whatsapp_templates_are_checked(tmp_path: Path) -> None:
+    template = "    template: {content_sid: HX0123456789abcdef0123456789abcdef, variables: {'1': '{{ contact.first_name }}'}}\n"
+    whatsapp = GOOD.replace("kind: sms\n", "kind: whatsapp\n").replace(
+        "    body: Hi {{ contact.first_name }}\n",
+        "    body: Hi {{ contact.first_name }}\n" + template,
+    )
+    assert problems(tmp_path, whatsapp) == []
+    on_sms = GOOD.replace("    body: Hi {{ contact.first_name }}\n", "    body: Hi\n" + template)
+    assert any("`template` is for whatsapp messages only" in p for p in problems(tmp_path, on_sms))
+    bad_sid = whatsapp.replace("HX0123456789abcdef0123456789abcdef", "HX12")
+    assert any("content_sid" in p for p in problems(tmp_path, bad_sid))

@@ -14,6 +14,7 @@ from temporalio.worker import Worker
 
 from activities.sop_activities import MemoryEffects, SopActivities
 from activities.store_effects import StoreEffects
+from sopflow.providers.base import Template
 from sopflow.providers.loopback import LoopbackProvider
 from sopflow.sop.plan import Plan, compile_plan
 from sopflow.sop.protocol import EnrollContact, Record, RunState
@@ -211,8 +212,10 @@ async def test_continue_as_new_carries_the_state_and_never_repeats_a_touch(
 class LosesFirstResponse(LoopbackProvider):
     """Delivers, then loses the response once: the case the outbox exists for."""
 
-    async def send_message(self, channel: str, to: str, text: str, key: str) -> str:
-        provider_id = await super().send_message(channel, to, text, key)
+    async def send_message(
+        self, channel: str, to: str, text: str, key: str, template: Template | None = None
+    ) -> str:
+        provider_id = await super().send_message(channel, to, text, key, template)
         if len(self.sent) == 1:
             raise ConnectionError("response lost after the message was accepted")
         return provider_id
