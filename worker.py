@@ -18,6 +18,7 @@ from sopflow.providers.twilio import TwilioProvider, provider_config
 from sopflow.runtime import build_worker, connect_client, hard_exit
 from sopflow.settings import Settings, temporal_connect_config
 from sopflow.store.repository import Store, connect
+from sopflow.upkeep import Upkeep, start_upkeep
 
 log = logging.getLogger("sopflow.worker")
 
@@ -34,10 +35,13 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         log.warning("no TWILIO_ACCOUNT_SID: touches go to the in-memory loopback, not to phones")
     provider = TwilioProvider(twilio) if twilio else None
     async with build_worker(client, store, settings.task_queue, rules, provider):
+        upkeep = start_upkeep(Upkeep(store, provider)) if provider else None
         log.info(
             "worker started task_queue=%s temporal=%s", settings.task_queue, config["target_host"]
         )
         await stop.wait()
+        if upkeep is not None:
+            upkeep.shutdown(wait=False)
         log.info("worker stopping: finishing running activities")
     log.info("worker stopped")
 

@@ -143,7 +143,10 @@ class StoreEffects:
     ) -> CommandResult:
         """The outbox protocol around one provider call (see the module docstring).
         `contact_id`: a touch of a contact (not a rep notice), whose opt-out is looked at last."""
-        claim = await asyncio.to_thread(self.store.outbox_begin, key, params.workflow_id, channel)
+        recipient = {"channel": channel, "to": to, "text": None if template else text}
+        claim = await asyncio.to_thread(
+            self.store.outbox_begin, key, params.workflow_id, channel, recipient
+        )
         if claim.status == "blocked":
             return _opted_out(claim.result.get("reason", ""))
         if claim.status == "failed":

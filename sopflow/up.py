@@ -34,6 +34,7 @@ from sopflow.sop.validate import validate_paths
 from sopflow.store.repository import Store, connect
 from sopflow.store.reps import RepDirectory
 from sopflow.teams import load_teams
+from sopflow.upkeep import Upkeep, start_upkeep
 
 log = logging.getLogger("sopflow.up")
 
@@ -179,6 +180,7 @@ async def up(
         servers = [gateway, *([sandbox_server] if sandbox_server else [])]
         async with build_worker(client, store, settings.task_queue, rules, provider):
             serving = [asyncio.create_task(s.serve()) for s in servers]
+            upkeep = start_upkeep(Upkeep(store, provider, sop_dir))  # SOP edits deploy themselves
             phones = (
                 f"  phones     sandbox: http://127.0.0.1:{ports.gateway}/sandbox/+12125550123?token={token.reveal()}"
                 "  (any number's inbox; reply as it; or `sopflow sandbox --help`)\n"
@@ -196,6 +198,7 @@ async def up(
                 flush=True,
             )
             await stop.wait()
+            upkeep.shutdown(wait=False)
             for server_ in servers:
                 server_.should_exit = True
             await asyncio.gather(*serving)

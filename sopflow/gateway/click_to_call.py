@@ -93,7 +93,13 @@ def click_to_call_router(
             )
             raise HTTPException(409, f"not now: {verdict.reason} (rule {verdict.rule}){retry}")
         key = f"{run_id}/{task.key}"
-        claim = await asyncio.to_thread(store.outbox_begin, f"{key}/dial", run_id, "call")
+        claim = await asyncio.to_thread(
+            store.outbox_begin,
+            f"{key}/dial",
+            run_id,
+            "call",
+            {"channel": "call", "to": rep.phone, "text": None},
+        )
         if claim.status == "done":
             return {"call_sid": claim.provider_id, "rep": rep.id, "already": True}
         if claim.status == "pending" and claim.attempts > 1:

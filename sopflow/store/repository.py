@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -357,10 +358,19 @@ class Store:
                 session.delete(row)
 
     # ------------------------------------------------------------ outbox
-    def outbox_begin(self, key: str, workflow_id: str, kind: str) -> OutboxState:
+    def outbox_begin(
+        self,
+        key: str,
+        workflow_id: str,
+        kind: str,
+        recipient: Mapping[str, Any] | None = None,
+    ) -> OutboxState:
         """Claim a touch before the provider call. An existing row is returned as it is, so the
-        caller sees that this key was already sent (or is in doubt) and does not send again."""
+        caller sees that this key was already sent (or is in doubt) and does not send again.
+        `recipient` ({"channel", "to", "text"}) lets upkeep look an abandoned claim up at the
+        provider."""
         now = _now()
+        result = {"recipient": dict(recipient)} if recipient else {}
         with Session(self.engine) as session:
             session.add(
                 OutboxEntry(
@@ -368,13 +378,14 @@ class Store:
                     workflow_id=workflow_id,
                     kind=kind,
                     attempts=1,
+                    result=result,
                     created_at=now,
                     updated_at=now,
                 )
             )
             try:
                 session.commit()
-                return OutboxState(key, "pending", 1, None, {}, now)
+                return OutboxState(key, "pending", 1, None, result, now)
             except IntegrityError:
                 session.rollback()
             row = session.get(OutboxEntry, key)
@@ -386,6 +397,22 @@ class Store:
             )
             session.commit()
             return state
+
+    def outbox_stale(self, idle_since: datetime, limit: int = 500) -> list[OutboxState]:
+        """Claims still pending that no attempt has touched since `idle_since` (in doubt)."""
+        with Session(self.engine) as session:
+            rows = session.scalars(
+                select(OutboxEntry)
+                .where(OutboxEntry.status == "pending", OutboxEntry.updated_at < idle_since)
+                .order_by(OutboxEntry.updated_at)
+                .limit(limit)
+            )
+            return [
+                OutboxState(
+                    r.key, r.status, r.attempts, r.provider_id, dict(r.result), r.created_at
+                )
+                for r in rows
+            ]
 
     def provider_status_advance(self, key: str, status: str, rank: int) -> bool:
         """Keep a touch's latest provider status: True when `status` ranks above the last one

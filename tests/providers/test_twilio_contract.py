@@ -24,6 +24,7 @@ from sopflow.sandbox.server import Sandbox
 from sopflow.sop.protocol import SendMessage
 from sopflow.sop.schema import WhatsAppTemplate
 from sopflow.store.repository import Store, connect
+from sopflow.upkeep import Upkeep, start_upkeep
 from workflows.contracts import CommandInput
 
 ACCOUNT, TOKEN, FROM = "AC" + "0" * 32, "sandbox-token", "+15005550006"
@@ -307,3 +308,56 @@ async def test_whatsapp_outside_the_session_uses_the_template_or_says_why(
     free = await effects.perform(again.idempotency_key, again, rendered)
     assert free.status == "done", free
     assert phones.sandbox.resources[free.detail["provider_id"]].body == "See you"
+
+
+# ---------------------------------------------------------------- upkeep (APScheduler jobs)
+async def test_upkeep_finds_a_send_no_attempt_saw_and_abandons_one_never_sent(
+    phones: Phones, effects: StoreEffects
+) -> None:
+    lost, never = _touch(ANN, 1), _touch(ANN, 2)
+    never.command = never.command.model_copy(update={"body": "other"})
+    await phones.control("/sandbox/faults", {"next": ["lost", "500"]})
+    for params, text in ((lost, "See you tomorrow"), (never, "Another text")):
+        with pytest.raises(ApplicationError):  # in doubt; suppose no retry ever comes
+            await effects.perform(params.idempotency_key, params, {"text": text})
+    upkeep = Upkeep(effects.store, phones.provider)
+    soon = datetime.now(UTC) + timedelta(minutes=10)
+    assert await upkeep.reconcile_outbox(soon) == {"found": 1, "abandoned": 0, "waiting": 1}
+    (message,) = phones.sandbox.resources.values()
+    done = effects.store.outbox_begin(lost.idempotency_key, "w", "sms")
+    assert (done.status, done.provider_id) == ("done", message.sid)
+    later = datetime.now(UTC) + timedelta(hours=2)
+    assert await upkeep.reconcile_outbox(later) == {"found": 0, "abandoned": 1, "waiting": 0}
+    gone = effects.store.outbox_begin(never.idempotency_key, "w", "sms")
+    assert gone.status == "failed" and "never sent" in gone.result["reason"]
+    # A retry that comes after all is answered from the row: nothing is sent.
+    again = await effects.perform(never.idempotency_key, never, {"text": "Another text"})
+    assert again.status == "failed" and len(phones.sandbox.resources) == 1
+
+
+async def test_upkeep_deploys_edited_sops_and_refuses_reused_versions(
+    phones: Phones, effects: StoreEffects, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "sops"
+    folder.mkdir()
+    sop = (
+        "id: hello\nversion: 1\nname: Hello\nowner: qa\nentry: {events: [x]}\n"
+        "steps:\n  - {id: hi, kind: sms, body: Hi}\n"
+    )
+    (folder / "hello.yaml").write_text(sop)
+    upkeep = Upkeep(effects.store, phones.provider, folder)
+    assert upkeep.redeploy() == ["hello v1"]
+    assert upkeep.redeploy() == []  # same digest: nothing to do
+    (folder / "hello.yaml").write_text(sop.replace("body: Hi", "body: Hello"))
+    assert upkeep.redeploy() == [] and "already deployed with different content" in caplog.text
+    (folder / "hello.yaml").write_text(
+        sop.replace("body: Hi", "body: Hello").replace("version: 1", "version: 2")
+    )
+    assert upkeep.redeploy() == ["hello v2"]
+    (folder / "broken.yaml").write_text("id: [")
+    assert upkeep.redeploy() == [] and "broken.yaml" in caplog.text
+    scheduler = start_upkeep(upkeep)
+    try:
+        assert {job.id for job in scheduler.get_jobs()} == {"reconcile_outbox", "redeploy"}
+    finally:
+        scheduler.shutdown(wait=False)

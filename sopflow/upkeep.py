@@ -1,0 +1,105 @@
+"""Process-local upkeep, run by APScheduler inside a worker (and `sopflow up`): every job is
+idempotent, so any number of workers can run them side by side.
+
+- reconcile_outbox: claims left pending with no attempt for a while (an activity that gave up
+  in doubt, a gateway that died during a click-to-call) are looked up at the provider: found →
+  marked done with the provider's id (and logged: the run may have recorded the touch failed);
+  still not found after ABANDON_AFTER → marked failed, so nobody waits on them.
+- redeploy: SOP files in the watched folder are validated and deployed when their digest
+  changes (a reused version number with other content is refused and logged, as with deploy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from sopflow.errors import SopflowError
+from sopflow.providers.base import Provider, ProviderError
+from sopflow.sop.validate import validate_paths
+from sopflow.store.repository import Store
+
+log = logging.getLogger("sopflow.upkeep")
+IDLE_BEFORE_LOOKUP = timedelta(minutes=5)  # longer than an activity attempt may run
+ABANDON_AFTER = timedelta(hours=1)
+
+
+class Upkeep:
+    def __init__(self, store: Store, provider: Provider, sop_dir: Path | None = None) -> None:
+        self.store, self.provider, self.sop_dir = store, provider, sop_dir
+
+    async def reconcile_outbox(self, now: datetime | None = None) -> dict[str, int]:
+        now = now or datetime.now(UTC)
+        counts = {"found": 0, "abandoned": 0, "waiting": 0}
+        for claim in await asyncio.to_thread(self.store.outbox_stale, now - IDLE_BEFORE_LOOKUP):
+            recipient = claim.result.get("recipient") or {}
+            since = claim.created_at or now
+            found = None
+            if recipient.get("to") and recipient.get("channel"):
+                try:
+                    found = await self.provider.find_sent(
+                        recipient["channel"], recipient["to"], recipient.get("text"),
+                        claim.key, since,
+                    )  # fmt: skip
+                except ProviderError as exc:
+                    log.warning("cannot look up %s at the provider: %s", claim.key, exc)
+                    counts["waiting"] += 1
+                    continue
+            if found is not None:
+                await asyncio.to_thread(
+                    self.store.outbox_finish, claim.key, "done", found, {"reconciled": True}
+                )
+                log.warning(
+                    "touch %s had gone out as %s although no attempt saw it", claim.key, found
+                )
+                counts["found"] += 1
+            elif now - since > ABANDON_AFTER:
+                reason = f"not found at the provider {ABANDON_AFTER} after the claim: never sent"
+                await asyncio.to_thread(
+                    self.store.outbox_finish, claim.key, "failed", None, {"reason": reason}
+                )
+                counts["abandoned"] += 1
+            else:
+                counts["waiting"] += 1
+        return counts
+
+    def redeploy(self) -> list[str]:
+        """Deploy changed SOPs of the watched folder; the ids deployed as new versions."""
+        if self.sop_dir is None:
+            return []
+        plans, problems = validate_paths([self.sop_dir])
+        for problem in problems:
+            log.error("not deployed: %s", problem)
+        created = []
+        for plan in plans.values():
+            try:
+                if self.store.deploy(plan).created:
+                    created.append(f"{plan.sop.id} v{plan.sop.version}")
+            except SopflowError as exc:
+                log.error("not deployed: %s", exc)
+        for name in created:
+            log.info("deployed %s", name)
+        return created
+
+    def schedule(self, scheduler: AsyncIOScheduler) -> None:
+        scheduler.add_job(
+            self.reconcile_outbox, "interval", minutes=1, id="reconcile_outbox",
+            max_instances=1, coalesce=True,
+        )  # fmt: skip
+        if self.sop_dir is not None:
+            scheduler.add_job(
+                self.redeploy, "interval", seconds=10, id="redeploy",
+                max_instances=1, coalesce=True,
+            )  # fmt: skip
+
+
+def start_upkeep(upkeep: Upkeep) -> AsyncIOScheduler:
+    """Start the jobs on the running event loop; `scheduler.shutdown()` stops them."""
+    scheduler = AsyncIOScheduler(timezone=UTC)
+    upkeep.schedule(scheduler)
+    scheduler.start()
+    return scheduler
