@@ -552,6 +552,8 @@ def runs_show_cmd(run_id: str, as_json: Annotated[bool, typer.Option("--json")] 
             for k in ("planned_at", "due_at", "outcome", "actor", "reason")
             if step[k]
         )
+        if step["action"] == "provider_status":  # what the carrier said, about which touch
+            extra = f"status={step['detail'].get('status')} for {step['detail'].get('key')}"
         typer.echo(f"  {step['executed_at'][:19]}  {step['step']:<16} {step['action']:<16} {extra}")
 
 

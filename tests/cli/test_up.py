@@ -132,7 +132,7 @@ def test_report_of_a_recorded_run(tmp_path: Path) -> None:
     """A run recorded in the data dir's store: the table, the CSV and the run's reasons."""
     from datetime import UTC, datetime, timedelta
 
-    from sopflow.sop.protocol import AssignTask
+    from sopflow.sop.protocol import AssignTask, Record
     from sopflow.sop.simulator import Script, ScriptedOutcome, simulate
     from sopflow.sop.validate import load_plan
     from sopflow.store.repository import Store, connect
@@ -149,6 +149,12 @@ def test_report_of_a_recorded_run(tmp_path: Path) -> None:
     for command in sim.commands:
         actor = "ana" if isinstance(command, AssignTask) else None
         store.record_command("run-1", "r", command, actor=actor)
+    receipt = Record(
+        at=start + timedelta(hours=30), step="retry_calls", key="provider_status@99.0",
+        action="provider_status",
+        detail={"key": "retry_calls:1:2:f0", "status": "delivered", "provider": {"sid": "SM1"}},
+    )  # fmt: skip
+    store.record_command("run-1", "r", receipt)
     store.engine.dispose()
     table = sopflow(tmp_path, "report", "compliance", "--by", "rep")
     assert table.returncode == 0, table.stderr
@@ -158,6 +164,8 @@ def test_report_of_a_recorded_run(tmp_path: Path) -> None:
     assert csv_out.splitlines()[1] == "new_lead_callback,1,0,1,0,0,0,0,0,1,50.0"
     run = sopflow(tmp_path, "report", "run", "run-1")
     assert "score 50.0, SLA met: False" in run.stdout
+    shown = sopflow(tmp_path, "runs", "show", "run-1").stdout
+    assert "status=delivered for retry_calls:1:2:f0" in shown  # the carrier's receipt, readable
     assert "outcome 'connected' reported 20m after it was due" in run.stdout
 
 
