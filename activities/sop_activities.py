@@ -25,7 +25,7 @@ from sopflow.compliance.gate import (
 )
 from sopflow.compliance.rules import Rule, contact_regions
 from sopflow.errors import TemplateRenderError
-from sopflow.sop.protocol import AssignTask, Finish, PlaceCall, Record, SendMessage
+from sopflow.sop.protocol import AssignTask, Command, Finish, PlaceCall, Record, SendMessage
 from sopflow.sop.rendering import render_command
 from workflows.contracts import CommandInput, CommandResult
 
@@ -74,14 +74,10 @@ class SopActivities:
         performed and not recorded here: the engine records the deferral or block with this
         reason. An allowed verdict may carry footers the law wants on the message."""
         command = params.command
-        if isinstance(command, SendMessage):
-            channel: str = command.channel
-        elif isinstance(command, PlaceCall):
-            channel = "call"
-        elif isinstance(command, AssignTask) and command.channel:  # the rep will reach the lead
-            channel = command.channel
-        else:
+        channel = touch_channel(command)
+        if channel is None:
             return None
+        assert isinstance(command, SendMessage | PlaceCall | AssignTask)
         contact = command.context.get("contact", {})
         # Server time of this attempt (virtual time under time skipping), never before the
         # engine issued the command.
@@ -119,12 +115,16 @@ class SopActivities:
         return [self.perform, self.record]
 
 
-def _channel(command: Any) -> str:
+def touch_channel(command: Command) -> str | None:
+    """The channel through which a command reaches the contact; None: not a touch. A rep task
+    with a channel is a touch too (the rep will call or text the lead)."""
     if isinstance(command, SendMessage):
         return command.channel
     if isinstance(command, PlaceCall):
         return "call"
-    return getattr(command, "channel", None) or ""
+    if isinstance(command, AssignTask):
+        return command.channel
+    return None
 
 
 class MemoryEffects:
@@ -143,10 +143,10 @@ class MemoryEffects:
     ) -> ContactFacts:
         """Opt-outs from `opted_out` (every channel); touches from what this object performed."""
         touches = [
-            Touch(p.command.at, _channel(p.command), p.sop)
-            for p, _, result in self.performed.values()
+            Touch(p.command.at, channel, p.sop)
+            for p, _, _ in self.performed.values()
             if p.contact_id == params.contact_id
-            and _channel(p.command)
+            and (channel := touch_channel(p.command)) is not None
             and p.command.at > at - lookback
         ]
         opted = self.opted_out.get(params.contact_id)

@@ -30,7 +30,6 @@ from sopflow.compliance.gate import ContactFacts
 from sopflow.enrolment import enrolment_for, start_enrolment
 from sopflow.errors import SopflowError
 from sopflow.providers.base import Provider, ProviderError, Template
-from sopflow.providers.twilio import UNSUBSCRIBED
 from sopflow.sop.protocol import AssignTask, EnrollContact, Escalate, PlaceCall, SendMessage
 from sopflow.sop.schema import AssignRule
 from sopflow.store.consent import ConsentBook
@@ -195,7 +194,7 @@ class StoreEffects:
     ) -> CommandResult:
         """A permanent refusal: recorded in the outbox so no retry sends it."""
         reason = str(exc)
-        if exc.code == UNSUBSCRIBED and contact_id is not None:
+        if exc.opted_out and contact_id is not None:
             # The carrier says the person texted STOP: honour it everywhere, as a STOP to us.
             await asyncio.to_thread(
                 self.consent.record, contact_id, "revoke", method=f"carrier_{exc.code}"

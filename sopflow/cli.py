@@ -417,8 +417,8 @@ def report_compliance_cmd(
     late, missed, excused and pending, violations, the first-task SLA, and the 0-100 score."""
     import csv
 
-    from sopflow.compliance.adherence import GROUPINGS
-    from sopflow.store.reports import CSV_COLUMNS, Scores, parse_since
+    from sopflow.compliance.adherence import GROUPINGS, REPORT_COLUMNS
+    from sopflow.store.reports import Scores, parse_since
 
     if by not in GROUPINGS:
         raise SopflowError(f"--by {by!r}: use one of {', '.join(GROUPINGS)}")
@@ -433,7 +433,7 @@ def report_compliance_cmd(
         typer.echo(json.dumps(rows, indent=2))
         return
     if as_csv:
-        writer = csv.DictWriter(sys.stdout, fieldnames=CSV_COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(sys.stdout, fieldnames=REPORT_COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
         return

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from sopflow.sop import clock
 from sopflow.sop.plan import Plan
-from sopflow.sop.schema import LadderStep, Scoring
+from sopflow.sop.schema import Scoring, TaskSpec, step_action
 
 Status = Literal["on_time", "late", "missed", "excused", "pending"]
 LATE_CREDIT = 0.5
@@ -239,8 +239,7 @@ class _RunScorer:
         if item is None:  # the outcome of an automated call: the carrier's, not a rep task
             return
         item.done_at = row.executed_at
-        reporter = row.actor or str(row.detail.get("actor") or "")
-        if row.outcome == "expired" and reporter in ("sopflow", ""):
+        if row.outcome == "expired" and row.actor in ("sopflow", None):  # nobody reported
             item.status = "missed"
             item.reason = f"no outcome reported; the task expired {_span(row.executed_at - (item.due_at or row.executed_at))} after it was due"
             return
@@ -258,11 +257,9 @@ class _RunScorer:
         self._check_touch(row.step, row.key, item.actor, task_channel, row.executed_at)
 
     def _task_channel(self, step_id: str) -> str | None:
-        if not self.plan.has_step(step_id):
-            return None
-        step = self.plan.step(step_id)
-        spec = step.attempt if isinstance(step, LadderStep) else step
-        return getattr(spec, "channel", None)
+        """The channel through which the rep reaches the contact for this task, if any."""
+        action = step_action(self.plan.step(step_id)) if self.plan.has_step(step_id) else None
+        return action.channel if isinstance(action, TaskSpec) else None
 
     def _check_touch(
         self, step: str, key: str, actor: str, channel: str | None, at: datetime
@@ -333,6 +330,9 @@ class Tally:
             "sla_judged": self.sla_judged,
             "score": score_of(self.earned, self.possible, self.violations),
         }
+
+
+REPORT_COLUMNS = tuple(Tally().row(""))  # the keys of a report row, in order (CSV header)
 
 
 class Report:

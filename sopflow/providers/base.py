@@ -19,11 +19,14 @@ class ProviderError(SopflowError):
     - configuration: ours to fix (sender not enabled, permissions, credentials): retry slowly,
       bounded, so touches go out once ops fix it;
     - in_doubt: the request may have created the message or call (timeout, lost response);
-      resolve with `find_sent` before any resend."""
+      resolve with `find_sent` before any resend.
+    `opted_out`: the carrier says the person unsubscribed (they texted STOP to the carrier)."""
 
-    def __init__(self, message: str, kind: ErrorKind, code: int | None = None) -> None:
+    def __init__(
+        self, message: str, kind: ErrorKind, code: int | None = None, opted_out: bool = False
+    ) -> None:
         super().__init__(message)
-        self.kind, self.code = kind, code
+        self.kind, self.code, self.opted_out = kind, code, opted_out
 
 
 class Provider(Protocol):

@@ -55,6 +55,11 @@ def classify(status: int, code: int | None) -> ErrorKind:
     return "permanent"  # any other 4xx: this request will not succeed as it is
 
 
+def _error(exc: TwilioRestException) -> ProviderError:
+    kind = classify(exc.status, exc.code)
+    return ProviderError(f"Twilio {exc.code}: {exc.msg}", kind, exc.code, exc.code == UNSUBSCRIBED)
+
+
 class _BaseUrlClient(AsyncTwilioHttpClient):  # type: ignore[misc]
     """The SDK's own async HTTP client, sent to `base_url` instead of api.twilio.com."""
 
@@ -130,8 +135,7 @@ class TwilioProvider:
         try:
             resource = await create(**params)
         except TwilioRestException as exc:
-            kind_of = classify(exc.status, exc.code)
-            raise ProviderError(f"Twilio {exc.code}: {exc.msg}", kind_of, exc.code) from None
+            raise _error(exc) from None
         except (TimeoutError, aiohttp.ClientError) as exc:
             # Sent or not? A lost response and a refused connection look alike from here.
             raise ProviderError(f"Twilio {kind} request failed: {exc!r}", "in_doubt") from None
@@ -214,9 +218,7 @@ class TwilioProvider:
                     if (text is None or m.body == text) and _after(m.date_created, since)
                 ]
         except TwilioRestException as exc:
-            raise ProviderError(
-                f"Twilio {exc.code}: {exc.msg}", classify(exc.status, exc.code), exc.code
-            ) from None
+            raise _error(exc) from None
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise ProviderError(f"cannot list Twilio {channel}s: {exc!r}", "retryable") from None
         return str(found[-1].sid) if found else None  # the oldest match: the first create

@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 import httpx
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from twilio.request_validator import RequestValidator
 
@@ -476,28 +476,13 @@ class Sandbox:
 
         @api.get("/sandbox/numbers/{number}/messages")
         async def inbox(number: str) -> list[dict[str, Any]]:
+            """Every message to or from the number, SMS and WhatsApp (the gateway's page and
+            `sopflow sandbox inbox` show it)."""
             return [
                 r.view()
                 for r in sandbox.resources.values()
-                if r.kind == "message" and number in (r.to.removeprefix("whatsapp:"), r.from_)
+                if r.kind == "message"
+                and number in (r.to.removeprefix("whatsapp:"), r.from_.removeprefix("whatsapp:"))
             ]
 
-        @api.get("/sandbox/numbers/{number}", response_class=HTMLResponse)
-        async def inbox_page(number: str) -> str:
-            rows = "".join(
-                f"<tr><td>{r.created:%Y-%m-%d %H:%M:%S}</td><td>{_html(r.from_)}</td>"
-                f"<td>{_html(r.to)}</td><td>{_html(r.status)}</td><td>{_html(r.body)}</td></tr>"
-                for r in sandbox.resources.values()
-                if r.kind == "message" and number in (r.to.removeprefix("whatsapp:"), r.from_)
-            )
-            return (
-                f"<!doctype html><title>{_html(number)}</title><h1>Sandbox inbox {_html(number)}</h1>"
-                "<table><tr><th>time</th><th>from</th><th>to</th><th>status</th><th>text</th></tr>"
-                f"{rows}</table>"
-            )
-
         return api
-
-
-def _html(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

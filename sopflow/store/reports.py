@@ -16,8 +16,9 @@ from sopflow.errors import InvalidContactError, SopflowError
 from sopflow.sop import clock
 from sopflow.sop.plan import Plan
 from sopflow.sop.values import parse_duration
-from sopflow.store.models import Contact, Rep, Run, StepEvent
+from sopflow.store.models import Contact, Run, StepEvent
 from sopflow.store.repository import Store
+from sopflow.store.reps import RepDirectory
 
 _BATCH = 5_000
 _EVENT_COLUMNS = (
@@ -132,19 +133,12 @@ class Scores:
             raise SopflowError(f"unknown run {workflow_id!r}")
         return found
 
-    def teams(self) -> dict[str, str]:
-        with Session(self.engine) as session:
-            return {
-                rep_id: team_id
-                for rep_id, team_id in session.execute(select(Rep.id, Rep.team_id))
-                if team_id
-            }
-
     def report(
         self, by: Grouping, since: datetime | None = None, sop: str | None = None
     ) -> list[dict[str, Any]]:
         """One row per group: runs, items per status, violations, SLA, score."""
-        report = Report(by, self.teams() if by == "team" else None)
+        teams = {r.id: r.team_id for r in RepDirectory(self.engine).reps() if r.team_id}
+        report = Report(by, teams if by == "team" else None)
         for run in self.runs(since, sop):
             report.add(run)
         return report.rows()
@@ -203,9 +197,3 @@ def parse_since(text: str | None, now: datetime) -> datetime | None:
                 f"since {text!r}: use an ISO date (2026-11-01), a date-time, or a span like 7d"
             ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-CSV_COLUMNS = (
-    "group", "runs", "on_time", "late", "missed", "excused", "pending", "violations",
-    "sla_met", "sla_judged", "score",
-)  # fmt: skip

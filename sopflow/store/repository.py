@@ -208,16 +208,6 @@ class Store:
         row = self.contact(contact_id)
         return row.opted_out_at if row is not None else None
 
-    def set_opt_out(
-        self, contact_id: str, opted_out: bool, at: datetime | None = None, method: str = "api"
-    ) -> bool:
-        """Opt a contact out of every channel, or back in; False if nothing changed (the first
-        opt-out time is kept). A consent event records it (see store.consent)."""
-        from sopflow.store.consent import ConsentBook
-
-        action = "revoke" if opted_out else "grant"
-        return ConsentBook(self.engine).record(contact_id, action, method=method, at=at)
-
     # ------------------------------------------------------------ runs and step events
     def start_run(
         self,

@@ -4,25 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
-from activities.sop_activities import SopActivities
-from activities.store_effects import StoreEffects
-from sopflow.gateway.app import create_app
-from sopflow.providers.loopback import LoopbackProvider
-from sopflow.settings import Secret
-from sopflow.sop.plan import compile_plan
 from sopflow.sop.protocol import RunState
-from sopflow.sop.schema import Sop
-from sopflow.store.repository import Store, connect
-from workflows.sandbox import workflow_runner
-from workflows.sop_run import SopRun
 
 TOKEN = "test-token-123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -57,27 +45,9 @@ LEAD = {"id": "c-1", "first_name": "Ann", "phone": "+1 212 555 0123", "source": 
 
 
 @pytest.fixture
-async def api(
-    live_env: WorkflowEnvironment, task_queue: str, tmp_path: Path
-) -> AsyncIterator[httpx.AsyncClient]:
-    store = Store(connect(f"sqlite:///{tmp_path / 'store.db'}"))
-    store.migrate()
-    store.deploy(compile_plan(Sop.model_validate(SOP)))
-
-    async def client_factory() -> Any:
-        return live_env.client
-
-    app = create_app(store, client_factory, Secret(TOKEN), task_queue)
-    async with Worker(
-        live_env.client,
-        task_queue=task_queue,
-        workflows=[SopRun],
-        activities=SopActivities(StoreEffects(store, LoopbackProvider())).all(),
-        workflow_runner=workflow_runner(),
-    ):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://sopflow") as client:
-            yield client
+async def api(gateway: Any) -> AsyncIterator[httpx.AsyncClient]:
+    async with gateway(SOP, TOKEN) as (http, _):
+        yield http
 
 
 def event(key: str = "evt-1", **changes: Any) -> dict[str, Any]:

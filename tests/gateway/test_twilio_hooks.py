@@ -8,7 +8,6 @@ import functools
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -17,21 +16,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 from twilio.request_validator import RequestValidator
 
-from activities.sop_activities import SopActivities
-from activities.store_effects import StoreEffects
 from sopflow.gateway.app import create_app
 from sopflow.gateway.twilio_hooks import TwilioHooks, call_outcome
-from sopflow.providers.loopback import LoopbackProvider
 from sopflow.settings import Secret
-from sopflow.sop.plan import compile_plan
-from sopflow.sop.schema import Sop
 from sopflow.store.consent import ConsentBook
 from sopflow.store.repository import Store, connect
-from workflows.sandbox import workflow_runner
-from workflows.sop_run import SopRun
 
 TOKEN, TWILIO_TOKEN = "api-token", "twilio-auth-token"
 PUBLIC = "https://sopflow.example.com"  # what Twilio calls; the app itself sees http://sopflow
@@ -76,29 +67,9 @@ class Hooks:
 
 
 @pytest.fixture
-async def hooks(
-    live_env: WorkflowEnvironment, task_queue: str, tmp_path: Path
-) -> AsyncIterator[Hooks]:
-    store = Store(connect(f"sqlite:///{tmp_path / 'store.db'}"))
-    store.migrate()
-    store.deploy(compile_plan(Sop.model_validate(SOP)))
-
-    async def client_factory() -> Any:
-        return live_env.client
-
-    app = create_app(
-        store, client_factory, Secret(TOKEN), task_queue, TwilioHooks(TWILIO_TOKEN, PUBLIC)
-    )
-    async with Worker(
-        live_env.client,
-        task_queue=task_queue,
-        workflows=[SopRun],
-        activities=SopActivities(StoreEffects(store, LoopbackProvider())).all(),
-        workflow_runner=workflow_runner(),
-    ):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://sopflow") as client:
-            yield Hooks(client, store, live_env)
+async def hooks(gateway: Any, live_env: WorkflowEnvironment) -> AsyncIterator[Hooks]:
+    async with gateway(SOP, TOKEN, twilio=TwilioHooks(TWILIO_TOKEN, PUBLIC)) as (http, store):
+        yield Hooks(http, store, live_env)
 
 
 def inbound(body: str, sid: str = "SM1", sender: str = ANN) -> dict[str, str]:

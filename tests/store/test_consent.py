@@ -60,6 +60,8 @@ def test_a_repeated_stop_keeps_the_first_time_and_start_opts_back_in(store: Stor
     assert not book.record("c-1", "revoke", method="sms_stop", at=AT + timedelta(hours=1))
     assert book.opted_out_since("c-1", "sms") == AT
     assert len(book.history("c-1")) == 1
+    store.upsert_contact({"id": "c-1", "phone": PHONE})  # a CRM update keeps the opt-out
+    assert store.opted_out_at("c-1") == AT
     assert book.record(
         "c-1", "grant", channels=["sms"], method="sms_start", at=AT + timedelta(days=1)
     )

@@ -126,17 +126,6 @@ def test_an_import_naming_an_unknown_supervisor_changes_nothing(store: Store) ->
     assert reps.reps() == []
 
 
-def test_opt_out_and_back_in(store: Store) -> None:
-    assert store.opted_out_at("c-9") is None
-    assert store.set_opt_out("c-9", True, AT)
-    assert not store.set_opt_out("c-9", True, AT + timedelta(hours=1))  # the first time is kept
-    assert store.opted_out_at("c-9") == AT
-    store.upsert_contact({"id": "c-9", "phone": "+12125550123"})  # a CRM update keeps it
-    assert store.opted_out_at("c-9") == AT
-    assert store.set_opt_out("c-9", False, AT + timedelta(hours=2))
-    assert store.opted_out_at("c-9") is None
-
-
 CAPPED = [
     {
         "id": "floor",

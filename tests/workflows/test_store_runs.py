@@ -22,6 +22,7 @@ from sopflow.sop.plan import Plan, compile_plan
 from sopflow.sop.protocol import RunState
 from sopflow.sop.schema import WEEKDAYS, ContactPolicy, Sop
 from sopflow.sop.validate import load_plan
+from sopflow.store.consent import ConsentBook
 from sopflow.store.repository import Store, connect
 from sopflow.store.reps import RepDirectory
 from workflows.contracts import OutcomeAnswer, OutcomeRequest, SopRunResult
@@ -191,7 +192,8 @@ async def test_an_opt_out_recorded_in_the_store_stops_the_next_touch(
             enrolment.workflow_id, result_type=SopRunResult
         )
         await advance_until(stepped, handle, lambda s: s.step == "pause")
-        store.set_opt_out("c-1", True)  # e.g. a STOP reply handled by the gateway
+        # e.g. a STOP reply handled by the gateway
+        ConsentBook(store.engine).record("c-1", "revoke", method="sms_stop")
         await stepped.fast_forward(handle, None)
         result = await handle.result()
     assert result.result == "opted_out"

@@ -13,15 +13,13 @@ from typing import Any
 
 import httpx
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
-from activities.sop_activities import SopActivities
-from activities.store_effects import StoreEffects
 from sopflow.asgi import free_port, start_server
 from sopflow.compliance.rules import load_rules
 from sopflow.gateway.app import create_app
 from sopflow.gateway.twilio_hooks import TwilioHooks
 from sopflow.providers.twilio import TwilioConfig, TwilioProvider
+from sopflow.runtime import build_worker
 from sopflow.sandbox.server import SANDBOX_ACCOUNT, SANDBOX_FROM, Chaos, NumberRule, Sandbox
 from sopflow.settings import Secret
 from sopflow.sop.plan import compile_plan
@@ -29,8 +27,6 @@ from sopflow.sop.schema import Sop
 from sopflow.store.consent import ConsentBook
 from sopflow.store.repository import Store, connect
 from sopflow.store.reps import RepDirectory
-from workflows.sandbox import workflow_runner
-from workflows.sop_run import SopRun
 
 TWILIO_TOKEN, API_TOKEN = "sandbox-secret", "api-secret"
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -102,13 +98,7 @@ async def twilio_stack(
     ]
     try:
         async with (
-            Worker(
-                live_env.client,
-                task_queue=task_queue,
-                workflows=[SopRun],
-                activities=SopActivities(StoreEffects(store, provider)).all(),
-                workflow_runner=workflow_runner(),
-            ),
+            build_worker(live_env.client, store, task_queue, (), provider),
             httpx.AsyncClient(base_url=public) as api,
         ):
             yield Stack(api, store, sandbox, live_env)
