@@ -14,6 +14,7 @@ import os
 import signal
 
 from sopflow.compliance.rules import load_rules
+from sopflow.errors import SopflowError
 from sopflow.providers.twilio import TwilioProvider, provider_config
 from sopflow.runtime import build_worker, connect_client, hard_exit
 from sopflow.settings import Settings, temporal_connect_config
@@ -27,10 +28,13 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(connect(settings.database_url))
     store.migrate()
-    config = temporal_connect_config()
-    client = await connect_client(**config)
-    rules = load_rules(settings.rules_file)
+    rules = load_rules(settings.rules_file)  # configuration first: a mistake stops us at once
     twilio = provider_config(os.environ, settings.public_url or "")
+    config = temporal_connect_config()
+    try:
+        client = await connect_client(**config)
+    except RuntimeError as exc:  # the SDK's "Failed client connect"
+        raise SopflowError(f"cannot reach Temporal at {config['target_host']}: {exc}") from None
     if twilio is None:
         log.warning("no TWILIO_ACCOUNT_SID: touches go to the in-memory loopback, not to phones")
     provider = TwilioProvider(twilio) if twilio else None
@@ -59,7 +63,11 @@ def main() -> None:
             loop.add_signal_handler(sig, stop.set)
         await run(Settings.from_env(), stop)
 
-    asyncio.run(serve())
+    try:
+        asyncio.run(serve())
+    except SopflowError as exc:  # bad configuration (rules file, Twilio settings…): one line
+        log.error("cannot start: %s", exc)
+        hard_exit(1)
     hard_exit(0)
 
 

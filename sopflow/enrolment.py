@@ -29,6 +29,7 @@ class Enrolment:
     zones: list[str]
 
 
+MAX_CONTACT_ID = 64  # the store's contacts.id column
 # Contact events every deployment understands: the gateway records them on the contact too.
 BUILTIN_CONTACT_EVENTS = frozenset({"opted_out", "opted_in", "reply"})
 
@@ -66,6 +67,8 @@ def normalise_contact(contact: Mapping[str, Any]) -> dict[str, Any]:
         or str(contact_id) == ""
     ):
         raise InvalidContactError("`id` is required (the contact's unique id in your CRM)")
+    if len(str(contact_id)) > MAX_CONTACT_ID:
+        raise InvalidContactError(f"`id` is longer than {MAX_CONTACT_ID} characters")
     result["id"] = str(contact_id)
     phone = result.get("phone")
     if phone not in (None, ""):

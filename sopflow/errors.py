@@ -14,6 +14,7 @@ carry the context (file, line, field, contact) a person needs to fix the input.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True, order=True)
@@ -64,3 +65,13 @@ class TemplateRenderError(SopflowError):
     def __init__(self, step: str, reason: str) -> None:
         self.step = step
         super().__init__(f"step {step!r}: template failed to render: {reason}")
+
+
+def read_user_file(path: Path) -> str:
+    """A text file an ops person gave us (teams, rules, lists), or one clear SopflowError."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SopflowError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise SopflowError(f"{path}: not UTF-8 text (byte {exc.start}): save it as UTF-8") from None

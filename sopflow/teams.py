@@ -18,7 +18,7 @@ import phonenumbers
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from sopflow.errors import SopflowError
+from sopflow.errors import SopflowError, read_user_file
 
 Identifier = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -64,10 +64,9 @@ class TeamsFile(BaseModel):
 
 def load_teams(path: Path) -> list[dict[str, Any]]:
     """The teams of a file, as RepDirectory.import_teams takes them, or one clear error."""
+    text = read_user_file(path)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise SopflowError(f"{path}: cannot read ({exc.strerror})") from None
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise SopflowError(f"{path}: not valid YAML ({exc})") from None
     try:

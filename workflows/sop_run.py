@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, FailureError
+from temporalio.exceptions import ActivityError, CancelledError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from sopflow.sop import engine
@@ -186,7 +186,9 @@ class SopRun:
                 retry_policy=EFFECT_RETRY,
             )
         except ActivityError as exc:
-            if not isinstance(command, EFFECTS_WITH_RESULT):
+            if not isinstance(command, EFFECTS_WITH_RESULT) or isinstance(
+                exc.cause, CancelledError
+            ):
                 raise
             # Retries exhausted (provider down, misconfigured): the touch failed, the run goes
             # on along the SOP's failure path instead of failing as a whole.

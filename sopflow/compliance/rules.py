@@ -16,7 +16,7 @@ import yaml
 from phonenumbers import geocoder
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sopflow.errors import SopflowError
+from sopflow.errors import SopflowError, read_user_file
 from sopflow.sop import clock
 from sopflow.sop.schema import (
     WEEKDAYS,
@@ -227,11 +227,7 @@ def load_rules(organisation_file: Path | None = None) -> list[Rule]:
     missing = [r.id for r in rules if not r.source]
     assert not missing, f"legal rules need a source: {missing}"
     if organisation_file is not None:
-        try:
-            text = organisation_file.read_text("utf-8")
-        except OSError as exc:
-            raise SopflowError(f"{organisation_file}: cannot read ({exc.strerror})") from None
-        extra = _parse(text, str(organisation_file))
+        extra = _parse(read_user_file(organisation_file), str(organisation_file))
         clash = {r.id for r in rules} & {r.id for r in extra}
         if clash:
             raise SopflowError(

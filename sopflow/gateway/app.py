@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Path as FastApiPath
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AwareDatetime, BaseModel, Field
@@ -18,7 +19,13 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from sopflow.compliance.adherence import Grouping
 from sopflow.compliance.rules import Rule
-from sopflow.enrolment import Enrolment, normalise_contact, plan_enrolments, start_enrolment
+from sopflow.enrolment import (
+    MAX_CONTACT_ID,
+    Enrolment,
+    normalise_contact,
+    plan_enrolments,
+    start_enrolment,
+)
 from sopflow.errors import SopflowError
 from sopflow.gateway.click_to_call import click_to_call_router
 from sopflow.gateway.signals import signal_run, tell_runs
@@ -33,6 +40,7 @@ from workflows.contracts import ContactEventSignal, ControlSignal, OutcomeAnswer
 
 ClientFactory = Callable[[], Awaitable[Client]]
 # Module level: FastAPI resolves the (string) annotations of dependencies in module globals.
+ContactId = Annotated[str, FastApiPath(min_length=1, max_length=MAX_CONTACT_ID)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(auto_error=False))]
 
 
@@ -202,7 +210,7 @@ def create_app(
     @app.post(
         "/api/v1/contacts/{contact_id}/consent", status_code=201, dependencies=[Depends(authorised)]
     )
-    async def post_consent(contact_id: str, given: ConsentIn) -> dict[str, Any]:
+    async def post_consent(contact_id: ContactId, given: ConsentIn) -> dict[str, Any]:
         """Record consent given or withdrawn, with how and under which disclosure. A repeat that
         changes nothing is answered `recorded: false`. The touch gate reads it before every touch."""
         recorded = await asyncio.to_thread(
@@ -220,7 +228,7 @@ def create_app(
         return {"contact_id": contact_id, "recorded": recorded, "channels": state}
 
     @app.get("/api/v1/contacts/{contact_id}/consent", dependencies=[Depends(authorised)])
-    async def get_consent(contact_id: str) -> dict[str, Any]:
+    async def get_consent(contact_id: ContactId) -> dict[str, Any]:
         """What is in force per channel, and every consent event in order."""
         state = await asyncio.to_thread(consent.current, contact_id)
         events = await asyncio.to_thread(consent.history, contact_id)

@@ -107,6 +107,10 @@ def click_to_call_router(
         try:
             sid = await provider.click_to_call(rep.phone, contact.phone, key)
         except ProviderError as exc:
+            if exc.kind == "in_doubt":  # maybe ringing: stays claimed until upkeep finds out
+                raise HTTPException(
+                    502, f"the call may have been placed ({exc}); it is being checked"
+                ) from None
             await asyncio.to_thread(
                 store.outbox_finish, f"{key}/dial", "failed", None, {"reason": str(exc)}
             )

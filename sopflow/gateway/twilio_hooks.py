@@ -174,7 +174,7 @@ def twilio_router(
             for contact_id in contact_ids:
                 await asyncio.to_thread(consent.record, contact_id, "revoke", method="sms_stop")
                 await tell_runs(client, store, contact_id, ContactEventSignal(name="opted_out"))
-            if not contact_ids:  # nobody we know: keep the number off every future list
+            if not contact_ids and e164(phone):  # a stranger: keep the number off every list
                 await asyncio.to_thread(consent.add_to_list, [phone], INTERNAL_LIST, "sms_stop")
             return twiml()
         if word in START_WORDS:

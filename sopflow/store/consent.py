@@ -7,6 +7,7 @@ An opt-out on one channel is an opt-out on every channel unless the contact said
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,7 +17,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from sopflow.compliance.gate import ContactFacts, Touch
-from sopflow.errors import SopflowError
+from sopflow.errors import SopflowError, read_user_file
 from sopflow.store.models import ConsentEvent, Contact, DoNotContact, Run, StepEvent
 
 CHANNELS = ("sms", "whatsapp", "call")
@@ -160,11 +161,8 @@ class ConsentBook:
 
     def import_list(self, path: Path, list_name: str) -> int:
         """A CSV whose first column is the phone number (a header row is skipped)."""
-        try:
-            with path.open(newline="", encoding="utf-8") as handle:
-                rows = [row[0] for row in csv.reader(handle) if row and row[0].strip()]
-        except OSError as exc:
-            raise SopflowError(f"{path}: cannot read ({exc.strerror})") from None
+        lines = io.StringIO(read_user_file(path), newline="")
+        rows = [row[0] for row in csv.reader(lines) if row and row[0].strip()]
         if rows and e164(rows[0].strip()) is None and not any(ch.isdigit() for ch in rows[0]):
             rows = rows[1:]  # a header
         return self.add_to_list(rows, list_name, source=str(path))

@@ -185,6 +185,11 @@ def test_dnc_import_and_check(tmp_path: Path) -> None:
     assert refused.returncode == 1 and "line 2: invalid phone number" in refused.stderr
     assert "Traceback" not in refused.stderr
     assert sopflow(tmp_path, "dnc", "check", "+12125550100").returncode == 0  # nothing imported
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(b"t\xe9l\xe9phone\n+33142685300\n")
+    garbled = sopflow(tmp_path, "dnc", "import", str(latin))
+    assert garbled.returncode == 1 and "not UTF-8 text" in garbled.stderr
+    assert "Traceback" not in garbled.stderr
     assert "invalid phone number" in sopflow(tmp_path, "dnc", "check", "12").stderr
 
 

@@ -116,6 +116,17 @@ async def test_bad_events_get_a_clear_4xx_and_start_nothing(
     assert fragment in response.text
 
 
+async def test_a_contact_id_longer_than_the_store_keeps_is_a_422(api: httpx.AsyncClient) -> None:
+    long_id = "c" * 65
+    answer = await api.post(
+        "/api/v1/events", json=event("evt-long", contact={**LEAD, "id": long_id}), headers=AUTH
+    )
+    assert answer.status_code == 422 and "longer than 64 characters" in answer.text
+    consent = {"action": "grant", "method": "web_form"}
+    too_long = await api.post(f"/api/v1/contacts/{long_id}/consent", json=consent, headers=AUTH)
+    assert too_long.status_code == 422
+
+
 async def test_malformed_json_is_a_422(api: httpx.AsyncClient) -> None:
     response = await api.post(
         "/api/v1/events", content=b"{not json", headers=AUTH | {"Content-Type": "application/json"}

@@ -120,6 +120,8 @@ async def test_stop_in_chinese_and_from_a_stranger_lists_the_number(hooks: Hooks
     answer = await hooks.post("/twilio/inbound", inbound("退订", sid="SM9", sender=stranger))
     assert answer.status_code == 200
     assert ConsentBook(hooks.store.engine).listed(stranger) == "internal"
+    brand = await hooks.post("/twilio/inbound", inbound("STOP", sid="SM10", sender="ACME"))
+    assert brand.status_code == 200  # a sender id that is no number: nothing to list, no error
 
 
 async def test_help_gets_the_help_text_and_other_replies_reach_the_runs(hooks: Hooks) -> None:

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from sopflow.sop.schema import Sop
 from sopflow.store.consent import ConsentBook
 from sopflow.store.repository import Store, connect
 from sopflow.store.reps import RepDirectory
+from sopflow.upkeep import Upkeep
 
 TWILIO_TOKEN, API_TOKEN = "sandbox-secret", "api-secret"
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -52,6 +54,7 @@ class Stack:
     store: Store
     sandbox: Sandbox
     env: WorkflowEnvironment
+    sandbox_url: str
 
     async def enrol(self, key: str, phone: str = ANN) -> str:
         event = {"type": "lead.created", "idempotency_key": key,
@@ -101,7 +104,7 @@ async def twilio_stack(
             build_worker(live_env.client, store, task_queue, (), provider),
             httpx.AsyncClient(base_url=public) as api,
         ):
-            yield Stack(api, store, sandbox, live_env)
+            yield Stack(api, store, sandbox, live_env, f"http://127.0.0.1:{sandbox_port}")
     finally:
         await provider.close()
         for server, task in servers:
@@ -270,3 +273,33 @@ async def test_click_to_call_is_gated_and_checked(
             "/api/v1/runs/nope/tasks/x/call", json={"rep": "ana"}, headers=AUTH
         )
         assert unknown.status_code == 404
+
+
+async def test_a_click_to_call_in_doubt_never_rings_the_rep_twice(
+    live_env: WorkflowEnvironment, task_queue: str, tmp_path: Path
+) -> None:
+    async with twilio_stack(live_env, task_queue, tmp_path, CALL_SOP) as stack:
+        run_id = await stack.enrol(task_queue)
+        await wait_for_task(stack, run_id)
+        stack.sandbox.faults.append("lost")  # the call is placed, the answer lost
+        url = f"/api/v1/runs/{run_id}/tasks/call_lead/call"
+        first = await stack.api.post(url, json={"rep": "ana"}, headers=AUTH)
+        assert first.status_code == 502 and "may have been placed" in first.text
+        second = await stack.api.post(url, json={"rep": "ana"}, headers=AUTH)
+        assert second.status_code == 409 and "being placed" in second.text
+        calls = [r for r in stack.sandbox.resources.values() if r.kind == "call" and r.to == REP]
+        assert len(calls) == 1  # the rep's phone rang once
+        provider = TwilioProvider(
+            TwilioConfig(
+                SANDBOX_ACCOUNT, TWILIO_TOKEN, SANDBOX_FROM, "http://x", base_url=stack.sandbox_url
+            )
+        )
+        try:  # upkeep finds the call at the provider; the next click gets it
+            found = await Upkeep(stack.store, provider).reconcile_outbox(
+                datetime.now(UTC) + timedelta(minutes=10)
+            )
+        finally:
+            await provider.close()
+        assert found["found"] == 1
+        third = await stack.api.post(url, json={"rep": "ana"}, headers=AUTH)
+        assert third.json() == {"call_sid": calls[0].sid, "rep": "ana", "already": True}

@@ -126,3 +126,25 @@ async def test_sigterm_stops_the_worker_cleanly(
     assert worker.process.poll() is None, worker.output()
     assert worker.stop(signal.SIGTERM) == 0
     assert "worker started" in worker.output() and "worker stopped" in worker.output()
+
+
+def test_a_bad_configuration_stops_the_worker_with_one_line(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_bytes(b"rules:\n  - id: caf\xe9\n")  # Latin-1, not UTF-8
+    env = os.environ | {"SOPFLOW_DATA_DIR": str(tmp_path), "SOPFLOW_RULES": str(rules)}
+    bad = subprocess.run(
+        [sys.executable, "worker.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert "cannot start: " in bad.stderr and "not UTF-8 text" in bad.stderr
+    unreachable = subprocess.run(
+        [sys.executable, "worker.py"],
+        cwd=ROOT,
+        env={k: v for k, v in env.items() if k != "SOPFLOW_RULES"}
+        | {"TEMPORAL_ADDRESS": "127.0.0.1:9"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert unreachable.returncode == 1 and "Traceback" not in unreachable.stderr
+    assert "cannot reach Temporal at 127.0.0.1:9" in unreachable.stderr
