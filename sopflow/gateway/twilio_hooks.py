@@ -57,15 +57,12 @@ def call_outcome(status: str, answered_by: str | None) -> str:
     return {"busy": "busy", "no-answer": "no_answer"}.get(status, "failed")
 
 
-def twiml(message: str | None = None) -> Response:
-    body = f"<Message>{escape(message)}</Message>" if message else ""
-    return Response(f'<?xml version="1.0" encoding="UTF-8"?><Response>{body}</Response>',
+def twiml(inner: str = "") -> Response:
+    return Response(f'<?xml version="1.0" encoding="UTF-8"?><Response>{inner}</Response>',
                     media_type="application/xml")  # fmt: skip
 
 
-def hangup() -> Response:
-    return Response('<?xml version="1.0" encoding="UTF-8"?><Response><Hangup/></Response>',
-                    media_type="application/xml")  # fmt: skip
+HANGUP = "<Hangup/>"
 
 
 def twilio_router(
@@ -92,11 +89,24 @@ def twilio_router(
             raise HTTPException(403, "invalid Twilio signature")
         return form
 
-    def first_time(key: str, kind: str, data: Mapping[str, str]) -> bool:
-        fresh, _ = store.event_begin(key, kind, "", dict(data))
-        if fresh:
-            store.event_finish(key, {"ok": True})
-        return fresh
+    async def once(
+        key: str, form: Mapping[str, str], work: Callable[[], Awaitable[str]]
+    ) -> Response:
+        """Run `work` (which answers TwiML) once per key: a duplicate gets an empty answer, one
+        that arrives while the first is in flight a 409 (Twilio retries), and a failure forgets
+        the key so Twilio's retry is processed afresh — nothing is lost."""
+        fresh, answer = await asyncio.to_thread(store.event_begin, key, "twilio", "", dict(form))
+        if not fresh:
+            if answer is None:
+                raise HTTPException(409, "this webhook is being processed: retry")
+            return twiml()
+        try:
+            inner = await work()
+        except BaseException:
+            await asyncio.to_thread(store.event_abandon, key)
+            raise
+        await asyncio.to_thread(store.event_finish, key, {"ok": True})
+        return twiml(inner)
 
     @router.post("/status")
     async def status(request: Request, key: str, exp: int) -> Response:
@@ -109,27 +119,29 @@ def twilio_router(
         if not sid or not state:
             raise HTTPException(400, "MessageSid/MessageStatus or CallSid/CallStatus required")
         seen = form.get("SequenceNumber", state) if "CallSid" in form else state
-        if not await asyncio.to_thread(first_time, f"twilio:{sid}:{seen}", "twilio.status", form):
-            return twiml()  # a duplicate: already handled
-        if not await asyncio.to_thread(
-            store.provider_status_advance, key, state, RANK.get(state, 0)
-        ):
-            return twiml()  # older than what we know: out of order
-        workflow_id, _, rest = key.partition("/")
-        engine_key, _, notice = rest.partition("/")
-        if notice or not engine_key:  # a rep notice: the outbox keeps its status; no run step
-            return twiml()
-        detail = {k: form[k] for k in ("ErrorCode", "AnsweredBy", "CallDuration") if k in form}
-        client = await temporal()
-        await signal_run(
-            client,
-            workflow_id,
-            "provider_event",
-            ProviderEventSignal(key=engine_key, status=state, detail={"sid": sid, **detail}),
-        )
-        if "CallSid" in form and state in FINAL_CALL:
-            await _report_call(client, workflow_id, engine_key, state, form.get("AnsweredBy"))
-        return twiml()
+
+        async def work() -> str:
+            if not await asyncio.to_thread(
+                store.provider_status_advance, key, state, RANK.get(state, 0)
+            ):
+                return ""  # older than what we know: out of order
+            workflow_id, _, rest = key.partition("/")
+            engine_key, _, notice = rest.partition("/")
+            if notice or not engine_key:  # a rep notice: the outbox keeps its status
+                return ""
+            detail = {k: form[k] for k in ("ErrorCode", "AnsweredBy", "CallDuration") if k in form}
+            client = await temporal()
+            await signal_run(
+                client,
+                workflow_id,
+                "provider_event",
+                ProviderEventSignal(key=engine_key, status=state, detail={"sid": sid, **detail}),
+            )
+            if "CallSid" in form and state in FINAL_CALL:
+                await _report_call(client, workflow_id, engine_key, state, form.get("AnsweredBy"))
+            return ""
+
+        return await once(f"twilio:{sid}:{seen}", form, work)
 
     @router.post("/voice")
     async def voice(request: Request, key: str, exp: int) -> Response:
@@ -140,21 +152,26 @@ def twilio_router(
         status, leg = form.get("DialCallStatus"), form.get("DialCallSid") or form.get("CallSid")
         if not status or not leg:
             raise HTTPException(400, "DialCallStatus and DialCallSid are required")
-        if not await asyncio.to_thread(first_time, f"twilio:{leg}:dial", "twilio.voice", form):
-            return hangup()
         workflow_id, _, engine_key = key.partition("/")
-        seconds = int(form.get("DialCallDuration") or 0)
-        connected = status == "completed"  # the lead picked up
-        client = await temporal()
-        detail = {"sid": leg, "duration": seconds, "dial_status": status}
-        await signal_run(
-            client, workflow_id, "provider_event",
-            ProviderEventSignal(key=engine_key, status="connected" if connected else status,
-                                detail=detail),
-        )  # fmt: skip
-        if not connected:  # the carrier knows the outcome; the rep has nothing to add
-            await _report_call(client, workflow_id, engine_key, status, None)
-        return hangup()
+        if not engine_key:
+            raise HTTPException(400, f"key {key!r} names no touch")
+        duration = form.get("DialCallDuration", "")
+
+        async def work() -> str:
+            connected = status == "completed"  # the lead picked up
+            client = await temporal()
+            detail = {"sid": leg, "duration": int(duration) if duration.isdigit() else 0,
+                      "dial_status": status}  # fmt: skip
+            await signal_run(
+                client, workflow_id, "provider_event",
+                ProviderEventSignal(key=engine_key, status="connected" if connected else status,
+                                    detail=detail),
+            )  # fmt: skip
+            if not connected:  # the carrier knows the outcome; the rep has nothing to add
+                await _report_call(client, workflow_id, engine_key, status, None)
+            return HANGUP
+
+        return await once(f"twilio:{leg}:dial", form, work)
 
     @router.post("/inbound")
     async def inbound(request: Request) -> Response:
@@ -162,8 +179,10 @@ def twilio_router(
         sid, sender, body = form.get("MessageSid"), form.get("From", ""), form.get("Body", "")
         if not sid or not sender:
             raise HTTPException(400, "MessageSid and From are required")
-        if not await asyncio.to_thread(first_time, f"twilio:{sid}:inbound", "twilio.inbound", form):
-            return twiml()
+        return await once(f"twilio:{sid}:inbound", form, lambda: answer(sid, sender, body))
+
+    async def answer(sid: str, sender: str, body: str) -> str:
+        """What an inbound message means: STOP/START/HELP keywords, else a reply to the runs."""
         phone = e164(sender.removeprefix("whatsapp:")) or sender
         if sender.startswith("whatsapp:"):  # opens WhatsApp's 24-hour window for free text
             await asyncio.to_thread(store.note_whatsapp_inbound, phone, datetime.now(UTC))
@@ -176,17 +195,16 @@ def twilio_router(
                 await tell_runs(client, store, contact_id, ContactEventSignal(name="opted_out"))
             if not contact_ids and e164(phone):  # a stranger: keep the number off every list
                 await asyncio.to_thread(consent.add_to_list, [phone], INTERNAL_LIST, "sms_stop")
-            return twiml()
-        if word in START_WORDS:
+        elif word in START_WORDS:
             for contact_id in contact_ids:
                 await asyncio.to_thread(consent.record, contact_id, "grant", method="sms_start")
-            return twiml()
-        if word in HELP_WORDS:
-            return twiml(hooks.help_text)
-        reply = ContactEventSignal(name="reply", data={"text": body[:1600], "sid": sid})
-        for contact_id in contact_ids:
-            await tell_runs(client, store, contact_id, reply)
-        return twiml()
+        elif word in HELP_WORDS:
+            return f"<Message>{escape(hooks.help_text)}</Message>"
+        else:
+            reply = ContactEventSignal(name="reply", data={"text": body[:1600], "sid": sid})
+            for contact_id in contact_ids:
+                await tell_runs(client, store, contact_id, reply)
+        return ""
 
     return router
 

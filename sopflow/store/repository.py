@@ -406,10 +406,15 @@ class Store:
 
     def provider_status_advance(self, key: str, status: str, rank: int) -> bool:
         """Keep a touch's latest provider status: True when `status` ranks above the last one
-        recorded (callbacks arrive out of order), False when it is older or the key unknown."""
+        recorded (callbacks arrive out of order) or is that one again (a retry of a webhook whose
+        processing failed; true duplicates are caught before), False when it is older, another
+        final status, or the key is unknown."""
         with Session(self.engine) as session, session.begin():
             row = session.get(OutboxEntry, key, with_for_update=True)
-            if row is None or rank <= int(row.result.get("status_rank", -1)):
+            if row is None:
+                return False
+            known = int(row.result.get("status_rank", -1))
+            if rank < known or (rank == known and status != row.result.get("provider_status")):
                 return False
             row.result = {**row.result, "provider_status": status, "status_rank": rank}
             row.updated_at = _now()

@@ -228,3 +228,31 @@ async def test_a_whatsapp_message_opens_the_24_hour_window(hooks: Hooks) -> None
     assert answer.status_code == 200
     assert hooks.store.whatsapp_session_open(ANN, now + timedelta(minutes=1))
     assert not hooks.store.whatsapp_session_open(ANN, now + timedelta(hours=25))
+
+
+async def test_a_webhook_that_fails_midway_is_processed_again_on_twilios_retry(
+    live_env: WorkflowEnvironment, tmp_path: Any
+) -> None:
+    store = Store(connect(f"sqlite:///{tmp_path / 'store.db'}"))
+    store.migrate()
+    store.upsert_contact({"id": "c-1", "phone": ANN})
+    calls: list[int] = []
+
+    async def flaky_temporal() -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("Temporal is restarting")
+        return live_env.client
+
+    app = create_app(store, flaky_temporal, Secret(TOKEN), "q", TwilioHooks(TWILIO_TOKEN, PUBLIC))
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://sopflow") as http:
+        hooks = Hooks(http, store, live_env)
+        failed = await hooks.post("/twilio/inbound", inbound("STOP", sid="SMR1"))
+        assert failed.status_code == 500
+        assert ConsentBook(store.engine).history("c-1") == []
+        retried = await hooks.post("/twilio/inbound", inbound("STOP", sid="SMR1"))
+        assert retried.status_code == 200  # not taken for a duplicate: the STOP is kept
+        assert ConsentBook(store.engine).opted_out_since("c-1", "sms") is not None
+        again = await hooks.post("/twilio/inbound", inbound("STOP", sid="SMR1"))
+        assert again.status_code == 200 and len(ConsentBook(store.engine).history("c-1")) == 1
