@@ -11,6 +11,7 @@ import io
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import get_args
 
 import phonenumbers
 from sqlalchemy import Engine, select
@@ -18,9 +19,10 @@ from sqlalchemy.orm import Session
 
 from sopflow.compliance.gate import ContactFacts, Touch
 from sopflow.errors import SopflowError, read_user_file
+from sopflow.sop.schema import Channel
 from sopflow.store.models import ConsentEvent, Contact, DoNotContact, Run, StepEvent
 
-CHANNELS = ("sms", "whatsapp", "call")
+CHANNELS: tuple[str, ...] = get_args(Channel)  # the SOP language's channels
 INTERNAL_LIST = "internal"
 
 

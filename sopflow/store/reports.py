@@ -15,9 +15,10 @@ from sopflow.compliance.adherence import Grouping, Report, RunFacts, RunScore, S
 from sopflow.errors import InvalidContactError, SopflowError
 from sopflow.sop import clock
 from sopflow.sop.plan import Plan
+from sopflow.sop.protocol import Command
 from sopflow.sop.values import parse_duration
 from sopflow.store.models import Contact, Run, StepEvent
-from sopflow.store.repository import Store
+from sopflow.store.repository import Store, event_fields
 from sopflow.store.reps import RepDirectory
 
 _BATCH = 5_000
@@ -142,6 +143,13 @@ class Scores:
         for run in self.runs(since, sop):
             report.add(run)
         return report.rows()
+
+
+def step_row(command: Command, actor: str | None = None) -> StepRow:
+    """The step event the store writes for `command` (`actor`: the rep a task went to), as
+    scoring reads it: for scoring commands that were never stored (simulations, tests)."""
+    fields = event_fields(command) | ({"actor": actor} if actor else {})
+    return StepRow(key=command.key, step=command.step, executed_at=command.at, **fields)
 
 
 def run_score_view(score: RunScore) -> dict[str, Any]:

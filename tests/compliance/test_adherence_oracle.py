@@ -16,11 +16,11 @@ from zoneinfo import ZoneInfo
 
 import holidays
 
-from sopflow.compliance.adherence import Report, RunFacts, RunScore, StepRow, score_run
+from sopflow.compliance.adherence import Report, RunFacts, RunScore, score_run
 from sopflow.sop.protocol import AssignTask
 from sopflow.sop.simulator import Script, ScriptedOutcome, Simulation, simulate
 from sopflow.sop.validate import load_plan
-from sopflow.store.repository import event_fields
+from sopflow.store.reports import step_row
 
 PLAN = load_plan(Path(__file__).parents[2] / "sop_definitions" / "new_lead_callback.yaml")
 DUE = {"first_call": timedelta(minutes=30), "retry_calls": timedelta(hours=1)}
@@ -59,10 +59,8 @@ def make_case(seed: int) -> Case:
 def sopflow_score(case: Case) -> RunScore:
     rows = []
     for command in case.sim.commands:
-        fields = event_fields(command)
-        if isinstance(command, AssignTask):
-            fields["actor"] = case.rep  # the store records the rep a task went to
-        rows.append(StepRow(key=command.key, step=command.step, executed_at=command.at, **fields))
+        # the store records the rep a task went to
+        rows.append(step_row(command, case.rep if isinstance(command, AssignTask) else None))
     facts = RunFacts(case.run_id, PLAN.sop.id, PLAN.sop.version, True, case.sim.zones)
     return score_run(PLAN, facts, rows)
 

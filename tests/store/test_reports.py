@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from sopflow.compliance.adherence import Report, RunFacts, StepRow, score_run
+from sopflow.compliance.adherence import Report, RunFacts, score_run
 from sopflow.errors import SopflowError
 from sopflow.sop.protocol import AssignTask
 from sopflow.sop.simulator import Script, ScriptedOutcome, simulate
 from sopflow.sop.validate import load_plan
-from sopflow.store.reports import Scores, run_score_view
-from sopflow.store.repository import Store, event_fields
+from sopflow.store.reports import Scores, run_score_view, step_row
+from sopflow.store.repository import Store
 from sopflow.store.reps import RepDirectory
 
 PLAN = load_plan(Path(__file__).parents[2] / "sop_definitions" / "new_lead_callback.yaml")
@@ -44,10 +44,7 @@ def _record_runs(store: Store, count: int) -> Report:
         for command in sim.commands:
             actor = rep if isinstance(command, AssignTask) else None
             store.record_command(workflow_id, "r", command, actor=actor)
-            fields = event_fields(command) | ({"actor": actor} if actor else {})
-            rows.append(
-                StepRow(key=command.key, step=command.step, executed_at=command.at, **fields)
-            )
+            rows.append(step_row(command, actor))
         facts = RunFacts(workflow_id, PLAN.sop.id, 1, sim.state.finished, sim.zones)
         expected.add(score_run(PLAN, facts, rows))
     return expected
