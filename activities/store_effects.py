@@ -56,9 +56,15 @@ class StoreEffects:
         return await asyncio.to_thread(self.consent.facts, params.contact_id, phone, at, lookback)
 
     def _rep(self, params: CommandInput) -> RepInfo | None:
-        """The rep a command concerns: a task's assignee by its rule, else the run's rep."""
+        """The rep a command concerns: a task's assignee by its rule, else the run's rep. A retry
+        keeps the rep an earlier attempt chose and texted (the notice's outbox claim names
+        them): round robin may have moved on meanwhile, and the lead must not go to two reps."""
         command = params.command
         now = command.at  # the engine's time (virtual under time skipping), as loads are stamped
+        earlier = self.store.outbox_get(f"{params.idempotency_key}/notify")
+        chosen = (earlier.result.get("recipient") or {}).get("rep") if earlier else None
+        if chosen and (pinned := self.reps.rep(chosen)) is not None:
+            return pinned
         if isinstance(command, AssignTask):
             return self.reps.choose(command.assign, params.contact_id, params.workflow_id, now)
         if isinstance(command, Escalate) and command.action == "reassign" and command.to:
@@ -139,10 +145,14 @@ class StoreEffects:
         text: str,
         contact_id: str | None = None,
         template: Template | None = None,
+        rep_id: str | None = None,
     ) -> CommandResult:
         """The outbox protocol around one provider call (see the module docstring).
-        `contact_id`: a touch of a contact (not a rep notice), whose opt-out is looked at last."""
+        `contact_id`: a touch of a contact (not a rep notice), whose opt-out is looked at last;
+        `rep_id`: for a rep notice, the rep the step chose (kept for retries, see `_rep`)."""
         recipient = {"channel": channel, "to": to, "text": None if template else text}
+        if rep_id:
+            recipient["rep"] = rep_id
         claim = await asyncio.to_thread(
             self.store.outbox_begin, key, params.workflow_id, channel, recipient
         )
@@ -243,7 +253,12 @@ class StoreEffects:
         detail: dict[str, Any] = {"rep": rep.id if rep else None}
         if notify is not None and notify.phone:
             sent = await self._send_once(
-                f"{key}/notify", params, "sms", notify.phone, _notice(params, rendered, notify)
+                f"{key}/notify",
+                params,
+                "sms",
+                notify.phone,
+                _notice(params, rendered, notify),
+                rep_id=rep.id if rep else None,
             )
             detail["notified"] = notify.id
             detail["provider_id"] = sent.detail.get("provider_id")

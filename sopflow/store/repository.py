@@ -388,6 +388,15 @@ class Store:
             session.commit()
             return state
 
+    def outbox_get(self, key: str) -> OutboxState | None:
+        with Session(self.engine) as session:
+            r = session.get(OutboxEntry, key)
+            if r is None:
+                return None
+            return OutboxState(
+                r.key, r.status, r.attempts, r.provider_id, dict(r.result), r.created_at
+            )
+
     def outbox_stale(self, idle_since: datetime, limit: int = 500) -> list[OutboxState]:
         """Claims still pending that no attempt has touched since `idle_since` (in doubt)."""
         with Session(self.engine) as session:

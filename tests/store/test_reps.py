@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -200,3 +201,42 @@ async def test_a_task_for_a_full_team_comes_back_blocked_for_the_engine_to_defer
     assert (result.status, result.detail) == ("blocked", {"rule": "rep_workload"})
     assert result.retry_at == AT + timedelta(hours=22)  # ana's first task of the day ages out
     assert store.step_events("w9") == []  # the engine records the deferral, with this reason
+
+
+async def test_a_retried_assignment_keeps_the_rep_it_texted(store: Store) -> None:
+    """Round robin moves on while a notice is in doubt; the retry must not give the lead (and a
+    notice) to a second rep."""
+    from activities.store_effects import StoreEffects
+    from sopflow.providers.loopback import LoopbackProvider
+    from workflows.contracts import CommandInput
+
+    class LosesFirstNotice(LoopbackProvider):
+        async def send_message(self, *args: Any, **kwargs: Any) -> str:
+            provider_id = await super().send_message(*args, **kwargs)
+            if len(self.sent) == 1:
+                raise ConnectionError("response lost")
+            return provider_id
+
+    _directory(store)
+    provider = LosesFirstNotice()
+    effects = StoreEffects(store, provider)
+    task = AssignTask(
+        at=AT, step="call", key="call:1:1", title="Call", instructions="",
+        assign=ROUND_ROBIN, due_at=AT, planned_at=AT, attempt=1,
+        context={"contact": {"id": "c-5"}},
+    )  # fmt: skip
+    params = CommandInput(
+        workflow_id="w5", run_id="r", sop="t", version=1, digest="d", command=task,
+        contact_id="c-5", enrolled_at=AT,
+    )  # fmt: skip
+    rendered = {"title": "Call", "instructions": ""}
+    with pytest.raises(ConnectionError):
+        await effects.perform(params.idempotency_key, params, rendered)
+    (first,) = provider.sent
+    assert first[2] == "+12125550101"  # ana
+    _assign(store, "w6", 2, "ana")  # meanwhile another lead went to ana: the rota says ben now
+    retried = await effects.perform(params.idempotency_key, params, rendered)
+    assert retried.detail["rep"] == "ana" and retried.detail["provider_id"] == first[0]
+    assert len(provider.sent) == 1  # ben was never texted
+    (event,) = store.step_events("w5")
+    assert event.actor == "ana"
