@@ -177,3 +177,28 @@ class DoNotContact(Base):
     list_name: Mapped[str] = mapped_column(String(64), primary_key=True)
     source: Mapped[str | None] = mapped_column(String(200))
     added_at: Mapped[datetime]
+
+
+class SplitAssignment(Base):
+    """The arm a contact takes at a split step, fixed the first time they are enrolled: the same
+    contact keeps it in every later enrolment. `seq` numbers the split's contacts (0, 1, 2…);
+    the arm is the balanced block's arm at that number (sopflow/sop/splits.py)."""
+
+    __tablename__ = "split_assignments"
+    __table_args__ = (UniqueConstraint("sop_id", "step", "seq"),)
+    sop_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    step: Mapped[str] = mapped_column(String(64), primary_key=True)
+    contact_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    variant: Mapped[str] = mapped_column(String(64))
+    seq: Mapped[int]
+    assigned_at: Mapped[datetime]
+
+
+class SplitCounter(Base):
+    """The next sequence number of one split. An allocation updates it first in its transaction,
+    which makes allocations of one split take turns (row lock on PostgreSQL, write lock on SQLite)."""
+
+    __tablename__ = "split_counters"
+    sop_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    step: Mapped[str] = mapped_column(String(64), primary_key=True)
+    next_seq: Mapped[int]
