@@ -2,7 +2,10 @@
 
 We compose the YAML node graph ourselves (libyaml when present) instead of `safe_load`, which
 (1) keeps positions, (2) reports duplicate keys that PyYAML silently overwrites, and
-(3) caps how many nodes aliases may expand to, which defeats "billion laughs" files.
+(3) lets us measure what aliases expand to before expanding anything: PyYAML's graph shares one
+node per anchor, so sizes computed once per node cost as much as the file, not the expansion.
+That refuses "billion laughs" (many small values) and long-string bombs (one long text referenced
+through nested aliases: 200 KiB of YAML that expands to gigabytes) in milliseconds.
 """
 
 from __future__ import annotations
@@ -21,7 +24,13 @@ from pydantic import BaseModel, ValidationError
 from sopflow.errors import Problem, SopValidationError
 
 MAX_SOP_BYTES = 256 * 1024
+# Limits on the document once aliases are expanded. Generous: the seed SOPs use a few hundred
+# nodes and a few KiB of text; a handful of reused anchors (`outcomes: &o [...]`) stays far below.
 MAX_NODES = 50_000
+MAX_TEXT = 1024 * 1024  # characters of scalar text (keys and values)
+# Deeper nesting would exhaust Python's recursion limit (no SOP nests beyond ~10 levels).
+MAX_DEPTH = 100
+_SHOWN = 80  # characters of a bad value quoted back in a message
 
 Path = tuple[str | int, ...]
 
@@ -70,21 +79,12 @@ def _fail(source: str, line: int, column: int, message: str) -> SopValidationErr
 class _Builder:
     def __init__(self, source: str) -> None:
         self.source = source
-        self.nodes = 0
         self.positions: dict[Path, tuple[int, int]] = {}
         self.key_positions: dict[Path, tuple[int, int]] = {}
         self.constructor = yaml.SafeLoader("")  # only its scalar constructors are used
 
     def build(self, node: yaml.Node, path: Path) -> Any:
-        self.nodes += 1
-        if self.nodes > MAX_NODES:
-            mark = node.start_mark
-            raise _fail(
-                self.source,
-                mark.line + 1,
-                mark.column + 1,
-                f"too many nodes (YAML aliases expand beyond {MAX_NODES}); simplify the file",
-            )
+        """The Python value of `node`; only call it on a graph `_Sizes.check` accepted."""
         self.positions.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path)
@@ -132,6 +132,81 @@ class _Builder:
         return result
 
 
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+class _Sizes:
+    """What each node expands to (nodes, characters of text), computed once per node.
+
+    An alias is the very node its anchor names, so a node reached twice is measured once:
+    the work is proportional to the file, whatever the aliases would expand to.
+    """
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sizes: dict[int, tuple[int, int]] = {}
+        self.open: set[int] = set()  # nodes being measured: met again means an alias cycle
+
+    def check(self, root: yaml.Node) -> None:
+        """Raise a located SopValidationError if the expanded document is over the limits."""
+        if not self._over(self._size(root, 0)):
+            return
+        node = root
+        # Point at the innermost value over the limit: where the expansion happens.
+        while (
+            inner := next((c for c in _children(node) if self._over(self._of(c))), None)
+        ) is not None:
+            node = inner
+        nodes, text = self._of(node)
+        what = (
+            f"{text:,} characters of text (at most {MAX_TEXT:,})"
+            if text > MAX_TEXT
+            else f"{nodes:,} values (at most {MAX_NODES:,})"
+        )
+        raise self._fail(
+            node,
+            f"this value expands to {what} once YAML aliases (*name) are expanded; "
+            "write it out, or reuse anchors less",
+        )
+
+    def _of(self, node: yaml.Node) -> tuple[int, int]:
+        return self.sizes[id(node)]
+
+    @staticmethod
+    def _over(size: tuple[int, int]) -> bool:
+        return size[0] > MAX_NODES or size[1] > MAX_TEXT
+
+    def _size(self, node: yaml.Node, depth: int) -> tuple[int, int]:
+        key = id(node)
+        if key in self.sizes:
+            return self.sizes[key]
+        if key in self.open:
+            raise self._fail(node, "this value contains an alias to itself (&name … *name)")
+        if depth > MAX_DEPTH:
+            raise self._fail(node, f"nested more than {MAX_DEPTH} levels deep; flatten the file")
+        if isinstance(node, yaml.ScalarNode):
+            size = (1, len(node.value))
+        else:
+            self.open.add(key)
+            nodes, text = 1, 0
+            for child in _children(node):
+                child_nodes, child_text = self._size(child, depth + 1)
+                nodes, text = nodes + child_nodes, text + child_text
+            self.open.discard(key)
+            size = (nodes, text)
+        self.sizes[key] = size
+        return size
+
+    def _fail(self, node: yaml.Node, message: str) -> SopValidationError:
+        mark = node.start_mark
+        return _fail(self.source, mark.line + 1, mark.column + 1, message)
+
+
 def load_yaml(text: str, source: str) -> LoadedYaml:
     """Parse one YAML document; raise SopValidationError with a located Problem if it is bad."""
     try:
@@ -142,6 +217,10 @@ def load_yaml(text: str, source: str) -> LoadedYaml:
         raise _fail(source, line, column, f"invalid YAML: {exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
         raise _fail(source, 1, 1, f"invalid YAML: {exc}") from None
+    except RecursionError:  # the pure-Python composer recurses per nesting level
+        raise _fail(
+            source, 1, 1, f"nested more than {MAX_DEPTH} levels deep; flatten the file"
+        ) from None
     if not documents or documents[0] is None:
         raise _fail(source, 1, 1, "the file is empty; an SOP is a mapping with id, version, steps…")
     if len(documents) > 1:
@@ -158,6 +237,7 @@ def load_yaml(text: str, source: str) -> LoadedYaml:
             mark.column + 1,
             "an SOP file must be a mapping (id: …, version: …, steps: …)",
         )
+    _Sizes(source).check(root)
     builder = _Builder(source)
     data = builder.build(root, ())
     return LoadedYaml(source, data, builder.positions, builder.key_positions)
@@ -277,6 +357,12 @@ def _dotted(path: Path) -> str:
     return text
 
 
+def _shown(value: Any) -> str:
+    """A value quoted back to the author, cut short: the input may be a whole section."""
+    text = repr(value)
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 1] + "…"
+
+
 def _hint(word: str, choices: Sequence[str]) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
@@ -339,7 +425,7 @@ def problems_from_validation_error(
             continue
         message = str(error["msg"]).removeprefix("Value error, ")
         if kind.endswith("_type") or kind.endswith("_parsing"):
-            message += f", got {error.get('input')!r}"
+            message += f", got {_shown(error.get('input'))}"
         line, column = doc.locate(loc)
         label = f"{_dotted(where)}: " if where else ""
         problems.add(Problem(doc.source, line, column, f"{label}{message}"))

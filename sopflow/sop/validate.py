@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -28,6 +28,11 @@ def expand(paths: Iterable[Path]) -> list[Path]:
 
 
 def _parse(path: Path) -> tuple[Sop, LoadedYaml]:
+    if path.suffix not in SOP_SUFFIXES and path.is_file():
+        # Parsing a README or a CSV as YAML yields a page of confusing schema errors.
+        raise SopValidationError(
+            [Problem(str(path), 1, 1, "not an SOP file: SOP files end in .yaml or .yml")]
+        )
     doc = load_yaml_file(path)
     try:
         return Sop.model_validate(doc.data), doc
@@ -53,19 +58,40 @@ def _sibling_ids(files: Sequence[Path]) -> set[str]:
     return ids
 
 
-def validate_paths(paths: Iterable[Path]) -> tuple[dict[Path, Plan], list[Problem]]:
-    """Validate every file; return the plans of the valid ones and all problems found."""
-    files = expand(paths)
+def validate_paths(
+    paths: Iterable[Path], known_sops: Collection[str] | None = None
+) -> tuple[dict[Path, Plan], list[Problem]]:
+    """Validate every file (folders: their .yaml/.yml files); the plans of the valid ones and
+    all problems found.
+
+    `known_sops`: the SOP ids `enroll` steps may name besides the given files' own (deploy
+    passes the ids already deployed); default: the ids of SOP files next to the given ones.
+    """
+    given = list(paths)
+    problems = [
+        Problem(str(p), 1, 1, "no SOP files in this folder (expected .yaml or .yml files)")
+        for p in given
+        if p.is_dir() and not expand([p])
+    ]
+    files = expand(given)
+    if not given:
+        problems.append(Problem("-", 1, 1, "no SOP files given (expected .yaml or .yml files)"))
+    plans, found = _validate(files, known_sops)
+    return plans, sorted(set(problems + found))
+
+
+def _validate(
+    files: Sequence[Path], known_sops: Collection[str] | None
+) -> tuple[dict[Path, Plan], list[Problem]]:
     parsed: dict[Path, tuple[Sop, LoadedYaml]] = {}
     problems: list[Problem] = []
-    if not files:
-        problems.append(Problem("-", 1, 1, "no SOP files given (expected .yaml or .yml files)"))
     for path in files:
         try:
             parsed[path] = _parse(path)
         except SopValidationError as exc:
             problems += exc.problems
-    known = _sibling_ids(files) | {sop.id for sop, _ in parsed.values()}
+    others = _sibling_ids(files) if known_sops is None else set(known_sops)
+    known = others | {sop.id for sop, _ in parsed.values()}
     seen: dict[str, Path] = {}
     plans: dict[Path, Plan] = {}
     for path, (sop, doc) in parsed.items():
@@ -76,12 +102,15 @@ def validate_paths(paths: Iterable[Path]) -> tuple[dict[Path, Plan], list[Proble
         problems += found
         if not found:
             plans[path] = compile_plan(sop)
-    return plans, sorted(set(problems))
+    return plans, problems
 
 
 def load_plan(path: Path) -> Plan:
-    """Compile one SOP file, or raise SopValidationError listing every problem."""
-    plans, problems = validate_paths([path])
+    """Compile one SOP file, or raise SopValidationError listing every problem.
+
+    `path` must be a file: a folder is a problem ("is a directory"), never its files.
+    """
+    plans, problems = _validate([path], None)
     if problems:
         raise SopValidationError(problems)
     return plans[path]

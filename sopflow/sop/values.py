@@ -18,13 +18,22 @@ _DURATION = re.compile(r"^([+-])?\s*((?:\d+\s*[wdhms]\s*)+)$")
 
 
 def parse_duration(value: Any) -> timedelta:
-    """Parse "30m", "1d 2h", "-1d" or a number of seconds."""
+    """Parse "30m", "1d 2h" or "-1d"; a number without a unit is an error.
+
+    A bare `30` used to mean 30 seconds, which no ops person means when writing
+    `due_within: 30`; the JSON Schema has always required a unit, so the loader does too.
+    """
     if isinstance(value, timedelta):
         return value
-    if isinstance(value, bool):
-        raise ValueError(f"invalid duration {value!r}: write e.g. 30m, 2h, 1d 12h")
-    if isinstance(value, int):
-        return timedelta(seconds=value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        hint = (
+            f"write {int(value)}m, {int(value)}s or {int(value)}h"
+            if float(value).is_integer()
+            else "write whole units, e.g. 90m or 1h 30m"
+        )
+        raise ValueError(
+            f"invalid duration {value!r}: a duration needs a unit (w, d, h, m, s); {hint}"
+        )
     if not isinstance(value, str):
         raise ValueError(f"invalid duration {value!r}: write e.g. 30m, 2h, 1d 12h")
     match = _DURATION.match(value.strip().lower())

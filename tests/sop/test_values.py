@@ -17,10 +17,10 @@ from sopflow.sop.values import format_duration, parse_clock, parse_duration
         ("-1d", timedelta(days=-1)),
         ("2w", timedelta(weeks=2)),
         ("90s", timedelta(seconds=90)),
-        (3600, timedelta(hours=1)),
+        (timedelta(hours=1), timedelta(hours=1)),
     ],
 )
-def test_parse_duration(text: str | int, expected: timedelta) -> None:
+def test_parse_duration(text: str | timedelta, expected: timedelta) -> None:
     assert parse_duration(text) == expected
 
 
@@ -28,6 +28,16 @@ def test_parse_duration(text: str | int, expected: timedelta) -> None:
 def test_parse_duration_rejects(bad: object) -> None:
     with pytest.raises(ValueError, match="invalid duration"):
         parse_duration(bad)
+
+
+@pytest.mark.parametrize(
+    "bare, hint", [(30, "write 30m, 30s or 30h"), (1.5, "write whole units, e.g. 90m")]
+)
+def test_a_bare_number_is_no_duration(bare: float, hint: str) -> None:
+    """`due_within: 30` meant 30 seconds, which nobody writing it means: a unit is required."""
+    with pytest.raises(ValueError, match="a duration needs a unit") as caught:
+        parse_duration(bare)
+    assert hint in str(caught.value)
 
 
 def test_canonical_duration_is_the_same_for_the_same_length() -> None:
