@@ -1,4 +1,5 @@
-"""Cross-checks a schema cannot express: references, reachability, loops, outcomes, templates.
+"""Cross-checks a schema cannot express: references, reachability, loops, outcomes, templates
+(their variables, and contact fields a contact may lack where they are read: see fields.py).
 
 Each check yields (loc, message); loc is a path into the YAML document, so the loader can
 point at the offending node.
@@ -7,11 +8,12 @@ point at the offending node.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from typing import Any
 
 import holidays as holidays_lib
 
+from sopflow.sop.fields import guaranteed_fields, unguarded_problems
 from sopflow.sop.graph import Finding, Loc, check_graph, routes
 from sopflow.sop.schema import (
     ENGINE_OUTCOMES,
@@ -32,6 +34,7 @@ from sopflow.sop.schema import (
     UpdateStep,
     WaitForStep,
     WaitStep,
+    WhatsAppTemplate,
     step_outcomes,
 )
 from sopflow.sop.templates import template_problems
@@ -68,8 +71,10 @@ def check_sop(sop: Sop, known_sops: Collection[str] | None = None) -> list[Findi
         if target not in first_index:
             findings.append((("interrupts", event), f"unknown step {target!r}{_hint(target, ids)}"))
 
+    have = guaranteed_fields(sop)
     for i, step in enumerate(sop.steps):
         findings += _check_step(sop, i, step, contact_fields, produced, known_sops)
+        findings += _check_templates(sop, i, step, contact_fields, have.get(step.id))
     for i, condition in enumerate(sop.entry.conditions):
         findings += _check_condition(
             ("entry", "conditions", i), condition, contact_fields, produced, ids
@@ -152,28 +157,8 @@ def _check_step(
                         f"the ladder has only {len(step.slots)} attempts",
                     )
                 )
-            out += _templates((*base, "followups", j, "body"), follow.body, contact_fields)
-        if step.attempt.kind == "task":
-            out += _templates(
-                (*base, "attempt", "instructions"), step.attempt.instructions, contact_fields
-            )
-        else:
-            out += _templates((*base, "attempt", "script"), step.attempt.script, contact_fields)
-    if isinstance(step, MessageStep):
-        out += _templates((*base, "body"), step.body, contact_fields)
-    if isinstance(step, CallStep):
-        out += _templates((*base, "script"), step.script, contact_fields)
-    if isinstance(step, TaskStep):
-        out += _templates((*base, "instructions"), step.instructions, contact_fields)
-    if isinstance(step, EnrollStep):
-        if known_sops is not None and step.sop not in known_sops:
-            out.append(((*base, "sop"), f"unknown SOP {step.sop!r}{_hint(step.sop, known_sops)}"))
-        for key, template in step.data.items():
-            out += _templates((*base, "data", key), template, contact_fields)
-    if isinstance(step, UpdateStep):
-        out += _templates((*base, "target"), step.target, contact_fields)
-        for key, template in step.set.items():
-            out += _templates((*base, "set", key), template, contact_fields)
+    if isinstance(step, EnrollStep) and known_sops is not None and step.sop not in known_sops:
+        out.append(((*base, "sop"), f"unknown SOP {step.sop!r}{_hint(step.sop, known_sops)}"))
     if isinstance(step, WaitStep | WaitForStep) and step.until is not None:
         out += _check_moment(sop, (*base, "until"), step.until)
     if isinstance(step, WaitForStep):
@@ -203,8 +188,49 @@ def _check_step(
     return out
 
 
-def _templates(loc: Loc, source: str, contact_fields: set[str]) -> list[Finding]:
-    return [(loc, message) for message in template_problems(source, contact_fields)]
+def _check_templates(
+    sop: Sop, i: int, step: Step, contact_fields: set[str], have: frozenset[str] | None
+) -> list[Finding]:
+    """Unknown variables, and contact fields read unguarded where a contact may lack them
+    (fields.py). `have` is None for a step no route reaches: the graph check reports it."""
+    out: list[Finding] = []
+    for loc, source in _step_templates(("steps", i), step):
+        out += [(loc, message) for message in template_problems(source, contact_fields)]
+        if have is not None:
+            out += [(loc, message) for message in unguarded_problems(sop, step.id, source, have)]
+    return out
+
+
+def _step_templates(base: Loc, step: Step) -> Iterator[tuple[Loc, str]]:
+    """Every template a step renders, with where it is in the file."""
+    if isinstance(step, LadderStep):
+        for j, follow in enumerate(step.followups):
+            yield (*base, "followups", j, "body"), follow.body
+            yield from _whatsapp_variables((*base, "followups", j), follow.template)
+        if isinstance(step.attempt, TaskSpec):
+            yield (*base, "attempt", "instructions"), step.attempt.instructions
+        else:
+            yield (*base, "attempt", "script"), step.attempt.script
+    if isinstance(step, MessageStep):
+        yield (*base, "body"), step.body
+        yield from _whatsapp_variables(base, step.template)
+    if isinstance(step, CallStep):
+        yield (*base, "script"), step.script
+    if isinstance(step, TaskStep):
+        yield (*base, "instructions"), step.instructions
+    if isinstance(step, EnrollStep):
+        for key, template in step.data.items():
+            yield (*base, "data", key), template
+    if isinstance(step, UpdateStep):
+        yield (*base, "target"), step.target
+        for key, template in step.set.items():
+            yield (*base, "set", key), template
+
+
+def _whatsapp_variables(base: Loc, template: WhatsAppTemplate | None) -> Iterator[tuple[Loc, str]]:
+    # Rendered like the body whenever the 24-hour session is closed, so checked like it.
+    for name, source in (template.variables if template else {}).items():
+        yield (*base, "template", "variables", name), source
 
 
 def _check_condition(

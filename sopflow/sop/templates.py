@@ -2,6 +2,7 @@
 
 Variables are checked when an SOP is validated, so a typo in `{{ contact.frist_name }}` is a
 validation error naming the line, not a failed send at 10:00 on the day before a visit.
+Whether a contact may lack a field where a template reads it is checked too (fields.py).
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 
 from sopflow.errors import TemplateRenderError
+from sopflow.sop.rep_view import REP_FIELDS
 
 # What a template may read besides the contact's fields.
 KNOWN_FIELDS: dict[str, frozenset[str] | None] = {
-    "rep": frozenset({"id", "name", "first_name", "phone", "email"}),
+    "rep": REP_FIELDS,
     "run": frozenset({"id", "enrolled_at", "variant", "attempt", "visit", "step", "timezone"}),
     "sop": frozenset({"id", "name", "version"}),
     "event": None,  # data of the last event or outcome: known only at run time
