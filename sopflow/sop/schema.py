@@ -50,6 +50,7 @@ STANDARD_CONTACT_FIELDS = frozenset(
         "owner",
     }
 )
+MAX_CONTACT_ID = 64  # the store's contacts.id column: longer ids are refused at the door
 # Outcomes the engine itself produces, whatever the SOP lists.
 ENGINE_OUTCOMES = frozenset({"expired", "skipped", "failed"})
 
@@ -349,7 +350,11 @@ class Slot(Strict):
 
 
 class FollowUp(_Message):
-    after_attempt: int = Field(ge=1, description="sent after this attempt fails")
+    after_attempt: int = Field(
+        ge=1,
+        description="sent after the Nth attempt actually made ends without a stop outcome "
+        "(attempts skipped, blocked or failed do not count; see the ladder's followups_count)",
+    )
     kind: Literal["sms", "whatsapp"]
     body: Template = Field(min_length=1)
 
@@ -364,8 +369,18 @@ class LadderStep(StepBase):
     stop_on: list[Identifier] = Field(min_length=1)
     on_outcome: dict[Identifier, Identifier] = Field(default_factory=dict)
     followups: list[FollowUp] = Field(default_factory=list)
-    missed_slot: Literal["skip", "run_now"] = Field(
-        "skip", description="a slot already past when the ladder reaches it"
+    followups_count: Literal["attempts_made", "slots"] = Field(
+        "attempts_made",
+        description="what a follow-up's after_attempt counts: attempts actually made, or slots "
+        "reached, made or not (how plans compiled before counted; kept so their runs replay)",
+    )
+    # `shift` became the default after plans were deployed with `skip`: those plans carry
+    # `missed_slot` in their JSON, so they keep `skip`; the same YAML now compiles to a new digest.
+    missed_slot: Literal["shift", "skip", "run_now"] = Field(
+        "shift",
+        description="a slot already past when the ladder reaches it: shift (it and every later "
+        "slot move by whole days, to the next day its local time is ahead and inside the "
+        "attempt's window), skip (recorded slot_missed; the attempt is lost) or run_now",
     )
     on_exhausted: Identifier | None = Field(None, description="default: next")
 
