@@ -12,28 +12,28 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
-from sopflow.compliance.gate import (
-    ContactFacts,
-    Touch,
-    TouchRequest,
-    Verdict,
-    applicable,
-    check_touch,
-    lookback,
+from sopflow.compliance.gate import ContactFacts, Touch
+from sopflow.compliance.preflight import (
+    Refused,
+    RunFacts,
+    clear,
+    facts_lookback,
+    judge,
+    refusal,
+    touch_request,
 )
-from sopflow.compliance.rules import Rule, contact_regions
-from sopflow.errors import TemplateRenderError
-from sopflow.sop.protocol import AssignTask, Command, Finish, PlaceCall, Record, SendMessage
-from sopflow.sop.rendering import render_command
+from sopflow.compliance.rules import Rule
+from sopflow.sop.protocol import Finish, Record, UpdateContact, touch_channel
+from sopflow.sop.rep_view import UNASSIGNED_REP
 from workflows.contracts import CommandInput, CommandResult
-
-# Who a template's `rep` is before a rep is assigned (until the store's reps are wired in).
-UNASSIGNED_REP: dict[str, Any] = {"id": "unassigned", "name": "the team", "first_name": "the team"}
 
 
 class Effects(Protocol):
+    """Where commands take effect. Contract (tests/activities/test_effects_contract.py runs one
+    suite against every implementation): `perform` is called once per key and idempotent on
+    retry; it answers done, blocked (with the rule) or failed (with the reason)."""
+
     async def contact_facts(
         self, params: CommandInput, at: datetime, lookback: timedelta
     ) -> ContactFacts: ...
@@ -54,58 +54,38 @@ class SopActivities:
 
     @activity.defn(name="sopflow.perform")
     async def perform(self, params: CommandInput) -> CommandResult:
-        gate = await self._gate(params)
-        if isinstance(gate, CommandResult):
-            return gate
-        rep = await self.effects.rep_for(params)
-        try:
-            rendered = render_command(params.command, rep, params.workflow_id)
-        except TemplateRenderError as exc:  # retrying cannot fix a template: fail loudly, once
-            raise ApplicationError(
-                str(exc), type="TemplateRenderError", non_retryable=True
-            ) from exc
-        for footer in gate.footers if gate else ():
-            if footer not in rendered["text"]:
-                rendered["text"] = f"{rendered['text'].rstrip()} {footer}"
-        return await self.effects.perform(params.idempotency_key, params, rendered)
-
-    async def _gate(self, params: CommandInput) -> CommandResult | Verdict | None:
-        """The touch gate at the moment of sending (None: not a touch). Blocked touches are not
-        performed and not recorded here: the engine records the deferral or block with this
-        reason. An allowed verdict may carry footers the law wants on the message."""
+        """The gate, the rep, the rendering (sopflow.compliance.preflight, as the simulator
+        does), then the effect. Blocked touches are not performed and not recorded here: the
+        engine records the deferral or block with this reason."""
         command = params.command
-        channel = touch_channel(command)
-        if channel is None:
-            return None
-        assert isinstance(command, SendMessage | PlaceCall | AssignTask)
-        contact = command.context.get("contact", {})
-        # Server time of this attempt (virtual time under time skipping), never before the
-        # engine issued the command.
+        verdict, facts = None, None
+        # Server time of this attempt (virtual under time skipping), never before the engine
+        # issued the command.
         at = max(command.at, activity.info().current_attempt_scheduled_time)
-        request = TouchRequest(
-            channel=channel,
-            at=at,
-            zones=params.zones,
-            regions=contact_regions(contact),
-            sop=params.sop,
-            purpose=params.purpose,
-            priority=params.priority,
-            policy=params.policy,
-        )
-        matching = applicable(self.rules, request)
-        facts = await self.effects.contact_facts(params, at, lookback(matching))
-        verdict = check_touch(request, facts, matching)
-        if verdict.allowed:
-            return verdict
-        activity.logger.info(
-            "touch %s blocked by %s: %s", params.idempotency_key, verdict.rule, verdict.reason
-        )
-        return CommandResult(
-            status="blocked",
-            reason=verdict.reason,
-            retry_at=verdict.retry_at,
-            detail={"rule": verdict.rule},
-        )
+        request = touch_request(command, _run_facts(params), at)
+        if request is not None:
+            facts = await self.effects.contact_facts(
+                params, at, facts_lookback(request, self.rules)
+            )
+            verdict = judge(request, facts, self.rules)
+            if not verdict.allowed:
+                activity.logger.info(
+                    "touch %s blocked by %s: %s",
+                    params.idempotency_key,
+                    verdict.rule,
+                    verdict.reason,
+                )
+                return _result(refusal(verdict))
+        rep = await self.effects.rep_for(params)
+        ready = clear(command, verdict, rep, params.workflow_id, facts)
+        if isinstance(ready, Refused):
+            activity.logger.warning("command %s failed: %s", params.idempotency_key, ready.reason)
+            return _result(ready)
+        params = params.model_copy(update={"command": ready.command})
+        result = await self.effects.perform(params.idempotency_key, params, ready.rendered)
+        if ready.detail and result.status == "done":
+            result = result.model_copy(update={"detail": {**result.detail, **ready.detail}})
+        return result
 
     @activity.defn(name="sopflow.record")
     async def record(self, params: CommandInput) -> None:
@@ -115,16 +95,17 @@ class SopActivities:
         return [self.perform, self.record]
 
 
-def touch_channel(command: Command) -> str | None:
-    """The channel through which a command reaches the contact; None: not a touch. A rep task
-    with a channel is a touch too (the rep will call or text the lead)."""
-    if isinstance(command, SendMessage):
-        return command.channel
-    if isinstance(command, PlaceCall):
-        return "call"
-    if isinstance(command, AssignTask):
-        return command.channel
-    return None
+def _run_facts(params: CommandInput) -> RunFacts:
+    return RunFacts(params.sop, params.zones, params.policy, params.purpose, params.priority)
+
+
+def _result(refused: Refused) -> CommandResult:
+    return CommandResult(
+        status=refused.status,
+        reason=refused.reason,
+        retry_at=refused.retry_at,
+        detail=refused.detail,
+    )
 
 
 class MemoryEffects:
@@ -137,6 +118,7 @@ class MemoryEffects:
         self.records: dict[str, CommandInput] = {}
         self.attempts: dict[str, int] = {}
         self.opted_out: dict[str, datetime] = {}
+        self.contacts: dict[str, dict[str, Any]] = {}  # what update steps wrote, by contact id
 
     async def contact_facts(
         self, params: CommandInput, at: datetime, lookback: timedelta
@@ -162,8 +144,19 @@ class MemoryEffects:
     ) -> CommandResult:
         self.attempts[key] = self.attempts.get(key, 0) + 1
         if key not in self.performed:
-            self.performed[key] = (params, dict(rendered), CommandResult())
+            result = CommandResult()
+            if isinstance(params.command, UpdateContact):
+                result = self._update(rendered)
+            self.performed[key] = (params, dict(rendered), result)
         return self.performed[key][2]
+
+    def _update(self, rendered: Mapping[str, Any]) -> CommandResult:
+        target = str(rendered["target"])  # checked by preflight.clear: a contact id
+        contact = self.contacts.setdefault(target, {"id": target})
+        contact.update(rendered.get("set", {}))
+        tags = contact.setdefault("tags", [])
+        tags.extend(t for t in rendered.get("add_tags", []) if t not in tags)
+        return CommandResult()
 
     async def record(self, key: str, params: CommandInput) -> None:
         assert isinstance(params.command, Record | Finish)

@@ -19,22 +19,33 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, assert_never
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.sop_activities import UNASSIGNED_REP
 from sopflow.compliance.gate import ContactFacts
 from sopflow.enrolment import enrolment_for, start_enrolment
 from sopflow.errors import SopflowError
 from sopflow.providers.base import Provider, ProviderError, Template
-from sopflow.sop.protocol import AssignTask, EnrollContact, Escalate, PlaceCall, SendMessage
+from sopflow.sop.protocol import (
+    AssignTask,
+    EnrollContact,
+    Escalate,
+    Finish,
+    PlaceCall,
+    Record,
+    SendMessage,
+    UpdateContact,
+)
+from sopflow.sop.rep_view import UNASSIGNED_REP
 from sopflow.sop.schema import AssignRule
 from sopflow.store.consent import ConsentBook
 from sopflow.store.repository import Store
 from sopflow.store.reps import RepDirectory, RepInfo, RepsAtCapacity
+from sopflow.store.splits import SplitAssignments
 from workflows.contracts import CommandInput, CommandResult
 
 
@@ -43,6 +54,7 @@ class StoreEffects:
         self.store = store
         self.reps = RepDirectory(store.engine)
         self.consent = ConsentBook(store.engine)
+        self.splits = SplitAssignments(store.engine)
         self.provider = provider
 
     async def contact_facts(
@@ -53,7 +65,9 @@ class StoreEffects:
             if hasattr(params.command, "context")
             else None
         )
-        return await asyncio.to_thread(self.consent.facts, params.contact_id, phone, at, lookback)
+        facts = await asyncio.to_thread(self.consent.facts, params.contact_id, phone, at, lookback)
+        inbound = await asyncio.to_thread(self.store.whatsapp_inbound_at, phone) if phone else None
+        return replace(facts, whatsapp_inbound_at=inbound)
 
     def _rep(self, params: CommandInput) -> RepInfo | None:
         """The rep a command concerns: a task's assignee by its rule, else the run's rep. A retry
@@ -108,28 +122,43 @@ class StoreEffects:
         self, key: str, params: CommandInput, rendered: Mapping[str, Any]
     ) -> CommandResult:
         command = params.command
-        if isinstance(command, AssignTask | Escalate):
-            return await self._rep_step(key, params, rendered)
-        if isinstance(command, EnrollContact):
-            return await self._enroll(key, params, rendered)
-        if not isinstance(command, SendMessage | PlaceCall):
-            # Contact updates: recorded for the audit.
-            await asyncio.to_thread(self._record, params)
-            return CommandResult()
+        match command:
+            case AssignTask() | Escalate():
+                return await self._rep_step(key, params, rendered)
+            case EnrollContact():
+                return await self._enroll(key, params, rendered)
+            case UpdateContact():
+                return await self._update(params, rendered)
+            case SendMessage() | PlaceCall():
+                return await self._touch(key, params, command, rendered)
+            case Record() | Finish():
+                raise AssertionError("bookkeeping is recorded, not performed")
+            case _:
+                assert_never(command)
+
+    async def _update(self, params: CommandInput, rendered: Mapping[str, Any]) -> CommandResult:
+        """An update step: the fields and tags land on the target contact in the store (created
+        if the CRM has not sent it yet, e.g. a referred friend); recorded with what was set."""
+        target = str(rendered["target"])  # checked by preflight.clear: a contact id
+        changes, tags = dict(rendered.get("set", {})), list(rendered.get("add_tags", []))
+        await asyncio.to_thread(self.store.update_contact, target, changes, tags)
+        detail = {"target": target, "set": changes, "add_tags": tags}
+        await asyncio.to_thread(self._record, params, detail=detail)
+        return CommandResult(detail={"target": target})
+
+    async def _touch(
+        self,
+        key: str,
+        params: CommandInput,
+        command: SendMessage | PlaceCall,
+        rendered: Mapping[str, Any],
+    ) -> CommandResult:
         to = str(command.context.get("contact", {}).get("phone", ""))
         channel = command.channel if isinstance(command, SendMessage) else "call"
         text = rendered["text"] if isinstance(command, SendMessage) else rendered["script"]
         template: Template | None = None
-        if channel == "whatsapp":
-            assert isinstance(command, SendMessage)
-            if not await asyncio.to_thread(self.store.whatsapp_session_open, to, command.at):
-                if command.template is None:  # WhatsApp would refuse it (63016): say why now
-                    reason = (
-                        "the WhatsApp session is closed (no message from the contact in 24 "
-                        f"hours) and step {command.step!r} has no template"
-                    )
-                    return CommandResult(status="failed", reason=reason)
-                template = (command.template.content_sid, rendered["variables"])
+        if rendered.get("whatsapp_template"):  # outside the 24-hour session (preflight.clear)
+            template = (rendered["whatsapp_template"], rendered["variables"])
         sent = await self._send_once(key, params, channel, to, text, params.contact_id, template)
         if sent.status == "blocked":  # the engine records the block, with its reason
             return sent
@@ -281,12 +310,14 @@ class StoreEffects:
             await asyncio.to_thread(self._record, params, outcome="failed", reason=str(exc))
             return CommandResult(status="failed", reason=str(exc))
         await asyncio.to_thread(self.store.upsert_contact, enrolment.contact)
+        variants = await asyncio.to_thread(self.splits.assign, plan, enrolment.contact["id"])
         await start_enrolment(
             activity.client(),
             enrolment,
             f"enrolled_by:{params.sop}",
             rendered["data"],
             activity.info().task_queue,
+            variants,
         )
         await asyncio.to_thread(
             self._record, params, outcome="enrolled", detail={"run_id": enrolment.workflow_id}

@@ -14,7 +14,9 @@ import typer
 
 from sopflow.errors import SopflowError, SopValidationError
 from sopflow.sop import clock
+from sopflow.sop.plan import Plan
 from sopflow.sop.schema import Sop
+from sopflow.sop.segments import count_segments
 from sopflow.sop.simulator import (
     Script,
     Simulation,
@@ -84,12 +86,21 @@ def user_errors(func: F) -> F:
 def validate_cmd(
     paths: Annotated[list[Path], typer.Argument(help="SOP files or folders of them")],
 ) -> None:
-    """Check SOP files; print FILE:LINE:COL: error: MESSAGE for every problem (exit 1 if any)."""
+    """Check SOP files; print FILE:LINE:COL: error: MESSAGE for every problem (exit 1 if any).
+
+    For each valid file, also print about how long each SMS body is and how many segments
+    (billed SMS) it takes, rendered with the SOP's contact_fields examples: a single emoji,
+    curly quote or Chinese character switches the whole text to UCS-2 (70 chars, not 160).
+    """
+    from sopflow.sop.sms_cost import sms_estimates
+
     plans, problems = validate_paths(paths)
     for problem in problems:
         typer.echo(str(problem), err=True)
     for path, plan in plans.items():
         typer.echo(f"ok {path}: {plan.sop.id} v{plan.sop.version} {plan.digest[:19]}")
+        for estimate in sms_estimates(plan):
+            typer.echo(f"   {estimate.describe()}")
     if problems:
         count = len(problems)
         typer.echo(f"{count} problem{'s' if count != 1 else ''} found", err=True)
@@ -105,11 +116,22 @@ def schema_cmd() -> None:
     typer.echo(json.dumps(schema, indent=2))
 
 
+def _one_sop_file(path: Path, command: str) -> Plan:
+    """The plan of the one SOP file a command takes; a folder is a one-line error."""
+    if path.is_dir():
+        raise SopflowError(
+            f"sop {command} takes one SOP file; {path} is a directory "
+            f"(use `sopflow sop validate {path}` to check a folder)"
+        )
+    return load_plan(path)
+
+
 @sop_app.command("compile")
 @user_errors
-def compile_cmd(path: Annotated[Path, typer.Argument(help="an SOP file")]) -> None:
+def compile_cmd(path: Annotated[Path, typer.Argument(help="one SOP file")]) -> None:
     """Print the compiled plan (JSON) that runs are pinned to, with its digest."""
-    typer.echo(json.dumps(load_plan(path).model_dump(mode="json", by_alias=True), indent=2))
+    plan = _one_sop_file(path, "compile")
+    typer.echo(json.dumps(plan.model_dump(mode="json", by_alias=True), indent=2))
 
 
 def _parse_start(text: str | None, zone_name: str) -> datetime:
@@ -129,7 +151,7 @@ def _parse_start(text: str | None, zone_name: str) -> datetime:
 @sop_app.command("simulate")
 @user_errors
 def simulate_cmd(
-    file: Annotated[Path, typer.Argument(help="the SOP file")],
+    file: Annotated[Path, typer.Argument(help="one SOP file")],
     contact_tz: Annotated[
         str | None, typer.Option(help="the contact's time zone, e.g. Europe/Paris")
     ] = None,
@@ -159,12 +181,40 @@ def simulate_cmd(
             help="NAME@OFFSET[:k=v,...] contact event after the start, e.g. visited@2d, repeatable"
         ),
     ] = None,
+    variant: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="STEP=ARM: the arm a split step takes, as assigned at enrolment "
+            "(default: the hash of the contact id), repeatable"
+        ),
+    ] = None,
+    rules_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--rules",
+            help="the organisation's contact rules (default: SOPFLOW_RULES); the law's table "
+            "always applies, as in production",
+        ),
+    ] = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help="print JSON instead of a timeline")
+        bool,
+        typer.Option(
+            "--json",
+            help='print JSON instead of a timeline; each sms event gets "segments": '
+            '{"encoding", "units", "segments"}',
+        ),
     ] = False,
 ) -> None:
-    """Run an SOP on a virtual clock with scripted outcomes and print its timeline."""
-    plan = load_plan(file)
+    """Run an SOP on a virtual clock with scripted outcomes and print its timeline.
+
+    The preview runs what production runs: the touch gate with the law's rules table (and
+    SOPFLOW_RULES), footers the law appends, task due times counted inside the windows.
+    Exit 1 when a scripted outcome could not be applied (it names why).
+
+    Each SMS shows its length and segment count (what carriers bill) as rendered for this
+    contact: one emoji or Chinese character makes it UCS-2, 70 chars a segment instead of 160.
+    """
+    plan = _one_sop_file(file, "simulate")
     given: dict[str, Any] = {}
     for pair in contact or []:
         key, value = key_value(pair, "--contact")
@@ -180,14 +230,33 @@ def simulate_cmd(
     )
     for text in outcome or []:
         step, scripted = parse_outcome_arg(text)
-        if not plan.has_step(step):
-            raise SopflowError(f"--outcome names unknown step {step!r} in {plan.sop.id}")
         script.outcomes.setdefault(step, []).append(scripted)
-    simulation = simulate(plan, person, _parse_start(start, zones[0]), script, zones)
+    arms = dict(key_value(pair, "--variant") for pair in variant or [])
+    from sopflow.compliance.rules import load_rules
+    from sopflow.settings import Settings
+
+    # The rules production's gate applies: the law's table and the organisation's own file.
+    rules = load_rules(rules_file or Settings.from_env().rules_file)
+    simulation = simulate(
+        plan, person, _parse_start(start, zones[0]), script, zones, arms, rules=rules
+    )
     if as_json:
-        typer.echo(json.dumps(simulation.to_json(), indent=2, ensure_ascii=False))
+        typer.echo(json.dumps(simulation_json(simulation), indent=2, ensure_ascii=False))
     else:
         typer.echo(format_timeline(simulation))
+    if simulation.dropped:  # the script said something production would refuse: say so, fail
+        for line in simulation.dropped:
+            typer.echo(f"warning: scripted outcome not applied: {line}", err=True)
+        raise typer.Exit(1)
+
+
+def simulation_json(simulation: Simulation) -> dict[str, Any]:
+    """The simulation's JSON, each sms event with the segments its text takes."""
+    data = simulation.to_json()
+    for event in data["events"]:
+        if event["action"] == "sms" and isinstance(event["detail"].get("text"), str):
+            event["segments"] = count_segments(event["detail"]["text"]).to_json()
+    return data
 
 
 def _summary(action: str, detail: dict[str, Any], zone_name: str) -> str:
@@ -198,7 +267,9 @@ def _summary(action: str, detail: dict[str, Any], zone_name: str) -> str:
             .strftime("%a %d %b %H:%M")
         )
 
-    if action in ("sms", "whatsapp"):
+    if action == "sms" and isinstance(detail.get("text"), str):
+        return f"“{detail['text']}” ({count_segments(detail['text']).describe()})"
+    if action in ("sms", "whatsapp") and "text" in detail:
         return f"“{detail['text']}”"
     if action == "call":
         return f"script: “{detail['script']}”"
@@ -239,21 +310,55 @@ def format_timeline(simulation: Simulation) -> str:
 def deploy_cmd(
     paths: Annotated[list[Path], typer.Argument(help="SOP files or folders of them")],
 ) -> None:
-    """Validate and store SOPs as new versions (no-op when a file's content is unchanged)."""
-    from sopflow.settings import Settings
-    from sopflow.store.repository import Store, connect
-
-    plans, problems = validate_paths(paths)
+    """Validate SOPs and store them as new versions, all or nothing: one invalid file, an
+    `enroll` of an SOP neither deployed nor given, or a changed file whose `version` was not
+    bumped, and nothing is deployed. A file whose content is unchanged is a no-op."""
+    store = _store()
+    plans, problems = validate_paths(paths, _deployed_ids(store))
+    if not problems:
+        try:
+            deployed = _deploy_all(store, plans)
+        except SopValidationError as exc:
+            problems = exc.problems
     if problems:
-        raise SopValidationError(problems)
-    settings = Settings.from_env()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = Store(connect(settings.database_url))
-    store.migrate()
-    for plan in plans.values():
-        deployment = store.deploy(plan)
-        state = "deployed" if deployment.created else "unchanged"
+        for problem in problems:
+            typer.echo(str(problem), err=True)
+        count = len(problems)
+        typer.echo(f"{count} problem{'s' if count != 1 else ''} found: nothing deployed", err=True)
+        raise typer.Exit(1)
+    for plan, created in deployed:
+        state = "deployed" if created else "unchanged"
         typer.echo(f"{state} {plan.sop.id} v{plan.sop.version} {plan.digest[:19]}")
+
+
+def _deployed_ids(store: Any) -> set[str]:
+    """Ids of the SOPs deployed so far: what `enroll` steps may name besides the files given."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from sopflow.store.models import SopVersion
+
+    with Session(store.engine) as session:
+        return set(session.scalars(select(SopVersion.sop_id).distinct()))
+
+
+def _deploy_all(store: Any, plans: dict[Path, Plan]) -> list[tuple[Plan, bool]]:
+    """Store every plan in one transaction, or none: (plan, created) in order; a version taken
+    by other content is reported at that file's `version:` line."""
+    from sopflow.sop.loader import load_yaml_file
+    from sopflow.store.repository import DeployConflicts
+
+    paths = list(plans)
+    try:
+        done = store.deploy_all([plans[path] for path in paths])
+    except DeployConflicts as exc:
+        raise SopValidationError(
+            [
+                load_yaml_file(paths[index]).problem(("version",), str(error))
+                for index, error in exc.conflicts
+            ]
+        ) from None
+    return [(plans[path], deployment.created) for path, deployment in zip(paths, done, strict=True)]
 
 
 @app.command("up")

@@ -17,7 +17,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from sopflow.errors import InvalidContactError, InvalidEventError
 from sopflow.sop import clock, engine
 from sopflow.sop.plan import Plan
-from sopflow.sop.schema import WaitForStep
+from sopflow.sop.schema import MAX_CONTACT_ID, WaitForStep
 from workflows.contracts import SopRunInput
 
 
@@ -29,7 +29,6 @@ class Enrolment:
     zones: list[str]
 
 
-MAX_CONTACT_ID = 64  # the store's contacts.id column
 # Contact events every deployment understands: the gateway records them on the contact too.
 BUILTIN_CONTACT_EVENTS = frozenset({"opted_out", "opted_in", "reply"})
 
@@ -111,8 +110,10 @@ async def start_enrolment(
     trigger: str,
     trigger_data: Mapping[str, Any],
     task_queue: str,
+    variants: Mapping[str, str] | None = None,
 ) -> Started:
-    """Start the run; the same workflow id again starts nothing."""
+    """Start the run; the same workflow id again starts nothing. `variants`: the arm of each
+    split step, assigned before the start (store/splits.py); without them the run hashes."""
     plan = enrolment.plan
     try:
         handle = await client.start_workflow(
@@ -123,6 +124,7 @@ async def start_enrolment(
                 zones=enrolment.zones,
                 trigger=trigger,
                 trigger_data=dict(trigger_data),
+                variants=dict(variants or {}),
             ),
             id=enrolment.workflow_id,
             task_queue=task_queue,

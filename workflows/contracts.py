@@ -29,6 +29,10 @@ class SopRunInput(BaseModel):
         description="continue as new after this many engine transitions (bounds history)",
     )
     generation: int = Field(0, description="how many times this enrolment has continued as new")
+    variants: dict[str, str] = Field(
+        default_factory=dict,
+        description="split step -> arm assigned at enrolment (store/splits.py); else the hash",
+    )
 
 
 class SopRunResult(BaseModel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections import deque
 from datetime import timedelta
+from typing import assert_never
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -18,12 +19,13 @@ from temporalio.exceptions import ActivityError, CancelledError, FailureError
 with workflow.unsafe.imports_passed_through():
     from sopflow.sop import engine
     from sopflow.sop.protocol import (
-        EFFECTS_WITH_RESULT,
         ActionResult,
         AssignTask,
         Command,
         ContactEvent,
         Control,
+        EnrollContact,
+        Escalate,
         Event,
         Finish,
         OutcomeReported,
@@ -34,6 +36,10 @@ with workflow.unsafe.imports_passed_through():
         SendMessage,
         Tick,
         Transition,
+        UpdateContact,
+        awaits_result,
+        is_bookkeeping,
+        touch_channel,
     )
     from workflows.contracts import (
         CommandInput,
@@ -58,6 +64,27 @@ EFFECT_RETRY = RetryPolicy(
 RECORD_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=20)
 
 
+def _summary(command: Command) -> str:
+    """What the activity does, as Temporal's UI shows it in the history."""
+    match command:
+        case SendMessage():
+            return f"{command.channel} {command.step}"
+        case PlaceCall():
+            return f"call {command.step}"
+        case AssignTask():
+            return f"task {command.step}: {command.title}"[:200]
+        case Escalate():
+            return f"{command.action} {command.step} (level {command.level})"
+        case EnrollContact():
+            return f"enrol in {command.sop}"
+        case UpdateContact():
+            return f"update contact ({command.step})"
+        case Record() | Finish():
+            return command.kind
+        case _:
+            assert_never(command)
+
+
 @workflow.defn(name="SopRun")
 class SopRun:
     def __init__(self) -> None:
@@ -79,6 +106,7 @@ class SopRun:
                 workflow.now(),
                 params.trigger,
                 params.trigger_data,
+                params.variants,
             )
         else:
             transition = Transition(state=params.state, commands=[])
@@ -164,12 +192,12 @@ class SopRun:
             contact_id=str(state.contact.get("id", "")),
             enrolled_at=state.enrolled_at,
         )
-        if isinstance(command, SendMessage | PlaceCall | AssignTask):  # what the gate re-checks
+        if touch_channel(command) is not None:  # what the gate re-checks
             assert self._input is not None
             sop = self._input.plan.sop
             params.zones, params.policy = state.zones, sop.policy
             params.purpose, params.priority = sop.purpose, sop.priority
-        if isinstance(command, Record | Finish):  # bookkeeping, not a touch
+        if is_bookkeeping(command):
             await workflow.execute_activity(
                 "sopflow.record",
                 params,
@@ -184,17 +212,16 @@ class SopRun:
                 result_type=CommandResult,
                 start_to_close_timeout=timedelta(seconds=60),
                 retry_policy=EFFECT_RETRY,
+                summary=_summary(command),
             )
         except ActivityError as exc:
-            if not isinstance(command, EFFECTS_WITH_RESULT) or isinstance(
-                exc.cause, CancelledError
-            ):
+            if isinstance(exc.cause, CancelledError):
                 raise
-            # Retries exhausted (provider down, misconfigured): the touch failed, the run goes
-            # on along the SOP's failure path instead of failing as a whole.
+            # Retries exhausted (provider down, misconfigured, a template that cannot render):
+            # the command failed; the engine decides what that means (protocol.awaits_result).
             cause = exc.cause.message if isinstance(exc.cause, FailureError) else str(exc)
             result = CommandResult(status="failed", reason=f"gave up after retries: {cause}")
-        if not isinstance(command, EFFECTS_WITH_RESULT):
+        if not awaits_result(command) and result.status == "done":
             return None
         return ActionResult(
             at=workflow.now(),

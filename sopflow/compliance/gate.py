@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from sopflow.compliance.rules import Region, Rule, cap_next
 from sopflow.sop import clock
-from sopflow.sop.schema import ContactPolicy
+from sopflow.sop.schema import ContactPolicy, WindowSpec
 
 _MAX_ROUNDS = 64  # rules move the candidate forward; they agree long before this
 
@@ -39,6 +39,7 @@ class ContactFacts:
     consented: frozenset[str] = frozenset()  # channels with a consent record in force
     do_not_contact: str | None = None  # the list the number is on
     touches: Sequence[Touch] = ()
+    whatsapp_inbound_at: datetime | None = None  # the contact's last WhatsApp message to us
 
 
 @dataclass(frozen=True)
@@ -51,18 +52,24 @@ class TouchRequest:
     purpose: str = "marketing"
     priority: int = 50
     policy: ContactPolicy | None = None
+    due_within: timedelta | None = None  # a rep task's SLA, counted from `issued_at`
+    issued_at: datetime | None = None
 
 
 @dataclass(frozen=True)
 class Verdict:
     """allowed, or the rule that blocked the touch, why, and when it could go (None: never).
-    `footers`: lines the law wants appended to this message (allowed SMS only)."""
+    `footers`: lines the law wants appended to this message (allowed SMS only).
+    `due_at`: a task's due time with the SLA counted only while the SOP's and every matching
+    rule's window is open (a Florida call task at 19:50 is not due at 20:20, after the law's
+    20:00, but on the next morning)."""
 
     allowed: bool
     rule: str | None = None
     reason: str = ""
     retry_at: datetime | None = None
     footers: tuple[str, ...] = ()
+    due_at: datetime | None = None
 
 
 def _hard_block(
@@ -130,6 +137,25 @@ def _rule_next(
     return candidate, reason
 
 
+def _windows(
+    request: TouchRequest, rules: Sequence[Rule]
+) -> list[tuple[WindowSpec, clock.Calendar]]:
+    """Every window the touch must stay inside: the SOP's for its channel, then the rules'."""
+    windows = []
+    policy = request.policy
+    if policy is not None and request.channel in policy.windows:
+        windows.append((policy.windows[request.channel], clock.Calendar.from_policy(policy)))
+    windows += [w for r in rules if (w := r.window_calendar) is not None]
+    return windows
+
+
+def _due_at(request: TouchRequest, rules: Sequence[Rule]) -> datetime | None:
+    if request.due_within is None:
+        return None
+    start = request.issued_at or request.at
+    return clock.add_window_time(start, request.due_within, request.zones, _windows(request, rules))
+
+
 def _period(rule: Rule) -> str:
     assert rule.cap is not None
     hours = rule.cap.per.total_seconds() / 3600
@@ -178,5 +204,5 @@ def check_touch(request: TouchRequest, facts: ContactFacts, rules: Sequence[Rule
         return Verdict(False, first_rule, first_reason, None)
     if first_rule is None:
         footers = tuple(r.footer for r in matching if r.footer and request.channel == "sms")
-        return Verdict(True, footers=footers)
+        return Verdict(True, footers=footers, due_at=_due_at(request, matching))
     return Verdict(False, first_rule, first_reason, candidate)

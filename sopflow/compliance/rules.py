@@ -125,6 +125,11 @@ class Rule(_Strict):
         )
         return WindowSpec(hours=spec.hours, days="business" if restricted else "all"), calendar
 
+    @property
+    def window_calendar(self) -> tuple[WindowSpec, clock.Calendar] | None:
+        """The rule's window as the clock evaluates it (hours, days, calendar)."""
+        return self._window
+
     def window_next(self, at: datetime, zones: Sequence[str]) -> datetime | None:
         """The earliest moment >= at inside this rule's window in every zone."""
         if self._window is None:

@@ -15,12 +15,12 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AwareDatetime, BaseModel, Field
 from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.exceptions import FailureError
 from temporalio.service import RPCError, RPCStatusCode
 
 from sopflow.compliance.adherence import Grouping
 from sopflow.compliance.rules import Rule
 from sopflow.enrolment import (
-    MAX_CONTACT_ID,
     Enrolment,
     normalise_contact,
     plan_enrolments,
@@ -32,9 +32,11 @@ from sopflow.gateway.signals import signal_run, tell_runs
 from sopflow.gateway.twilio_hooks import TwilioHooks, twilio_router
 from sopflow.providers.base import Provider
 from sopflow.settings import Secret
+from sopflow.sop.schema import MAX_CONTACT_ID
 from sopflow.store.consent import ConsentBook, check_channels
 from sopflow.store.reports import Scores, parse_since, run_score_view
 from sopflow.store.repository import Store
+from sopflow.store.splits import SplitAssignments
 from sopflow.store.views import run_view
 from workflows.contracts import ContactEventSignal, ControlSignal, OutcomeAnswer, OutcomeRequest
 
@@ -90,6 +92,15 @@ class OutcomeIn(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
+def update_refusal(exc: WorkflowUpdateFailedError) -> str:
+    """Why the run refused an update, in the validator's words. str() of the Temporal failure
+    would start with the exception's class ("ValueError: step …"): internals, not a reason."""
+    cause = exc.cause
+    if isinstance(cause, FailureError) and cause.message:
+        return cause.message
+    return "the run refused the report"
+
+
 def create_app(
     store: Store,
     client_factory: ClientFactory,
@@ -104,6 +115,7 @@ def create_app(
     app = FastAPI(title="sopflow", version="0.1.0")
     consent = ConsentBook(store.engine)
     scores = Scores(store.engine)
+    splits = SplitAssignments(store.engine)
     client_lock = asyncio.Lock()
     clients: list[Client] = []
 
@@ -183,7 +195,11 @@ def create_app(
                 reason = f"the contact opted out at {opted_out_at.isoformat()}"
                 out.skipped.append(SkippedSop(sop=sop.id, reason=reason))
                 continue
-            started = await start_enrolment(client, enrolment, event.type, event.data, task_queue)
+            # Arms are fixed before the start (the run cannot read the store): balanced per split.
+            variants = await asyncio.to_thread(splits.assign, enrolment.plan, person["id"])
+            started = await start_enrolment(
+                client, enrolment, event.type, event.data, task_queue, variants
+            )
             if started.created:  # recorded now, so events that follow reach it at once
                 await asyncio.to_thread(
                     store.start_run,
@@ -272,7 +288,7 @@ def create_app(
                 "report_outcome", OutcomeRequest(**report.model_dump()), result_type=OutcomeAnswer
             )
         except WorkflowUpdateFailedError as exc:
-            raise HTTPException(422, str(exc.cause) if exc.cause else str(exc)) from None
+            raise HTTPException(422, update_refusal(exc)) from None
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 raise HTTPException(404, f"unknown run {run_id!r}") from None

@@ -8,11 +8,11 @@ zones): a moment is allowed only if it is allowed in every one of them.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from functools import cache, lru_cache
+from functools import cache, lru_cache, partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -147,24 +147,103 @@ def _next_allowed_in_zone(
     return None
 
 
-def next_allowed(
-    at: datetime, zones: Sequence[str], window: WindowSpec | None, calendar: Calendar
+def _earliest_common(
+    at: datetime, finders: Sequence[Callable[[datetime], datetime | None]]
 ) -> datetime | None:
-    """The earliest instant >= `at` inside `window` in every zone; None if there is none."""
-    if window is None:
-        return at
+    """The earliest instant >= `at` every finder allows: each moves the candidate forward to
+    its own next opening until all agree (None: one of them never allows it again)."""
     candidate = at
-    # Each zone moves the candidate forward to its own next opening; stop when all agree.
     for _ in range(64):
         moved = False
-        for zone_name in zones:
-            found = _next_allowed_in_zone(candidate, zone_name, window, calendar)
+        for find in finders:
+            found = find(candidate)
             if found is None:
                 return None
             if found != candidate:
                 candidate, moved = found, True
         if not moved:
             return candidate
+    return None
+
+
+def next_allowed(
+    at: datetime, zones: Sequence[str], window: WindowSpec | None, calendar: Calendar
+) -> datetime | None:
+    """The earliest instant >= `at` inside `window` in every zone; None if there is none."""
+    if window is None:
+        return at
+    return _earliest_common(
+        at,
+        [
+            partial(_next_allowed_in_zone, zone_name=z, window=window, calendar=calendar)
+            for z in zones
+        ],
+    )
+
+
+def _open_until_in_zone(
+    at: datetime, zone_name: str, window: WindowSpec, calendar: Calendar
+) -> datetime:
+    """When the window range holding `at` closes in one zone (`at` must be allowed there)."""
+    local = to_local(at, zone_name)
+    for start, end in window.hours:
+        if start <= local.time() < end:
+            return local_instant(local.date(), end, zone_name)
+    return at  # not inside a range: nothing is left of it
+
+
+def open_until(
+    at: datetime, zones: Sequence[str], windows: Sequence[tuple[WindowSpec, Calendar]]
+) -> datetime:
+    """The end of the stretch of allowed time that starts at `at` (allowed in every window and
+    zone): ranges that touch (09:00-13:00, 13:00-18:00) count as one stretch."""
+    end = at
+    for _ in range(_HORIZON_DAYS * 4):
+        closes = [
+            _open_until_in_zone(end, zone_name, window, calendar)
+            for window, calendar in windows
+            for zone_name in zones
+        ]
+        if not closes:
+            return datetime.max.replace(tzinfo=UTC)
+        nearest = min(closes)
+        if nearest <= end or next_allowed_in_all(nearest, zones, windows) != nearest:
+            return max(nearest, end)
+        end = nearest
+    return end
+
+
+def next_allowed_in_all(
+    at: datetime, zones: Sequence[str], windows: Sequence[tuple[WindowSpec, Calendar]]
+) -> datetime | None:
+    """The earliest instant >= `at` inside every window (each with its own calendar)."""
+    return _earliest_common(
+        at, [partial(next_allowed, zones=zones, window=w, calendar=c) for w, c in windows]
+    )
+
+
+def add_window_time(
+    start: datetime,
+    duration: timedelta,
+    zones: Sequence[str],
+    windows: Sequence[tuple[WindowSpec, Calendar]],
+) -> datetime | None:
+    """`duration` of allowed time counted from `start`: the clock stops outside the windows.
+    A 15-minute task at 17:55 with hours 09:00-18:00 is due at 09:10 on the next allowed day,
+    so a rep who is on time never has to work outside the window. None: the window never
+    opens again."""
+    if not windows:
+        return start + duration
+    at, remaining = start, duration
+    for _ in range(_HORIZON_DAYS * 4):
+        opened = next_allowed_in_all(at, zones, windows)
+        if opened is None:
+            return None
+        closes = open_until(opened, zones, windows)
+        if opened + remaining <= closes:
+            return opened + remaining
+        remaining -= closes - opened
+        at = closes
     return None
 
 

@@ -2,7 +2,8 @@
 
 It is the only implementation of SOP semantics. The Temporal workflow and the simulator
 both drive it, so what the preview shows is what production does. No I/O, no clock (time
-arrives on every event), no randomness (A/B splits hash the contact id).
+arrives on every event), no randomness (A/B splits take the arm assigned at enrolment, else
+hash the contact id: sopflow/sop/splits.py).
 
 Shell contract:
 - carry out the commands in order; SendMessage / PlaceCall / AssignTask each need an
@@ -13,13 +14,12 @@ Shell contract:
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from sopflow.errors import InvalidContactError, InvalidEventError
-from sopflow.sop import clock, touches
+from sopflow.sop import clock, splits, touches
 from sopflow.sop.conditions import all_hold
 from sopflow.sop.plan import Plan
 from sopflow.sop.protocol import (
@@ -68,8 +68,10 @@ def start(
     at: datetime,
     trigger: str = "",
     trigger_data: Mapping[str, Any] | None = None,
+    variants: Mapping[str, str] | None = None,
 ) -> Transition:
-    """Enrol a contact: the run enters the first step at `at`. The trigger event is `event`."""
+    """Enrol a contact: the run enters the first step at `at`. The trigger event is `event`.
+    `variants`: split step -> arm assigned at enrolment (the store's balanced blocks)."""
     at = utc(at)
     state = RunState(
         sop=plan.sop.id,
@@ -80,6 +82,7 @@ def start(
         enrolled_at=at,
         now=at,
         last_event={"type": trigger, "data": dict(trigger_data or {})},
+        assigned_variants=dict(variants or {}),
     )
     run = Run(plan, state)
     run.record(plan.sop.steps[0].id, "enrolled", zones=state.zones, version=plan.sop.version)
@@ -93,7 +96,9 @@ def handle(plan: Plan, state: RunState, event: Event) -> Transition:
         raise InvalidEventError(f"run is pinned to plan {state.digest}, not {plan.digest}")
     run = Run(plan, state.model_copy(deep=True))
     run.state.now = max(run.state.now, utc(event.at))
-    if run.state.finished:
+    if isinstance(event, ActionResult) and event.key != state.pending:
+        touches.on_result(run, event)  # a failed escalation or enrolment: recorded, even at the end
+    elif run.state.finished:
         run.record(state.step or "", "ignored", reason="run already finished", event=event.type)
     elif isinstance(event, Control):
         run.on_control(event)
@@ -145,19 +150,6 @@ def entry_matches(
     entry = plan.sop.entry
     scope = {"contact": contact, "event": {**data, "type": event_type}}
     return event_type in entry.events and all_hold(entry.conditions, scope)
-
-
-def split_variant(plan: Plan, step: SplitStep, contact_id: str) -> str:
-    """Deterministic per contact: the same contact always lands in the same variant."""
-    seed = f"{plan.sop.id}:{step.id}:{contact_id}".encode()
-    bucket = int.from_bytes(hashlib.sha256(seed).digest()[:8], "big") % sum(
-        v.weight for v in step.variants
-    )
-    for variant in step.variants:
-        if bucket < variant.weight:
-            return variant.name
-        bucket -= variant.weight
-    raise AssertionError("unreachable: buckets cover the total weight")
 
 
 class Run:
@@ -252,6 +244,7 @@ class Run:
         state.visits[target] = state.visits.get(target, 0) + 1
         state.step_started[target] = self.now
         state.planned_at, state.attempt, state.followup, state.slots = self.now, 0, None, []
+        state.attempts_made = 0
         state.due_at, state.overdue_recorded, state.escalation_level = None, False, 0
         state.pending, state.awaiting_events, state.wake_at = None, [], None
         try:
@@ -277,9 +270,10 @@ class Run:
         elif isinstance(step, BranchStep):
             self._branch(step)
         elif isinstance(step, SplitStep):
-            variant = split_variant(self.plan, step, str(state.contact.get("id", "")))
+            contact_id = str(state.contact.get("id", ""))
+            variant, how = splits.choose(self.plan, step, contact_id, state.assigned_variants)
             state.variants[step.id] = variant
-            self.record(step.id, "variant", variant=variant)
+            self.record(step.id, "variant", variant=variant, **how)
             self.goto(next(v.goto for v in step.variants if v.name == variant))
         elif isinstance(step, EnrollStep):
             self.commands.append(

@@ -6,8 +6,8 @@ in its history and the simulator can print it. Add fields; never remove or renam
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal, assert_never
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -120,6 +120,9 @@ class AssignTask(_Command):
     attempt: int
     context: dict[str, Any]
     channel: Channel | None = Field(None, description="the window the rep works in, e.g. call")
+    due_within: timedelta | None = Field(
+        None, description="the SLA as written; due_at counts it in allowed time only"
+    )
 
 
 class Escalate(_Command):
@@ -145,11 +148,41 @@ class UpdateContact(_Command):
     context: dict[str, Any]
 
 
+# Everything the engine writes down besides commands with side effects. Closed: the scorer, the
+# store and the CLI read these names, so a new one is added here and handled there.
+RecordAction = Literal[
+    "enrolled",
+    "deferred",  # a touch waits for its window or a rule (until)
+    "skipped",  # a touch outside its window under outside_window: skip
+    "blocked",  # the gate refused a touch for good (opt-out, list, consent)
+    "failed",  # a touch the provider refused or that could not be rendered
+    "effect_failed",  # a rep notice, escalation, enrolment or update that could not be done
+    "ignored",
+    "outcome",
+    "overdue",
+    "expired",
+    "timeout",
+    "branch",
+    "variant",
+    "wait_past",
+    "slot_missed",
+    "slot_shifted",
+    "ladder_exhausted",
+    "interrupt",
+    "event",
+    "paused",
+    "resumed",
+    "cancelled",
+    "error",
+    "provider_status",
+]
+
+
 class Record(_Command):
     """Something to write down that needs no side effect: deferral, outcome, branch, timeout…"""
 
     kind: Literal["record"] = "record"
-    action: str
+    action: RecordAction
     detail: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -169,7 +202,50 @@ Command = Annotated[
     | Finish,
     Field(discriminator="kind"),
 ]
-EFFECTS_WITH_RESULT = (SendMessage, PlaceCall, AssignTask)
+
+
+def awaits_result(command: Command) -> bool:
+    """The result contract: a send, call or task holds the run until its ActionResult arrives
+    (the engine routes done / blocked / failed). Any other effect (escalation, enrolment, contact
+    update) does not hold the run; a shell reports it only when it failed, and the engine records
+    that as `effect_failed`. Records and the finish are bookkeeping with no result at all."""
+    match command:
+        case SendMessage() | PlaceCall() | AssignTask():
+            return True
+        case Escalate() | EnrollContact() | UpdateContact() | Record() | Finish():
+            return False
+        case _:
+            assert_never(command)
+
+
+def is_bookkeeping(command: Command) -> bool:
+    """Records and the finish: written down, never performed."""
+    match command:
+        case Record() | Finish():
+            return True
+        case SendMessage() | PlaceCall() | AssignTask() | Escalate() | EnrollContact():
+            return False
+        case UpdateContact():
+            return False
+        case _:
+            assert_never(command)
+
+
+def touch_channel(command: Command) -> Channel | None:
+    """The channel through which a command reaches the contact; None: not a touch. A rep task
+    with a channel is a touch too (the rep will call or text the lead)."""
+    match command:
+        case SendMessage():
+            return command.channel
+        case PlaceCall():
+            return "call"
+        case AssignTask():
+            return command.channel
+        case Escalate() | EnrollContact() | UpdateContact() | Record() | Finish():
+            return None
+        case _:
+            assert_never(command)
+
 
 Phase = Literal[
     "deferred",  # a touch waits for its window (wake_at)
@@ -202,6 +278,9 @@ class RunState(BaseModel):
     step_started: dict[str, AwareDatetime] = Field(default_factory=dict)
     planned_at: AwareDatetime | None = None
     attempt: int = 0
+    attempts_made: int = Field(
+        0, description="ladder: attempts whose touch went out (`attempt` is the slot index)"
+    )
     followup: int | None = Field(None, description="ladder: index of the follow-up being sent")
     slots: list[AwareDatetime] = Field(default_factory=list)
     due_at: AwareDatetime | None = None
@@ -210,6 +289,10 @@ class RunState(BaseModel):
     last_outcome: str | None = None
     last_event: dict[str, Any] = Field(default_factory=dict)
     variants: dict[str, str] = Field(default_factory=dict)
+    assigned_variants: dict[str, str] = Field(
+        default_factory=dict,
+        description="split step -> arm assigned at enrolment (balanced); `variants` is what was taken",
+    )
     result: str | None = None
     transitions: int = 0
     paused: bool = Field(False, description="a paused run acts on no timer until resumed")

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, assert_never
 
 from sopflow.sop.protocol import (
     AssignTask,
     Command,
     EnrollContact,
+    Escalate,
+    Finish,
     PlaceCall,
+    Record,
     SendMessage,
     UpdateContact,
 )
@@ -30,17 +33,25 @@ def render_command(command: Command, rep: Mapping[str, Any], run_id: str) -> dic
     def one(source: str) -> str:
         return render(source, context, command.step)
 
-    if isinstance(command, SendMessage):
-        if command.template is None:
-            return {"text": one(command.body)}
-        variables = {name: one(value) for name, value in command.template.variables.items()}
-        return {"text": one(command.body), "variables": variables}
-    if isinstance(command, PlaceCall):
-        return {"script": one(command.script)}
-    if isinstance(command, AssignTask):
-        return {"instructions": one(command.instructions)}
-    if isinstance(command, EnrollContact):
-        return {"data": {key: one(value) for key, value in command.data.items()}}
-    if isinstance(command, UpdateContact):
-        return {"target": one(command.target), "set": {k: one(v) for k, v in command.set.items()}}
-    return {}
+    match command:
+        case SendMessage():
+            if command.template is None:
+                return {"text": one(command.body)}
+            variables = {k: one(v) for k, v in command.template.variables.items()}
+            return {"text": one(command.body), "variables": variables}
+        case PlaceCall():
+            return {"script": one(command.script)}
+        case AssignTask():
+            return {"instructions": one(command.instructions)}
+        case EnrollContact():
+            return {"data": {key: one(value) for key, value in command.data.items()}}
+        case UpdateContact():
+            return {
+                "target": one(command.target),
+                "set": {k: one(v) for k, v in command.set.items()},
+                "add_tags": list(command.add_tags),
+            }
+        case Escalate() | Record() | Finish():
+            return {}
+        case _:
+            assert_never(command)

@@ -9,13 +9,25 @@ from __future__ import annotations
 
 import heapq
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, assert_never
 
+from sopflow.compliance.gate import ContactFacts, Touch
+from sopflow.compliance.preflight import (
+    Refused,
+    RunFacts,
+    clear,
+    facts_lookback,
+    judge,
+    refusal,
+    touch_request,
+)
+from sopflow.compliance.rules import Rule
 from sopflow.errors import InvalidContactError, SopflowError
-from sopflow.sop import clock, engine
+from sopflow.sop import clock, engine, splits
 from sopflow.sop.plan import Plan
 from sopflow.sop.protocol import (
     ActionResult,
@@ -33,17 +45,13 @@ from sopflow.sop.protocol import (
     SendMessage,
     Tick,
     UpdateContact,
+    awaits_result,
+    is_bookkeeping,
 )
-from sopflow.sop.rendering import render_command
+from sopflow.sop.rep_view import SAMPLE_REP
+from sopflow.sop.schema import TaskSpec, step_action, step_outcomes
 from sopflow.sop.values import parse_duration
 
-SAMPLE_REP = {
-    "id": "rep-1",
-    "name": "Sam Rivera",
-    "first_name": "Sam",
-    "phone": "+12125550199",
-    "email": "sam@example.com",
-}
 DEFAULT_TASK_DELAY = timedelta(minutes=5)
 _HORIZON = timedelta(days=800)
 _MAX_INPUTS = 20_000
@@ -97,6 +105,8 @@ class Simulation:
     state: RunState
     inputs: int = 0  # events fed to the engine after the start
     commands: list[Command] = field(default_factory=list)  # as the engine issued them
+    touches: list[Touch] = field(default_factory=list)  # what reached the contact (for caps)
+    dropped: list[str] = field(default_factory=list)  # scripted outcomes not applied, and why
 
     @property
     def result(self) -> str | None:
@@ -120,6 +130,47 @@ class Simulation:
             ],
             "result": self.state.result,
         }
+
+
+def check_script(plan: Plan, script: Script) -> None:
+    """Refuse, before anything runs, outcomes production would refuse whenever they came: an
+    unknown step, a step that takes no outcome, an outcome the step does not list, or one
+    without the data it requires (e.g. a booking's appointment)."""
+    problems = []
+    for step_id, queue in script.outcomes.items():
+        if not plan.has_step(step_id):
+            problems.append(f"--outcome names unknown step {step_id!r} in {plan.sop.id}")
+            continue
+        step = plan.step(step_id)
+        allowed = step_outcomes(step)
+        if not allowed:
+            problems.append(f"step {step_id!r} is a {step.kind} step: it takes no outcome")
+            continue
+        for scripted in queue:
+            if scripted.outcome not in allowed:
+                problems.append(
+                    f"outcome {scripted.outcome!r} is not allowed for step {step_id!r} "
+                    f"(allowed: {', '.join(allowed)})"
+                )
+                continue
+            action = step_action(step)
+            needed = (
+                action.outcome_fields.get(scripted.outcome, [])
+                if isinstance(action, TaskSpec)
+                else []
+            )
+            missing = [n for n in needed if scripted.data.get(n) in (None, "")]
+            if missing:
+                problems.append(
+                    f"outcome {scripted.outcome!r} of step {step_id!r} needs "
+                    f"{', '.join(missing)}: add :{'=…,'.join(missing)}=… to the --outcome"
+                )
+    if script.default_outcome is not None and not any(
+        script.default_outcome in step_outcomes(s) for s in plan.sop.steps
+    ):
+        problems.append(f"--default-outcome {script.default_outcome!r} is no step's outcome")
+    if problems:
+        raise SopflowError("\n".join(problems))
 
 
 def parse_outcome_arg(text: str) -> tuple[str, ScriptedOutcome]:
@@ -202,9 +253,15 @@ def simulate(
     start: datetime,
     script: Script | None = None,
     zones: list[str] | None = None,
+    variants: Mapping[str, str] | None = None,
+    rules: Sequence[Rule] = (),
+    facts: ContactFacts | None = None,
 ) -> Simulation:
-    """Run the plan for one contact from `start` until it finishes (or two years pass)."""
+    """Run the plan for one contact from `start` until it finishes (or two years pass).
+    `variants`: split step -> arm, as production assigns at enrolment; else the hash decides."""
+    assigned = splits.check_assignment(plan, variants or {})
     script = script or Script()
+    check_script(plan, script)
     script = Script(
         {k: list(v) for k, v in script.outcomes.items()},
         script.default_outcome,
@@ -214,7 +271,7 @@ def simulate(
     if zones is None:
         zones, _ = clock.contact_zones(contact, plan.sop.policy.timezone)
     trigger = plan.sop.entry.events[0]
-    transition = engine.start(plan, contact, zones, start, trigger=trigger)
+    transition = engine.start(plan, contact, zones, start, trigger=trigger, variants=assigned)
     sim = Simulation(plan, dict(contact), zones, [], transition.state)
     inbox: list[tuple[datetime, int, int, Event]] = []  # (at, priority, seq, event)
     seq = 0
@@ -229,15 +286,23 @@ def simulate(
             ContactEvent(at=start + scripted.offset, name=scripted.name, data=dict(scripted.data)),
             1,
         )
-    commands = transition.commands
+    todo: deque[Command] = deque(transition.commands)
+    run = RunFacts(plan.sop.id, zones, plan.sop.policy, plan.sop.purpose, plan.sop.priority)
+    facts = facts or ContactFacts()  # consent, opt-outs, lists as production's store would say
     for _ in range(_MAX_INPUTS):
-        for command in commands:
+        # As the workflow does: each command is carried out and its result handed to the engine
+        # before the next command, so both shells make the same engine calls in the same order.
+        while todo:
+            command = todo.popleft()
             sim.commands.append(command)
-            sim.timeline.append(_entry(command))
-            if isinstance(command, SendMessage | PlaceCall | AssignTask):
-                push(ActionResult(at=command.at, key=command.key, status="done"), 0)
-            if isinstance(command, PlaceCall | AssignTask):  # only these wait for an outcome
-                planned = script.next_outcome(command.step)
+            answer = _carry_out(command, run, rules, facts, sim)
+            if answer is None:
+                continue
+            transition = engine.handle(plan, sim.state, answer)
+            sim.state = transition.state
+            todo.extend(transition.commands)
+            if answer.status == "done" and isinstance(command, PlaceCall | AssignTask):
+                planned = script.next_outcome(command.step)  # only these wait for an outcome
                 if planned is not None:
                     delay = planned.delay if planned.delay is not None else script.delay
                     push(
@@ -245,7 +310,9 @@ def simulate(
                             at=command.at + delay,
                             step=command.step,
                             outcome=planned.outcome,
-                            actor="rep-1" if isinstance(command, AssignTask) else "carrier",
+                            actor=SAMPLE_REP["id"]
+                            if isinstance(command, AssignTask)
+                            else "carrier",
                             data=dict(planned.data),
                         ),
                         1,
@@ -261,63 +328,106 @@ def simulate(
             break  # waiting for something the script never provides
         if event.at - start > _HORIZON:
             break
-        if isinstance(event, OutcomeReported) and engine.outcome_problem(
-            plan, state, event.step, event.outcome, event.data
-        ):
-            sim.timeline.append(
-                TimelineEntry(
-                    event.at,
-                    event.step,
-                    "outcome_dropped",
-                    {"outcome": event.outcome, "reason": "the step no longer waits"},
-                )
+        problem = (
+            engine.outcome_problem(plan, state, event.step, event.outcome, event.data)
+            if isinstance(event, OutcomeReported)
+            else None
+        )
+        if isinstance(event, OutcomeReported) and problem:
+            # Production rejects such a report (the API answers 409/422 with this reason).
+            detail = {"outcome": event.outcome, "reason": problem}
+            sim.timeline.append(TimelineEntry(event.at, event.step, "outcome_dropped", detail))
+            sim.dropped.append(
+                f"{event.step}={event.outcome} at {event.at:%Y-%m-%d %H:%M}: {problem}"
             )
-            commands = []  # nothing new happened: the last transition's commands are done
             continue
         transition = engine.handle(plan, state, event)
-        sim.state, commands = transition.state, transition.commands
+        sim.state = transition.state
+        todo.extend(transition.commands)
         sim.inputs += 1
+    for step, queue in script.outcomes.items():
+        sim.dropped += [f"{step}={o.outcome}: never used, the run did not reach it" for o in queue]
     return sim
 
 
-def _rendered(command: Command) -> dict[str, Any]:
-    try:
-        return render_command(command, SAMPLE_REP, "sim-run")
-    except SopflowError as exc:
-        return {"error": f"not rendered: {exc}"}
+def _carry_out(
+    command: Command,
+    run: RunFacts,
+    rules: Sequence[Rule],
+    facts: ContactFacts,
+    sim: Simulation,
+) -> ActionResult | None:
+    """What production's activity does with a command (sopflow.compliance.preflight), with the
+    simulation's own touches as the contact's history; sends always go through."""
+    if is_bookkeeping(command):
+        sim.timeline.append(_entry(command, {}))
+        return None
+    verdict = None
+    request = touch_request(command, run, command.at)
+    if request is not None:
+        since = command.at - facts_lookback(request, rules)
+        history = [t for t in sim.touches if t.at > since]
+        facts = replace(facts, touches=[*facts.touches, *history])
+        verdict = judge(request, facts, rules)
+        if not verdict.allowed:
+            refused = refusal(verdict)
+            return ActionResult(
+                at=command.at,
+                key=command.key,
+                status=refused.status,
+                reason=refused.reason,
+                retry_at=refused.retry_at,
+                detail=refused.detail,
+            )
+    ready = clear(command, verdict, SAMPLE_REP, "sim-run", facts)
+    if isinstance(ready, Refused):
+        return ActionResult(
+            at=command.at,
+            key=command.key,
+            status="failed",
+            reason=ready.reason,
+            detail=ready.detail,
+        )
+    sim.timeline.append(_entry(ready.command, ready.rendered))
+    if request is not None:
+        sim.touches.append(Touch(command.at, request.channel, run.sop))
+    if not awaits_result(command):
+        return None
+    return ActionResult(at=command.at, key=command.key, status="done", detail=ready.detail)
 
 
-def _entry(command: Command) -> TimelineEntry:
+def _entry(command: Command, rendered: Mapping[str, Any]) -> TimelineEntry:
     detail: dict[str, Any]
     action: str
-    if isinstance(command, Record):
-        action, detail = command.action, dict(command.detail)
-    elif isinstance(command, SendMessage):
-        action, detail = command.channel, _rendered(command)
-    elif isinstance(command, PlaceCall):
-        action, detail = "call", _rendered(command)
-    elif isinstance(command, AssignTask):
-        action = "assign"
-        detail = {
-            "title": command.title,
-            "assign": command.assign.model_dump(exclude_none=True),
-            "due_at": command.due_at.isoformat(),
-            "attempt": command.attempt,
-        }
-    elif isinstance(command, Escalate):
-        action = command.action
-        detail = {"level": command.level, "due_at": command.due_at.isoformat()}
-        if command.to:
-            detail["to"] = command.to.model_dump(exclude_none=True)
-    elif isinstance(command, EnrollContact):
-        action = "enroll"
-        detail = {"sop": command.sop, **_rendered(command)}
-    elif isinstance(command, UpdateContact):
-        action = "update"
-        detail = {**_rendered(command), "add_tags": command.add_tags}
-    else:
-        assert isinstance(command, Finish)
-        action, detail = "end", {"result": command.result}
+    match command:
+        case Record():
+            action, detail = command.action, dict(command.detail)
+        case SendMessage():
+            action, detail = command.channel, dict(rendered)
+        case PlaceCall():
+            action, detail = "call", dict(rendered)
+        case AssignTask():
+            action = "assign"
+            detail = {
+                "title": command.title,
+                "assign": command.assign.model_dump(exclude_none=True),
+                "due_at": command.due_at.isoformat(),
+                "attempt": command.attempt,
+            }
+        case Escalate():
+            action = command.action
+            detail = {"level": command.level, "due_at": command.due_at.isoformat()}
+            if command.to:
+                detail["to"] = command.to.model_dump(exclude_none=True)
+        case EnrollContact():
+            action = "enroll"
+            detail = {"sop": command.sop, **rendered}
+        case UpdateContact():
+            action, detail = "update", dict(rendered)
+        case Finish():
+            action, detail = "end", {"result": command.result}
+        case _:
+            assert_never(command)
     if (
         isinstance(command, SendMessage | PlaceCall | AssignTask)
         and command.planned_at != command.at

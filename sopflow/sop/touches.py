@@ -124,7 +124,7 @@ def _issue_touch(run: Run) -> None:
             )
         else:
             assert isinstance(action, TaskSpec)
-            state.due_at = run.now + action.due_within
+            state.due_at = task_due(run, action)
             command = AssignTask(
                 at=run.now,
                 step=step.id,
@@ -137,10 +137,22 @@ def _issue_touch(run: Run) -> None:
                 attempt=max(state.attempt, 1),
                 context=run.context(),
                 channel=action.channel,
+                due_within=action.due_within,
             )
     state.pending = command.key
     run.commands.append(command)
     run.wait("awaiting_result", None)
+
+
+def task_due(run: Run, action: TaskSpec) -> datetime:
+    """The SLA counted in the task's window only (clock.add_window_time): a task issued near
+    closing time is due after the window reopens, never outside it. The gate may move it later
+    still for the law's windows; the engine then takes the gate's due time (on_result)."""
+    policy = run.plan.sop.policy
+    window = policy.windows.get(action.channel) if action.channel else None
+    windows = [(window, run.calendar)] if window is not None else []
+    due = clock.add_window_time(run.now, action.due_within, run.state.zones, windows)
+    return due if due is not None else run.now + action.due_within
 
 
 def touch_did_not_happen(run: Run, outcome: str) -> None:
@@ -155,15 +167,22 @@ def touch_did_not_happen(run: Run, outcome: str) -> None:
 
 
 def on_result(run: Run, event: ActionResult) -> None:
-    state, step = run.state, run.step
+    state = run.state
     if state.pending != event.key:
-        run.record(
-            state.step or "",
-            "ignored",
-            reason="result for a command not awaited",
-            key=event.key,
-        )
+        # A command that does not hold the run (escalation, enrolment, update) reports only its
+        # failure: written down for the audit, the run goes on (see protocol.awaits_result).
+        step_id = event.key.split(":", 1)[0]
+        if event.status == "failed":
+            run.record(step_id, "effect_failed", key=event.key, reason=event.reason, **event.detail)
+        else:
+            run.record(
+                state.step or "",
+                "ignored",
+                reason="result for a command not awaited",
+                key=event.key,
+            )
         return
+    step = run.step
     state.pending = None
     if event.status == "blocked":
         if event.retry_at is not None and run.plan.sop.policy.outside_window == "defer":
@@ -196,6 +215,8 @@ def on_result(run: Run, event: ActionResult) -> None:
         action = step_action(step)
         if isinstance(action, CallSpec):  # the carrier reports the result by then
             state.due_at = run.now + action.result_timeout
+        elif "due_at" in event.detail:  # the gate counted the SLA in the law's windows too
+            state.due_at = datetime.fromisoformat(str(event.detail["due_at"]))
         _await_outcome(run)
 
 
@@ -277,12 +298,15 @@ def on_outcome(
     )
     state.wake_at, state.pending = None, None
     if isinstance(step, LadderStep):
+        # The touch went out only if the run was awaiting its outcome: a skipped, blocked or
+        # failed one comes here through touch_did_not_happen in another phase (see _next_slot).
+        made = state.phase == "awaiting_outcome"
+        if made:
+            state.attempts_made += 1
         if outcome in step.stop_on:
             run.goto(step.on_outcome.get(outcome) or run.plan.next_of(step.id))
             return
-        index = next(
-            (i for i, f in enumerate(step.followups) if f.after_attempt == state.attempt), None
-        )
+        index = _followup_due(step, state.attempts_made if made else None, state.attempt)
         if index is not None:
             state.followup, state.planned_at = index, run.now
             try_touch(run)
@@ -323,15 +347,75 @@ def _next_slot(run: Run, step: LadderStep) -> None:
             False,
             0,
         )
-        if slot > run.now:
-            run.wait("waiting", slot)
+        if slot >= run.now - SLOT_GRACE:  # late by a timer's latency is not missed
+            run.wait("waiting", max(slot, run.now))
+            return
+        if step.missed_slot == "shift":
+            _shift_slots(run, step)
+            run.wait("waiting", state.planned_at)
             return
         if step.missed_slot == "run_now":
+            # The previous touch's phase must not pass for this one's (on_outcome counts an
+            # attempt as made only when the run was awaiting its outcome).
+            state.phase = "waiting"
             try_touch(run)
             return
         run.record(step.id, "slot_missed", attempt=state.attempt, slot=slot.isoformat())
     run.record(step.id, "ladder_exhausted", attempts=len(state.slots))
     run.goto(step.on_exhausted or run.plan.next_of(step.id))
+
+
+# A slot reached this late still runs (at once): the previous attempt's expiry timer may fire
+# seconds after a slot at the same instant, and that must not cost the lead a day or an attempt.
+SLOT_GRACE = timedelta(minutes=10)
+# Looking this many days past the first day a shifted slot is ahead for one its window allows.
+_SHIFT_SEARCH_DAYS = 14
+
+
+def _shift_slots(run: Run, step: LadderStep) -> None:
+    """`missed_slot: shift`: the slot now due is past; move it and every later slot by the same
+    whole days, to the first day its listed local time is ahead and inside the attempt's window
+    (so the window does not defer it a second time), else the first day it is ahead. Slots are
+    rebuilt from local dates and listed times, so they keep their local time across DST."""
+    state, zone_name = run.state, run.state.zones[0]
+    index = state.attempt - 1
+
+    def moved(i: int, days: int) -> datetime:
+        day = clock.to_local(state.slots[i], zone_name).date() + timedelta(days=days)
+        return clock.local_instant(day, step.slots[i].at, zone_name)
+
+    today = clock.to_local(run.now, zone_name).date()
+    ahead = max(1, (today - clock.to_local(state.slots[index], zone_name).date()).days)
+    if moved(index, ahead) < run.now:
+        ahead += 1
+    channel = _touch_channel(run)
+    window = run.plan.sop.policy.windows.get(channel) if channel else None  # type: ignore[call-overload]
+    days = ahead  # if the window never allows the listed time, it defers the slot as usual
+    for candidate in range(ahead, ahead + _SHIFT_SEARCH_DAYS):
+        at = moved(index, candidate)
+        if window is None or clock.next_allowed(at, state.zones, window, run.calendar) == at:
+            days = candidate
+            break
+    run.record(
+        step.id,
+        "slot_shifted",
+        attempt=state.attempt,
+        slot=state.slots[index].isoformat(),
+        to=moved(index, days).isoformat(),
+        days=days,
+        reason="the slot passed before the ladder reached it",
+    )
+    state.slots[index:] = [moved(i, days) for i in range(index, len(state.slots))]
+    state.planned_at = state.slots[index]
+
+
+def _followup_due(step: LadderStep, made: int | None, slot: int) -> int | None:
+    """The follow-up to send now: after the `made`-th attempt made (None: this one was not),
+    or, for plans compiled before attempts made were counted, after slot number `slot`."""
+    count = slot if step.followups_count == "slots" else made
+    if count is None:
+        return None
+    return next((i for i, f in enumerate(step.followups) if f.after_attempt == count), None)
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, select
@@ -33,14 +33,20 @@ from sopflow.store.models import (
     WhatsAppSession,
 )
 
-WHATSAPP_SESSION = timedelta(hours=24)  # WhatsApp's customer-service window
-
 
 class VersionConflictError(SopflowError):
     def __init__(self, sop_id: str, version: int) -> None:
         super().__init__(
             f"{sop_id} v{version} is already deployed with different content: bump `version`"
         )
+
+
+class DeployConflicts(SopflowError):
+    """Some plans of an all-or-nothing deploy reuse a version: (index in the batch, error)."""
+
+    def __init__(self, conflicts: list[tuple[int, VersionConflictError]]) -> None:
+        self.conflicts = conflicts
+        super().__init__("; ".join(str(error) for _, error in conflicts))
 
 
 @dataclass(frozen=True)
@@ -134,27 +140,46 @@ class Store:
     def deploy(self, plan: Plan) -> Deployment:
         """Store a compiled SOP. The same digest again is a no-op; a reused version number with
         different content is refused, so a version always means one plan."""
-        sop = plan.sop
-        with Session(self.engine) as session, session.begin():
-            existing = session.scalars(
-                select(SopVersion).where(
-                    SopVersion.sop_id == sop.id, SopVersion.version == sop.version
-                )
-            ).first()
-            if existing is not None:
-                if existing.digest != plan.digest:
-                    raise VersionConflictError(sop.id, sop.version)
-                return Deployment(sop.id, sop.version, plan.digest, created=False)
-            session.add(
-                SopVersion(
-                    sop_id=sop.id,
-                    version=sop.version,
-                    digest=plan.digest,
-                    plan=plan.model_dump(mode="json", by_alias=True),
-                    deployed_at=_now(),
-                )
-            )
-        return Deployment(sop.id, sop.version, plan.digest, created=True)
+        try:
+            return self.deploy_all([plan])[0]
+        except DeployConflicts as exc:
+            raise exc.conflicts[0][1] from None
+
+    def deploy_all(self, plans: Sequence[Plan]) -> list[Deployment]:
+        """Store every plan in one transaction, or none (deploy's rule for each). Raises
+        DeployConflicts naming every plan whose version is taken by other content."""
+        done: list[Deployment] = []
+        conflicts: list[tuple[int, VersionConflictError]] = []
+        try:
+            with Session(self.engine) as session, session.begin():
+                for index, plan in enumerate(plans):
+                    sop = plan.sop
+                    digest = session.scalars(
+                        select(SopVersion.digest).where(
+                            SopVersion.sop_id == sop.id, SopVersion.version == sop.version
+                        )
+                    ).first()
+                    if digest is None:
+                        session.add(
+                            SopVersion(
+                                sop_id=sop.id,
+                                version=sop.version,
+                                digest=plan.digest,
+                                plan=plan.model_dump(mode="json", by_alias=True),
+                                deployed_at=_now(),
+                            )
+                        )
+                        session.flush()  # a plan given twice in one batch is a conflict too
+                    elif digest != plan.digest:
+                        conflicts.append((index, VersionConflictError(sop.id, sop.version)))
+                    done.append(Deployment(sop.id, sop.version, plan.digest, digest is None))
+                if conflicts:
+                    raise DeployConflicts(conflicts)  # leaving the block rolls everything back
+        except IntegrityError:
+            raise SopflowError(
+                "another deploy stored one of these versions at the same moment: deploy again"
+            ) from None
+        return done
 
     def latest_plan(self, sop_id: str) -> Plan:
         with Session(self.engine) as session:
@@ -199,6 +224,26 @@ class Store:
                 k: v for k, v in contact.items() if k not in ("id", "phone", "timezone", "owner")
             }
             row.updated_at = _now()
+
+    def update_contact(
+        self, contact_id: str, changes: dict[str, Any], add_tags: list[str] | None = None
+    ) -> None:
+        """An SOP's update step: merge fields and tags into the contact (created if unknown).
+        phone, timezone and owner have columns of their own; the rest lives in `fields`."""
+        with Session(self.engine) as session, session.begin():
+            row = session.get(Contact, contact_id)
+            if row is None:
+                row = Contact(id=contact_id, fields={}, updated_at=_now())
+                session.add(row)
+            fields = dict(row.fields or {})
+            for name, value in changes.items():
+                if name in ("phone", "timezone", "owner"):
+                    setattr(row, name, value or None)
+                elif name != "id":
+                    fields[name] = value
+            tags = list(fields.get("tags") or [])
+            fields["tags"] = tags + [t for t in add_tags or [] if t not in tags]
+            row.fields, row.updated_at = fields, _now()
 
     def contact(self, contact_id: str) -> Contact | None:
         with Session(self.engine, expire_on_commit=False) as session:
@@ -437,11 +482,14 @@ class Store:
             elif at > row.last_inbound_at:
                 row.last_inbound_at = at
 
-    def whatsapp_session_open(self, phone: str, at: datetime) -> bool:
-        """Did the number write to us on WhatsApp in the 24 hours before `at`?"""
+    def whatsapp_inbound_at(self, phone: str) -> datetime | None:
+        """When the number last wrote to us on WhatsApp (its 24-hour session: preflight)."""
         with Session(self.engine) as session:
             row = session.get(WhatsAppSession, phone)
-            return row is not None and at - WHATSAPP_SESSION < row.last_inbound_at <= at
+            if row is None:
+                return None
+            at = row.last_inbound_at
+            return at if at.tzinfo else at.replace(tzinfo=UTC)
 
     def contacts_with_phone(self, phone: str) -> list[str]:
         with Session(self.engine) as session:

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from sopflow.compliance.rules import next_free
 from sopflow.errors import SopflowError
+from sopflow.sop.rep_view import rep_view
 from sopflow.sop.schema import AssignRule
 from sopflow.store.models import Contact, Rep, StepEvent, Team
 
@@ -37,20 +38,15 @@ class RepInfo:
     phone: str | None
     team_id: str | None
     max_tasks_per_day: int | None = None
+    email: str | None = None
 
     def template_view(self) -> dict[str, Any]:
-        """What `{{ rep.* }}` shows in templates."""
-        return {
-            "id": self.id,
-            "name": self.name,
-            "first_name": self.name.split()[0] if self.name else self.id,
-            "phone": self.phone or "",
-            "team": self.team_id or "",
-        }
+        """What `{{ rep.* }}` shows in templates (one definition: sopflow.sop.rep_view)."""
+        return rep_view(self.id, self.name, self.phone, self.email, self.team_id)
 
 
 def _info(row: Rep) -> RepInfo:
-    return RepInfo(row.id, row.name, row.phone, row.team_id, row.max_tasks_per_day)
+    return RepInfo(row.id, row.name, row.phone, row.team_id, row.max_tasks_per_day, row.email)
 
 
 class RepsAtCapacity(SopflowError):

@@ -74,6 +74,21 @@ def _call_allowed(at: datetime, zones: list[str]) -> bool:
     return True
 
 
+def _due(at: datetime, sla: timedelta, zones: list[str]) -> datetime:
+    """The SLA counted while calling is allowed (the window's bounds are whole hours), written
+    out by minutes and hours, independently of sopflow's clock."""
+    remaining = sla
+    while remaining > timedelta(0):
+        next_minute = at.replace(second=0, microsecond=0) + timedelta(minutes=1)
+        if _call_allowed(at, zones):
+            chunk = min(remaining, next_minute - at)
+            remaining -= chunk
+            at += chunk
+        else:  # closed until a whole hour at the earliest
+            at = at.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    return at
+
+
 def _sms_allowed(at: datetime, zones: list[str]) -> bool:
     return all(8 <= at.astimezone(ZoneInfo(name)).hour < 21 for name in zones)
 
@@ -98,7 +113,7 @@ def oracle(case: Case) -> Expected:
         if entry.action == "assign":
             step = entry.step
             scripted = queues[step].pop(0)
-            due = entry.at + DUE[step]
+            due = _due(entry.at, DUE[step], case.sim.zones)
             assert entry.detail["due_at"] == due.isoformat()
             reported = entry.at + (scripted.delay or timedelta(0))
             possible += 1

@@ -134,16 +134,21 @@ async def test_malformed_json_is_a_422(api: httpx.AsyncClient) -> None:
     assert response.status_code == 422
 
 
+async def awaiting_outcome(env: WorkflowEnvironment, run_id: str) -> RunState:
+    handle = env.client.get_workflow_handle(run_id)
+    for _ in range(100):
+        state = await handle.query("state", result_type=RunState)
+        if state is not None and state.phase == "awaiting_outcome":
+            return state
+        await asyncio.sleep(0.1)
+    raise AssertionError("the run never waited for an outcome")
+
+
 async def test_outcomes_are_validated_and_the_run_shows_every_step(
     api: httpx.AsyncClient, live_env: WorkflowEnvironment
 ) -> None:
     run_id = await enrol(api, "evt-9")
-    handle = live_env.client.get_workflow_handle(run_id)
-    for _ in range(100):
-        state = await handle.query("state", result_type=RunState)
-        if state is not None and state.phase == "awaiting_outcome":
-            break
-        await asyncio.sleep(0.1)
+    await awaiting_outcome(live_env, run_id)
     url = f"/api/v1/runs/{run_id}/outcomes"
     bad = await api.post(
         url, json={"step": "call_lead", "outcome": "voicemail", "actor": "rep-1"}, headers=AUTH
@@ -164,7 +169,7 @@ async def test_outcomes_are_validated_and_the_run_shows_every_step(
         },
     )
     assert good.status_code == 200 and good.json() == {"accepted": True, "message": ""}
-    await handle.result()
+    await live_env.client.get_workflow_handle(run_id).result()
     run = (await api.get(f"/api/v1/runs/{run_id}", headers=AUTH)).json()
     assert run["status"] == "finished" and run["result"] == "converted" and run["version"] == 1
     actions = [s["action"] for s in run["steps"]]
@@ -186,6 +191,24 @@ async def test_outcomes_are_validated_and_the_run_shows_every_step(
         1,
         100.0,
     )
+
+
+async def test_a_refused_outcome_says_why_in_the_validators_words(
+    api: httpx.AsyncClient, live_env: WorkflowEnvironment
+) -> None:
+    """The update validator raises ValueError; the API must not show the class name."""
+    run_id = await enrol(api, "evt-refused")
+    await awaiting_outcome(live_env, run_id)
+    response = await api.post(
+        f"/api/v1/runs/{run_id}/outcomes",
+        json={"step": "lost", "outcome": "connected", "actor": "rep-1"},
+        headers=AUTH,
+    )
+    assert response.status_code == 422
+    assert response.json() == {
+        "detail": "step 'lost' is not waiting for an outcome "
+        "(the run is at 'call_lead', awaiting_outcome)"
+    }
 
 
 async def test_reports_refuse_bad_parameters(api: httpx.AsyncClient) -> None:

@@ -220,14 +220,21 @@ def test_fuzzed_webhooks_never_crash_and_never_pass_unsigned(
 async def test_a_whatsapp_message_opens_the_24_hour_window(hooks: Hooks) -> None:
     from datetime import UTC, datetime, timedelta
 
+    from sopflow.compliance.gate import ContactFacts
+    from sopflow.compliance.preflight import whatsapp_session_open
+
+    def session_open(at: datetime) -> bool:
+        facts = ContactFacts(whatsapp_inbound_at=hooks.store.whatsapp_inbound_at(ANN))
+        return whatsapp_session_open(facts, at)
+
     now = datetime.now(UTC)
-    assert not hooks.store.whatsapp_session_open(ANN, now)
+    assert not session_open(now)
     answer = await hooks.post(
         "/twilio/inbound", inbound("hola", sid="SMW1", sender=f"whatsapp:{ANN}")
     )
     assert answer.status_code == 200
-    assert hooks.store.whatsapp_session_open(ANN, now + timedelta(minutes=1))
-    assert not hooks.store.whatsapp_session_open(ANN, now + timedelta(hours=25))
+    assert session_open(now + timedelta(minutes=1))
+    assert not session_open(now + timedelta(hours=25))
 
 
 async def test_a_webhook_that_fails_midway_is_processed_again_on_twilios_retry(

@@ -18,10 +18,12 @@ from twilio.request_validator import RequestValidator
 
 from activities.store_effects import StoreEffects
 from sopflow.asgi import free_port, start_server
+from sopflow.compliance.preflight import Cleared, Refused, clear
 from sopflow.providers.base import ProviderError
 from sopflow.providers.twilio import TwilioConfig, TwilioProvider, classify
 from sopflow.sandbox.server import Sandbox
 from sopflow.sop.protocol import SendMessage
+from sopflow.sop.rep_view import UNASSIGNED_REP
 from sopflow.sop.schema import WhatsAppTemplate
 from sopflow.store.repository import Store, connect
 from sopflow.upkeep import Upkeep, start_upkeep
@@ -290,12 +292,20 @@ def _whatsapp(template: bool) -> CommandInput:
 async def test_whatsapp_outside_the_session_uses_the_template_or_says_why(
     phones: Phones, effects: StoreEffects
 ) -> None:
+    """The session comes from the store's facts; preflight (as the activity and the simulator
+    call it) decides free text, template or a failure with its reason."""
+
+    async def ready(params: CommandInput) -> Cleared | Refused:
+        facts = await effects.contact_facts(params, params.command.at, timedelta(0))
+        return clear(params.command, None, UNASSIGNED_REP, params.workflow_id, facts)
+
     bare = _whatsapp(template=False)
-    failed = await effects.perform(bare.idempotency_key, bare, {"text": "See you"})
-    assert failed.status == "failed" and "WhatsApp session is closed" in failed.reason
+    failed = await ready(bare)
+    assert isinstance(failed, Refused) and "WhatsApp session is closed" in failed.reason
     templated = _whatsapp(template=True)
-    rendered = {"text": "See you", "variables": {"1": "c-1"}}
-    sent = await effects.perform(templated.idempotency_key + "x", templated, rendered)
+    cleared = await ready(templated)
+    assert isinstance(cleared, Cleared)
+    sent = await effects.perform(templated.idempotency_key + "x", templated, cleared.rendered)
     assert sent.status == "done", sent
     message = phones.sandbox.resources[sent.detail["provider_id"]]
     assert message.body == f'[content HX{"cd" * 16}] {{"1": "c-1"}}'
@@ -305,9 +315,11 @@ async def test_whatsapp_outside_the_session_uses_the_template_or_says_why(
     effects.store.note_whatsapp_inbound(ANN, templated.command.at - timedelta(hours=1))
     again = _whatsapp(template=True)
     again.command = again.command.model_copy(update={"key": "remind:2:0"})
-    free = await effects.perform(again.idempotency_key, again, rendered)
+    cleared = await ready(again)
+    assert isinstance(cleared, Cleared) and "whatsapp_template" not in cleared.rendered
+    free = await effects.perform(again.idempotency_key, again, cleared.rendered)
     assert free.status == "done", free
-    assert phones.sandbox.resources[free.detail["provider_id"]].body == "See you"
+    assert phones.sandbox.resources[free.detail["provider_id"]].body == "See you tomorrow"
 
 
 # ---------------------------------------------------------------- upkeep (APScheduler jobs)

@@ -9,7 +9,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from sopflow.sop import engine
+from sopflow.enrolment import enrolment_for
+from sopflow.errors import InvalidContactError
+from sopflow.sop import engine, splits
 from sopflow.sop.plan import Plan
 from sopflow.sop.simulator import Script, ScriptedEvent, ScriptedOutcome, Simulation, simulate
 from sopflow.sop.validate import load_plan, validate_paths
@@ -167,8 +169,13 @@ def test_a_booking_without_its_store_shows_why_the_reminder_cannot_be_enrolled()
         events=[ScriptedEvent(timedelta(days=2), "booked", {"appointment_at": "2026-12-04T10:00"})],
     )
     sim = simulate(plan("new_lead_callback"), CONTACT, local(2026, 12, 1, 9, 10), script)
+    # A "booked" event need not carry the booking, so book_visit reads it with default('') and
+    # renders; the reminder's intake then refuses the contact, naming the field, which is what
+    # production records (effect_failed). The preview does not run the target SOP's intake.
     enrol = next(e for e in sim.timeline if e.action == "enroll")
-    assert "store_name" in enrol.detail["error"]
+    assert enrol.step == "book_visit" and enrol.detail["data"]["store_name"] == ""
+    with pytest.raises(InvalidContactError, match="store_name"):
+        enrolment_for(plan("store_visit_reminder"), {**CONTACT, **enrol.detail["data"]}, "k")
 
 
 REMINDER_CONTACT = {
@@ -306,12 +313,14 @@ def test_script_pilot_routes_each_outcome_and_records_the_variant(
 
 
 def test_script_pilot_splits_300_leads_evenly_and_deterministically() -> None:
+    """The hash fallback (previews, runs without a store); tests/sop/test_split_arms.py has the
+    balanced assignment runs get in production."""
     p = plan("script_pilot")
     step = p.step("pick_script")
     counts: dict[str, int] = {}
     for i in range(300):
-        name = engine.split_variant(p, step, f"lead-{i}")  # type: ignore[arg-type]
-        assert name == engine.split_variant(p, step, f"lead-{i}")  # type: ignore[arg-type]
+        name = splits.split_variant(p, step, f"lead-{i}")  # type: ignore[arg-type]
+        assert name == splits.split_variant(p, step, f"lead-{i}")  # type: ignore[arg-type]
         counts[name] = counts.get(name, 0) + 1
     assert set(counts) == {"script_a", "script_b", "script_c"}
     assert all(75 <= n <= 125 for n in counts.values()), counts

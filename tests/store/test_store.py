@@ -23,12 +23,12 @@ CONTACT = {"id": "c-1", "first_name": "Ann", "phone": "+12125550123", "lead_sour
 
 def test_deploy_is_a_no_op_for_the_same_digest_and_refuses_a_reused_version(store: Store) -> None:
     first = store.deploy(CALLBACK)
-    assert first.created and first.version == 1
+    assert first.created and first.version == CALLBACK.sop.version
     assert not store.deploy(CALLBACK).created
     changed = CALLBACK.sop.model_copy(update={"name": "Renamed"})
     with pytest.raises(VersionConflictError, match="bump `version`"):
         store.deploy(compile_plan(changed))
-    v2 = compile_plan(changed.model_copy(update={"version": 2}))
+    v2 = compile_plan(changed.model_copy(update={"version": CALLBACK.sop.version + 1}))
     assert store.deploy(v2).created
     assert store.latest_plan("new_lead_callback").digest == v2.digest
     with pytest.raises(UnknownSopError, match="new_lead_callback"):

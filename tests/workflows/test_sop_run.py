@@ -17,7 +17,7 @@ from activities.store_effects import StoreEffects
 from sopflow.providers.base import Template
 from sopflow.providers.loopback import LoopbackProvider
 from sopflow.sop.plan import Plan, compile_plan
-from sopflow.sop.protocol import EnrollContact, Record, RunState
+from sopflow.sop.protocol import EnrollContact, Escalate, Record, RunState
 from sopflow.sop.schema import Sop
 from sopflow.sop.simulator import simulate
 from sopflow.sop.validate import load_plan
@@ -294,3 +294,47 @@ async def test_a_paused_run_waits_past_its_timer_until_resumed(
         if isinstance(p.command, Record)
     ]
     assert ("paused", "sup-1") in actions and ("resumed", "sup-1") in actions
+
+
+class BrokenNotices(MemoryEffects):
+    """The rep's phone network and the enrolment both fail every time they are tried."""
+
+    async def perform(self, key: str, params: Any, rendered: Any) -> Any:
+        if isinstance(params.command, Escalate | EnrollContact):
+            raise RuntimeError(f"{params.command.kind} is down")
+        return await super().perform(key, params, rendered)
+
+
+async def test_a_reminder_or_enrolment_out_of_retries_is_recorded_and_the_run_goes_on(
+    skipping_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    sop = {
+        "id": "notices", "version": 1, "name": "Notices", "owner": "qa",
+        "entry": {"events": ["lead.created"]},
+        "steps": [
+            {"id": "enrol", "kind": "enroll", "sop": "elsewhere"},
+            {"id": "call", "kind": "task", "title": "Call", "due_within": "10m",
+             "outcomes": ["done"], "escalation": [{"after": "0m", "action": "remind"}],
+             "expires_after": "10m", "on_outcome": {"expired": "text"}},
+            {"id": "text", "kind": "sms", "body": "Sorry we missed you"},
+            {"id": "end", "kind": "end", "result": "followed_up"},
+        ],
+    }  # fmt: skip
+    plan = compile_plan(Sop.model_validate(sop))
+    effects = BrokenNotices()
+    contact = {"id": "c-9", "phone": "+12125550123"}
+    async with worker(skipping_env, task_queue, effects):
+        result = await skipping_env.client.execute_workflow(
+            SopRun.run,
+            SopRunInput(plan=plan, contact=contact, zones=["UTC"], trigger="lead.created"),
+            id=f"notices-{task_queue}",
+            task_queue=task_queue,
+            result_type=SopRunResult,
+        )
+    assert result.result == "followed_up"  # the run did not fail with its reminder
+    failed = [p.command for p in effects.records.values() if isinstance(p.command, Record)]
+    failed = [c for c in failed if c.action == "effect_failed"]
+    assert sorted(c.detail["key"] for c in failed) == ["call:1:0:e1", "enrol:1:0"]
+    assert all("is down" in c.detail["reason"] for c in failed)
+    preview = simulate(plan, contact, result.state.enrolled_at, zones=["UTC"])
+    assert preview.result == "followed_up"

@@ -1,0 +1,154 @@
+"""Everything between an engine command and its effect, shared by both shells.
+
+The activity (production) and the simulator (preview) call the same functions here, so a preview
+shows what production does: the gate with the same rules and facts, the task due time counted in
+the law's windows, the rendered text with the footers the law wants, and a template that cannot
+render ending as a failed command with its reason. Pure: facts, rules and time come in as values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from sopflow.compliance.gate import (
+    ContactFacts,
+    TouchRequest,
+    Verdict,
+    applicable,
+    check_touch,
+    lookback,
+)
+from sopflow.compliance.rules import Rule, contact_regions
+from sopflow.errors import TemplateRenderError
+from sopflow.sop.protocol import AssignTask, Command, SendMessage, UpdateContact, touch_channel
+from sopflow.sop.rendering import render_command
+from sopflow.sop.schema import MAX_CONTACT_ID, ContactPolicy
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What the gate needs to know of the run a command belongs to."""
+
+    sop: str
+    zones: Sequence[str]
+    policy: ContactPolicy | None
+    purpose: str = "marketing"
+    priority: int = 50
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The command is not carried out: blocked by the gate, or failed before reaching anyone."""
+
+    status: Literal["blocked", "failed"]
+    reason: str
+    retry_at: datetime | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Cleared:
+    """Carry out `command` (its due time may be the gate's) with this rendered text; `detail`
+    goes back to the engine with the result."""
+
+    command: Command
+    rendered: dict[str, Any]
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def touch_request(command: Command, run: RunFacts, at: datetime) -> TouchRequest | None:
+    """The gate's question for a touch at `at`; None when the command reaches no contact."""
+    channel = touch_channel(command)
+    if channel is None:
+        return None
+    context: Mapping[str, Any] = getattr(command, "context", {})
+    contact = context.get("contact", {})
+    task = command if isinstance(command, AssignTask) else None
+    return TouchRequest(
+        channel=channel,
+        at=at,
+        zones=list(run.zones),
+        regions=contact_regions(contact),
+        sop=run.sop,
+        purpose=run.purpose,
+        priority=run.priority,
+        policy=run.policy,
+        due_within=task.due_within if task else None,
+        issued_at=command.at,
+    )
+
+
+def judge(request: TouchRequest, facts: ContactFacts, rules: Sequence[Rule]) -> Verdict:
+    """The gate's verdict (check_touch picks the rules that apply to this request)."""
+    return check_touch(request, facts, rules)
+
+
+def facts_lookback(request: TouchRequest, rules: Sequence[Rule]) -> timedelta:
+    """How far back the touch history must go for this request's caps."""
+    return lookback(applicable(rules, request))
+
+
+def refusal(verdict: Verdict) -> Refused:
+    """A blocked verdict as the engine receives it (it defers, skips or ends the run)."""
+    assert not verdict.allowed
+    return Refused("blocked", verdict.reason, verdict.retry_at, {"rule": verdict.rule})
+
+
+# WhatsApp lets a business write freely only within 24 hours of the person's last message;
+# outside it only an approved template goes (Twilio error 63016 otherwise).
+WHATSAPP_SESSION = timedelta(hours=24)
+
+
+def whatsapp_session_open(facts: ContactFacts, at: datetime) -> bool:
+    last = facts.whatsapp_inbound_at
+    return last is not None and at - WHATSAPP_SESSION < last <= at
+
+
+def clear(
+    command: Command,
+    verdict: Verdict | None,
+    rep: Mapping[str, Any],
+    run_id: str,
+    facts: ContactFacts | None = None,
+) -> Cleared | Refused:
+    """An allowed (or ungated) command, made ready: the gate's due time, the rendered templates,
+    the law's footers, and for WhatsApp whether the free text or the template goes
+    (`rendered["whatsapp_template"]`). A template that cannot render fails the command now:
+    retrying cannot fix it, and the engine routes the failure (a touch's failure path, or
+    `effect_failed`); so does a WhatsApp message outside the session with no template."""
+    detail: dict[str, Any] = {}
+    if isinstance(command, SendMessage) and command.channel == "whatsapp":
+        if whatsapp_session_open(facts or ContactFacts(), command.at):
+            command = command.model_copy(update={"template": None})  # free text goes
+        elif command.template is None:
+            reason = (
+                "the WhatsApp session is closed (no message from the contact in 24 hours) "
+                f"and step {command.step!r} has no template"
+            )
+            return Refused("failed", reason, detail={"error": "whatsapp_session"})
+    if (
+        verdict is not None
+        and verdict.due_at is not None
+        and isinstance(command, AssignTask)
+        and verdict.due_at != command.due_at
+    ):
+        command = command.model_copy(update={"due_at": verdict.due_at})
+        detail["due_at"] = verdict.due_at.isoformat()
+    try:
+        rendered = render_command(command, rep, run_id)
+    except TemplateRenderError as exc:
+        return Refused("failed", str(exc), detail={"error": "template"})
+    if isinstance(command, UpdateContact):
+        target = rendered["target"]
+        if not target or len(target) > MAX_CONTACT_ID:
+            reason = f"step {command.step!r}: the update's target {target!r} is not a contact id"
+            return Refused("failed", reason, detail={"error": "target"})
+    if isinstance(command, SendMessage) and command.template is not None:
+        rendered["whatsapp_template"] = command.template.content_sid
+    for footer in verdict.footers if verdict else ():
+        if footer not in rendered.get("text", footer):
+            rendered["text"] = f"{rendered['text'].rstrip()} {footer}"
+    return Cleared(command, rendered, detail)
