@@ -494,7 +494,8 @@ def dnc_import_cmd(
 @user_errors
 def dnc_check_cmd(phone: Annotated[str, typer.Argument(help="an E.164 number")]) -> None:
     """Say which list a number is on (exit code 1 when it is on one)."""
-    from sopflow.store.consent import ConsentBook, e164
+    from sopflow.phones import e164
+    from sopflow.store.consent import ConsentBook
 
     if e164(phone) is None:
         raise SopflowError(f"invalid phone number {phone!r}: use E.164, e.g. +12125550123")

@@ -9,12 +9,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import phonenumbers
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from sopflow.errors import InvalidContactError, InvalidEventError
+from sopflow.phones import E164_HINT, e164
 from sopflow.sop import clock, engine
 from sopflow.sop.plan import Plan
 from sopflow.sop.schema import MAX_CONTACT_ID, WaitForStep
@@ -71,15 +71,10 @@ def normalise_contact(contact: Mapping[str, Any]) -> dict[str, Any]:
     result["id"] = str(contact_id)
     phone = result.get("phone")
     if phone not in (None, ""):
-        try:
-            parsed = phonenumbers.parse(str(phone), None)
-        except phonenumbers.NumberParseException:
-            parsed = None
-        if parsed is None or not phonenumbers.is_valid_number(parsed):
-            raise InvalidContactError(
-                f"invalid phone number {phone!r}: use E.164, e.g. +12125550123", result["id"]
-            )
-        result["phone"] = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+        number = e164(str(phone))
+        if number is None:
+            raise InvalidContactError(f"invalid phone number {phone!r}: {E164_HINT}", result["id"])
+        result["phone"] = number
     zone_name = result.get("timezone")
     if zone_name not in (None, ""):
         try:

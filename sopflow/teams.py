@@ -14,11 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import phonenumbers
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sopflow.errors import SopflowError, read_user_file
+from sopflow.phones import E164_HINT, e164
 
 Identifier = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -39,13 +39,10 @@ class RepIn(BaseModel):
     def _e164(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        try:
-            parsed = phonenumbers.parse(value, None)
-        except phonenumbers.NumberParseException:
-            parsed = None
-        if parsed is None or not phonenumbers.is_valid_number(parsed):
-            raise ValueError(f"invalid phone number {value!r}: use E.164, e.g. +12125550123")
-        return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+        number = e164(value)
+        if number is None:
+            raise ValueError(f"invalid phone number {value!r}: {E164_HINT}")
+        return number
 
 
 class TeamIn(BaseModel):

@@ -17,6 +17,7 @@ from phonenumbers import geocoder
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sopflow.errors import SopflowError, read_user_file
+from sopflow.phones import parse_phone
 from sopflow.sop import clock
 from sopflow.sop.schema import (
     WEEKDAYS,
@@ -177,9 +178,8 @@ _US_STATES = {
 
 def phone_region(phone: str) -> Region | None:
     """Country from the number; for US numbers the state of the area code (geocoder data)."""
-    try:
-        parsed = phonenumbers.parse(phone, None)
-    except phonenumbers.NumberParseException:
+    parsed = parse_phone(phone, valid_only=False)
+    if parsed is None:
         return None
     country = phonenumbers.region_code_for_number(parsed)
     if not country:

@@ -25,7 +25,8 @@ from temporalio.service import RPCError
 from twilio.request_validator import RequestValidator
 
 from sopflow.gateway.signals import signal_run, tell_runs
-from sopflow.store.consent import INTERNAL_LIST, ConsentBook, e164
+from sopflow.phones import e164
+from sopflow.store.consent import INTERNAL_LIST, ConsentBook
 from sopflow.store.repository import Store
 from workflows.contracts import ContactEventSignal, OutcomeRequest, ProviderEventSignal
 

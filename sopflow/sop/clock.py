@@ -17,10 +17,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import holidays as holidays_lib
-import phonenumbers
 from phonenumbers import timezone as phone_timezone
 
 from sopflow.errors import InvalidContactError
+from sopflow.phones import E164_HINT, parse_phone
 from sopflow.sop.conditions import next_anniversary
 from sopflow.sop.schema import WEEKDAYS, ContactPolicy, Moment, TimezonePolicy, WindowSpec
 
@@ -333,12 +333,9 @@ def resolve_moment(
 # ---------------------------------------------------------------- time zones of a contact
 def zones_for_phone(number: str) -> list[str]:
     """Candidate IANA zones of an E.164 phone number; raises InvalidContactError if invalid."""
-    try:
-        parsed = phonenumbers.parse(number, None)
-    except phonenumbers.NumberParseException as exc:
-        raise InvalidContactError(f"invalid phone number {number!r}: {exc}") from exc
-    if not phonenumbers.is_valid_number(parsed):
-        raise InvalidContactError(f"invalid phone number {number!r}: not a valid number")
+    parsed = parse_phone(number)
+    if parsed is None:
+        raise InvalidContactError(f"invalid phone number {number!r}: {E164_HINT}")
     zones = [z for z in phone_timezone.time_zones_for_number(parsed) if z != "Etc/Unknown"]
     return sorted(zones)
 

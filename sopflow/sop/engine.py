@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, assert_never
 
 from sopflow.errors import InvalidContactError, InvalidEventError
 from sopflow.sop import clock, splits, touches
@@ -254,54 +254,59 @@ class Run:
             self.end("invalid_contact")
 
     def _perform(self, step: Step) -> None:
+        """Enter a step: one case per step kind, so a kind added to the language and forgotten
+        here fails mypy (assert_never), not a run."""
         state = self.state
-        if isinstance(step, MessageStep | CallStep | TaskStep):
-            touches.try_touch(self)
-        elif isinstance(step, LadderStep):
-            touches.start_ladder(self, step)
-        elif isinstance(step, WaitStep):
-            self._start_wait(step)
-        elif isinstance(step, WaitForStep):
-            deadline = (
-                self.now + step.timeout if step.timeout is not None else self.moment(step.until)
-            )
-            state.awaiting_events = list(step.events)
-            self.wait("awaiting_event", deadline)
-        elif isinstance(step, BranchStep):
-            self._branch(step)
-        elif isinstance(step, SplitStep):
-            contact_id = str(state.contact.get("id", ""))
-            variant, how = splits.choose(self.plan, step, contact_id, state.assigned_variants)
-            state.variants[step.id] = variant
-            self.record(step.id, "variant", variant=variant, **how)
-            self.goto(next(v.goto for v in step.variants if v.name == variant))
-        elif isinstance(step, EnrollStep):
-            self.commands.append(
-                EnrollContact(
-                    at=self.now,
-                    step=step.id,
-                    key=self.key(),
-                    sop=step.sop,
-                    data=step.data,
-                    context=self.context(),
+        match step:
+            case MessageStep() | CallStep() | TaskStep():
+                touches.try_touch(self)
+            case LadderStep():
+                touches.start_ladder(self, step)
+            case WaitStep():
+                self._start_wait(step)
+            case WaitForStep():
+                deadline = (
+                    self.now + step.timeout if step.timeout is not None else self.moment(step.until)
                 )
-            )
-            self.goto(self.plan.next_of(step.id))
-        elif isinstance(step, UpdateStep):
-            self.commands.append(
-                UpdateContact(
-                    at=self.now,
-                    step=step.id,
-                    key=self.key(),
-                    target=step.target,
-                    set=step.set,
-                    add_tags=step.add_tags,
-                    context=self.context(),
+                state.awaiting_events = list(step.events)
+                self.wait("awaiting_event", deadline)
+            case BranchStep():
+                self._branch(step)
+            case SplitStep():
+                contact_id = str(state.contact.get("id", ""))
+                variant, how = splits.choose(self.plan, step, contact_id, state.assigned_variants)
+                state.variants[step.id] = variant
+                self.record(step.id, "variant", variant=variant, **how)
+                self.goto(next(v.goto for v in step.variants if v.name == variant))
+            case EnrollStep():
+                self.commands.append(
+                    EnrollContact(
+                        at=self.now,
+                        step=step.id,
+                        key=self.key(),
+                        sop=step.sop,
+                        data=step.data,
+                        context=self.context(),
+                    )
                 )
-            )
-            self.goto(self.plan.next_of(step.id))
-        elif isinstance(step, EndStep):
-            self.end(step.result)
+                self.goto(self.plan.next_of(step.id))
+            case UpdateStep():
+                self.commands.append(
+                    UpdateContact(
+                        at=self.now,
+                        step=step.id,
+                        key=self.key(),
+                        target=step.target,
+                        set=step.set,
+                        add_tags=step.add_tags,
+                        context=self.context(),
+                    )
+                )
+                self.goto(self.plan.next_of(step.id))
+            case EndStep():
+                self.end(step.result)
+            case _:
+                assert_never(step)
 
     def moment(self, moment: Any) -> datetime:
         state = self.state
@@ -346,21 +351,26 @@ class Run:
         state = self.state
         if state.wake_at is None or self.now < state.wake_at:
             return  # a stale or early timer: nothing is due
-        if state.phase == "deferred":
-            touches.try_touch(self)
-        elif state.phase == "waiting":
-            step = self.step
-            if isinstance(step, LadderStep):
+        match state.phase:
+            case "deferred":
                 touches.try_touch(self)
-            else:
-                self.goto(self.plan.next_of(step.id))
-        elif state.phase == "awaiting_outcome":
-            touches.outcome_timer(self)
-        elif state.phase == "awaiting_event":
-            step = self.step
-            assert isinstance(step, WaitForStep)
-            self.record(step.id, "timeout", waited_for=step.events)
-            self.goto(step.on_timeout or self.plan.next_of(step.id))
+            case "waiting":
+                step = self.step
+                if isinstance(step, LadderStep):  # a ladder waits for its next slot
+                    touches.try_touch(self)
+                else:
+                    self.goto(self.plan.next_of(step.id))
+            case "awaiting_outcome":
+                touches.outcome_timer(self)
+            case "awaiting_event":
+                step = self.step
+                assert isinstance(step, WaitForStep)
+                self.record(step.id, "timeout", waited_for=step.events)
+                self.goto(step.on_timeout or self.plan.next_of(step.id))
+            case "awaiting_result" | "finished":
+                pass  # a result or nothing is awaited: a timer means nothing here
+            case _:
+                assert_never(state.phase)
 
     def on_control(self, event: Control) -> None:
         state, here = self.state, self.state.step or ""

@@ -13,12 +13,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import get_args
 
-import phonenumbers
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from sopflow.compliance.gate import ContactFacts, Touch
 from sopflow.errors import SopflowError, read_user_file
+from sopflow.phones import e164
 from sopflow.sop.schema import Channel
 from sopflow.store.models import ConsentEvent, Contact, DoNotContact, Run, StepEvent
 
@@ -38,16 +38,6 @@ def check_channels(channels: Sequence[str]) -> list[str]:
             f"unknown channel {unknown[0] if unknown else ''!r}: use all, sms, whatsapp or call"
         )
     return list(channels)
-
-
-def e164(phone: str) -> str | None:
-    try:
-        parsed = phonenumbers.parse(phone, None)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_valid_number(parsed):
-        return None
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
 class ConsentBook:
