@@ -14,7 +14,7 @@ import os
 import signal
 
 from sopflow.compliance.rules import load_rules
-from sopflow.errors import SopflowError
+from sopflow.errors import ConfigurationError, SopflowError
 from sopflow.providers.twilio import TwilioProvider, provider_config
 from sopflow.runtime import build_worker, connect_client, hard_exit
 from sopflow.settings import Settings, temporal_connect_config
@@ -34,7 +34,9 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     try:
         client = await connect_client(**config)
     except RuntimeError as exc:  # the SDK's "Failed client connect"
-        raise SopflowError(f"cannot reach Temporal at {config['target_host']}: {exc}") from None
+        raise ConfigurationError(
+            f"cannot reach Temporal at {config['target_host']}: {exc}"
+        ) from None
     if twilio is None:
         log.warning("no TWILIO_ACCOUNT_SID: touches go to the in-memory loopback, not to phones")
     provider = TwilioProvider(twilio) if twilio else None
@@ -67,7 +69,9 @@ def main() -> None:
         asyncio.run(serve())
     except SopflowError as exc:  # bad configuration (rules file, Twilio settings…): one line
         log.error("cannot start: %s", exc)
-        hard_exit(1)
+        hard_exit(
+            ConfigurationError.exit_code
+        )  # whatever failed, a worker at start is misconfigured
     hard_exit(0)
 
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from sopflow.errors import SopflowError, SopValidationError
+from sopflow.errors import ConfigurationError, NotFoundError, SopflowError, SopValidationError
 from sopflow.sop import clock
 from sopflow.sop.plan import Plan
 from sopflow.sop.schema import Sop
@@ -76,7 +76,7 @@ def user_errors(func: F) -> F:
             raise typer.Exit(1) from None
         except SopflowError as exc:
             typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
+            raise typer.Exit(exc.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -643,7 +643,7 @@ def runs_show_cmd(run_id: str, as_json: Annotated[bool, typer.Option("--json")] 
     store = _store()
     run = store.run(run_id)
     if run is None:
-        raise SopflowError(f"unknown run {run_id!r}")
+        raise NotFoundError(f"unknown run {run_id!r}")
     view = run_view(run, store.step_events(run_id))
     if as_json:
         typer.echo(json.dumps(view, indent=2))
@@ -687,7 +687,7 @@ def events_send_cmd(
     elif token_file.exists():
         token = token_file.read_text().strip()
     else:
-        raise SopflowError("no API token: set SOPFLOW_API_TOKEN (or run `sopflow up` once)")
+        raise ConfigurationError("no API token: set SOPFLOW_API_TOKEN (or run `sopflow up` once)")
     person: dict[str, Any] = dict(key_value(p, "--contact") for p in contact)
     if "tags" in person:
         person["tags"] = str(person["tags"]).split(",")

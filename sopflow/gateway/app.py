@@ -134,7 +134,7 @@ def create_app(
 
     @app.exception_handler(SopflowError)
     async def _user_error(_: Request, exc: SopflowError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+        return JSONResponse({"detail": str(exc)}, status_code=exc.http_status)  # by its class
 
     if twilio is not None:
         app.include_router(twilio_router(twilio, store, temporal))
@@ -274,10 +274,7 @@ def create_app(
     @app.get("/api/v1/runs/{run_id}/score", dependencies=[Depends(authorised)])
     async def get_run_score(run_id: str) -> dict[str, Any]:
         """One run's score, its items and every point lost with the reason."""
-        try:
-            found = await asyncio.to_thread(scores.run, run_id)
-        except SopflowError:
-            raise HTTPException(404, f"unknown run {run_id!r}") from None
+        found = await asyncio.to_thread(scores.run, run_id)  # NotFoundError: 404 by its class
         return run_score_view(found)
 
     @app.post("/api/v1/runs/{run_id}/outcomes", dependencies=[Depends(authorised)])

@@ -12,7 +12,7 @@ from sqlalchemy import Engine, Select, select
 from sqlalchemy.orm import Session
 
 from sopflow.compliance.adherence import Grouping, Report, RunFacts, RunScore, StepRow, score_run
-from sopflow.errors import InvalidContactError, SopflowError
+from sopflow.errors import InvalidContactError, NotFoundError, SopflowError
 from sopflow.sop import clock
 from sopflow.sop.plan import Plan
 from sopflow.sop.protocol import Command
@@ -131,7 +131,7 @@ class Scores:
     def run(self, workflow_id: str) -> RunScore:
         found = next(self.runs(workflow_id=workflow_id), None)
         if found is None:
-            raise SopflowError(f"unknown run {workflow_id!r}")
+            raise NotFoundError(f"unknown run {workflow_id!r}")
         return found
 
     def report(

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, create_engine, event, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from sopflow.errors import SopflowError, UnknownSopError
+from sopflow.errors import ConflictError, NotFoundError, SopflowError, UnknownSopError
 from sopflow.sop.plan import Plan
 from sopflow.sop.protocol import (
     AssignTask,
@@ -34,14 +34,14 @@ from sopflow.store.models import (
 )
 
 
-class VersionConflictError(SopflowError):
+class VersionConflictError(ConflictError):
     def __init__(self, sop_id: str, version: int) -> None:
         super().__init__(
             f"{sop_id} v{version} is already deployed with different content: bump `version`"
         )
 
 
-class DeployConflicts(SopflowError):
+class DeployConflicts(ConflictError):
     """Some plans of an all-or-nothing deploy reuse a version: (index in the batch, error)."""
 
     def __init__(self, conflicts: list[tuple[int, VersionConflictError]]) -> None:
@@ -198,7 +198,7 @@ class Store:
         with Session(self.engine) as session:
             row = session.scalars(select(SopVersion).where(SopVersion.digest == digest)).first()
             if row is None:
-                raise SopflowError(f"no deployed SOP version has digest {digest}")
+                raise NotFoundError(f"no deployed SOP version has digest {digest}")
             return Plan.model_validate(row.plan)
 
     def latest_plans(self) -> list[Plan]:
@@ -509,7 +509,7 @@ class Store:
         with Session(self.engine) as session, session.begin():
             row = session.get(OutboxEntry, key)
             if row is None:
-                raise SopflowError(f"no outbox entry {key!r}")
+                raise NotFoundError(f"no outbox entry {key!r}")
             # merged: a status callback may have landed before this answer did
             row.status, row.provider_id = status, provider_id
             row.result = {**row.result, **(result or {})}

@@ -135,7 +135,7 @@ def test_a_bad_configuration_stops_the_worker_with_one_line(tmp_path: Path) -> N
     bad = subprocess.run(
         [sys.executable, "worker.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
-    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr  # 2: configuration
     assert "cannot start: " in bad.stderr and "not UTF-8 text" in bad.stderr
     unreachable = subprocess.run(
         [sys.executable, "worker.py"],
@@ -146,5 +146,5 @@ def test_a_bad_configuration_stops_the_worker_with_one_line(tmp_path: Path) -> N
         text=True,
         timeout=60,
     )
-    assert unreachable.returncode == 1 and "Traceback" not in unreachable.stderr
+    assert unreachable.returncode == 2 and "Traceback" not in unreachable.stderr
     assert "cannot reach Temporal at 127.0.0.1:9" in unreachable.stderr
