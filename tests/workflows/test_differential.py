@@ -40,11 +40,11 @@ from sopflow.sop.plan import Plan, compile_plan
 from sopflow.sop.protocol import RunState
 from sopflow.sop.rep_view import SAMPLE_REP
 from sopflow.sop.schema import Sop, TaskSpec, step_action
-from sopflow.sop.simulator import Script, ScriptedOutcome, Simulation, simulate
+from sopflow.sop.simulator import Script, ScriptedEvent, ScriptedOutcome, Simulation, simulate
 from sopflow.sop.validate import load_plan
 from sopflow.store.repository import Store, connect
 from sopflow.store.reps import RepDirectory
-from workflows.contracts import OutcomeRequest, SopRunResult
+from workflows.contracts import ContactEventSignal, OutcomeRequest, SopRunResult
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "sandbox-secret"
@@ -98,7 +98,7 @@ def generated_sops(draw: st.DrawFn) -> dict[str, Any]:
     steps: list[dict[str, Any]] = []
     for i, step_id in enumerate(ids):
         later = [*ids[i + 1 :], "done"]
-        kind = draw(st.sampled_from(["sms", "task", "wait", "update", "branch"]))
+        kind = draw(st.sampled_from(["sms", "task", "wait", "wait_for", "update", "branch"]))
         if kind == "sms":
             body = "Hi {{ contact.first_name | default('there') }}, " + draw(
                 st.sampled_from(BODIES)
@@ -122,6 +122,10 @@ def generated_sops(draw: st.DrawFn) -> dict[str, Any]:
             steps.append(
                 {"id": step_id, "kind": "wait", "duration": f"{draw(st.integers(1, 48))}h"}
             )
+        elif kind == "wait_for":
+            steps.append({"id": step_id, "kind": "wait_for", "events": ["reply"],
+                          "timeout": f"{draw(st.integers(1, 48))}h",
+                          "on_event": {"reply": draw(st.sampled_from(later))}})  # fmt: skip
         elif kind == "update":
             steps.append({"id": step_id, "kind": "update", "set": {"stage": step_id},
                           "add_tags": [f"passed_{step_id}"]})  # fmt: skip
@@ -176,6 +180,13 @@ def scripts(plan: Plan) -> st.SearchStrategy[dict[str, list[ScriptedOutcome]]]:
     )
 
 
+# When the contact replies, after the enrolment (odd seconds: off the engine's timers).
+replies = st.lists(
+    st.builds(lambda minutes: timedelta(minutes=minutes, seconds=31), st.integers(1, 72 * 60)),
+    max_size=2,
+)
+
+
 # Outcomes whose report must carry data the script does not draw (a booking's store).
 _NEEDS_DATA = {"new_lead_callback": ("booked",), "script_pilot": ("booked",)}
 
@@ -228,7 +239,11 @@ Handle = WorkflowHandle[Any, SopRunResult]
 
 
 async def run_in_production(
-    stack: Stack, plan: Plan, contact: dict[str, Any], outcomes: dict[str, list[ScriptedOutcome]]
+    stack: Stack,
+    plan: Plan,
+    contact: dict[str, Any],
+    outcomes: dict[str, list[ScriptedOutcome]],
+    replies: list[timedelta],
 ) -> tuple[str, SopRunResult]:
     """Enrol the contact and play the rep: each task gets the script's next report `delay` after
     it was assigned; the run's clock is moved forward to each timer or report, never past one."""
@@ -242,6 +257,8 @@ async def run_in_production(
     )
     queues = {step: list(queue) for step, queue in outcomes.items()}
     reports: list[tuple[datetime, str, ScriptedOutcome]] = []  # when, step, what
+    enrolled: datetime | None = None
+    pending_replies = sorted(replies)
     scheduled: set[str] = set()  # task keys whose report is planned
     for _ in range(2000):
         described = await handle.describe()
@@ -262,6 +279,13 @@ async def run_in_production(
                 scripted = queues[state.step].pop(0)
                 reports.append((assigned + (scripted.delay or timedelta(0)), state.step, scripted))
                 scheduled.add(key)
+        if enrolled is None:
+            enrolled = state.enrolled_at
+        if pending_replies and enrolled + pending_replies[0] <= now:  # the contact writes back
+            pending_replies.pop(0)
+            with contextlib.suppress(RPCError):  # a finished run takes no event (nor the preview)
+                await handle.signal("contact_event", ContactEventSignal(name="reply"))
+            continue
         reports.sort(key=lambda r: r[0])
         if reports and reports[0][0] <= now:  # due: sent whatever the run is doing, as the
             _, step, scripted = reports.pop(0)  # preview does (a late report is refused)
@@ -272,7 +296,7 @@ async def run_in_production(
             with contextlib.suppress(RPCError, WorkflowUpdateFailedError):
                 await handle.execute_update("report_outcome", request)
             continue
-        targets = [t for t, _, _ in reports]
+        targets = [t for t, _, _ in reports] + [enrolled + r for r in pending_replies[:1]]
         if state.wake_at is not None and not state.paused:
             targets.append(state.wake_at)
         if not targets:
@@ -280,7 +304,8 @@ async def run_in_production(
             continue
         # A fast-forward fires the timers it passes at its end: never go past the next one.
         gap = max(min(targets) - now, timedelta(0)) + timedelta(milliseconds=20)
-        await stack.skipper.fast_forward(handle, gap)
+        with contextlib.suppress(RPCError):  # the run may have completed since `describe`
+            await stack.skipper.fast_forward(handle, gap)
     else:
         raise AssertionError("the production run did not finish")
     return enrolment.workflow_id, await handle.result()
@@ -306,13 +331,18 @@ async def assert_same(
     plan: Plan,
     contact: dict[str, Any],
     outcomes: dict[str, list[ScriptedOutcome]],
+    replies: list[timedelta] | None = None,
 ) -> None:
-    workflow_id, result = await run_in_production(stack, plan, contact, outcomes)
+    replies = replies or []
+    workflow_id, result = await run_in_production(stack, plan, contact, outcomes, replies)
     preview = simulate(
         plan,
         contact,
         result.state.enrolled_at,
-        Script(outcomes={k: list(v) for k, v in outcomes.items()}),
+        Script(
+            outcomes={k: list(v) for k, v in outcomes.items()},
+            events=[ScriptedEvent(offset, "reply") for offset in replies],
+        ),
         zones=result.state.zones,
         rules=RULES,
     )
@@ -375,7 +405,7 @@ COMMON = settings(
 async def test_generated_sops_run_as_previewed(stack: Stack, data: st.DataObject) -> None:
     plan = compile_plan(Sop.model_validate(data.draw(generated_sops())))
     contact = data.draw(contacts())
-    await assert_same(stack, plan, contact, data.draw(scripts(plan)))
+    await assert_same(stack, plan, contact, data.draw(scripts(plan)), data.draw(replies))
 
 
 @pytest.mark.slow
