@@ -13,13 +13,12 @@ from typing import Any, Protocol
 
 from temporalio import activity
 
-from sopflow.compliance.gate import ContactFacts, Touch
+from sopflow.compliance.gate import ContactFacts, Touch, check_touch
 from sopflow.compliance.preflight import (
     Refused,
     RunFacts,
     clear,
     facts_lookback,
-    judge,
     refusal,
     touch_request,
 )
@@ -67,7 +66,7 @@ class SopActivities:
             facts = await self.effects.contact_facts(
                 params, at, facts_lookback(request, self.rules)
             )
-            verdict = judge(request, facts, self.rules)
+            verdict = check_touch(request, facts, self.rules)
             if not verdict.allowed:
                 activity.logger.info(
                     "touch %s blocked by %s: %s",
@@ -83,8 +82,8 @@ class SopActivities:
             return _result(ready)
         params = params.model_copy(update={"command": ready.command})
         result = await self.effects.perform(params.idempotency_key, params, ready.rendered)
-        if ready.detail and result.status == "done":
-            result = result.model_copy(update={"detail": {**result.detail, **ready.detail}})
+        if ready.due_at is not None and result.status == "done":
+            result = result.model_copy(update={"due_at": ready.due_at})
         return result
 
     @activity.defn(name="sopflow.record")

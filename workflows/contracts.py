@@ -97,4 +97,5 @@ class CommandResult(BaseModel):
     status: Literal["done", "blocked", "failed"] = "done"
     reason: str = ""
     retry_at: AwareDatetime | None = None
+    due_at: AwareDatetime | None = None  # a task: the due time the gate counted
     detail: dict[str, Any] = Field(default_factory=dict)

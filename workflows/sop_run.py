@@ -229,6 +229,7 @@ class SopRun:
             status=result.status,
             reason=result.reason,
             retry_at=result.retry_at,
+            due_at=result.due_at,
             detail=result.detail,
         )
 

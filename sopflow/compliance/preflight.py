@@ -18,7 +18,6 @@ from sopflow.compliance.gate import (
     TouchRequest,
     Verdict,
     applicable,
-    check_touch,
     lookback,
 )
 from sopflow.compliance.rules import Rule, contact_regions
@@ -51,12 +50,12 @@ class Refused:
 
 @dataclass(frozen=True)
 class Cleared:
-    """Carry out `command` (its due time may be the gate's) with this rendered text; `detail`
-    goes back to the engine with the result."""
+    """Carry out `command` with this rendered text; `due_at`, a task's due time moved by the
+    gate, goes back to the engine with the result."""
 
     command: Command
     rendered: dict[str, Any]
-    detail: dict[str, Any] = field(default_factory=dict)
+    due_at: datetime | None = None
 
 
 def touch_request(command: Command, run: RunFacts, at: datetime) -> TouchRequest | None:
@@ -79,11 +78,6 @@ def touch_request(command: Command, run: RunFacts, at: datetime) -> TouchRequest
         due_within=task.due_within if task else None,
         issued_at=command.at,
     )
-
-
-def judge(request: TouchRequest, facts: ContactFacts, rules: Sequence[Rule]) -> Verdict:
-    """The gate's verdict (check_touch picks the rules that apply to this request)."""
-    return check_touch(request, facts, rules)
 
 
 def facts_lookback(request: TouchRequest, rules: Sequence[Rule]) -> timedelta:
@@ -119,7 +113,7 @@ def clear(
     (`rendered["whatsapp_template"]`). A template that cannot render fails the command now:
     retrying cannot fix it, and the engine routes the failure (a touch's failure path, or
     `effect_failed`); so does a WhatsApp message outside the session with no template."""
-    detail: dict[str, Any] = {}
+    due_at = None
     if isinstance(command, SendMessage) and command.channel == "whatsapp":
         if whatsapp_session_open(facts or ContactFacts(), command.at):
             command = command.model_copy(update={"template": None})  # free text goes
@@ -135,8 +129,8 @@ def clear(
         and isinstance(command, AssignTask)
         and verdict.due_at != command.due_at
     ):
-        command = command.model_copy(update={"due_at": verdict.due_at})
-        detail["due_at"] = verdict.due_at.isoformat()
+        due_at = verdict.due_at
+        command = command.model_copy(update={"due_at": due_at})
     try:
         rendered = render_command(command, rep, run_id)
     except TemplateRenderError as exc:
@@ -151,4 +145,4 @@ def clear(
     for footer in verdict.footers if verdict else ():
         if footer not in rendered.get("text", footer):
             rendered["text"] = f"{rendered['text'].rstrip()} {footer}"
-    return Cleared(command, rendered, detail)
+    return Cleared(command, rendered, due_at)

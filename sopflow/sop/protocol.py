@@ -35,6 +35,9 @@ class ActionResult(_Model):
     status: Literal["done", "blocked", "failed"]
     reason: str = ""
     retry_at: AwareDatetime | None = Field(None, description="blocked: the next allowed moment")
+    due_at: AwareDatetime | None = Field(
+        None, description="assign: the due time the gate counted in the law's windows too"
+    )
     detail: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -220,15 +223,7 @@ def awaits_result(command: Command) -> bool:
 
 def is_bookkeeping(command: Command) -> bool:
     """Records and the finish: written down, never performed."""
-    match command:
-        case Record() | Finish():
-            return True
-        case SendMessage() | PlaceCall() | AssignTask() | Escalate() | EnrollContact():
-            return False
-        case UpdateContact():
-            return False
-        case _:
-            assert_never(command)
+    return isinstance(command, Record | Finish)
 
 
 def touch_channel(command: Command) -> Channel | None:

@@ -15,13 +15,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, assert_never
 
-from sopflow.compliance.gate import ContactFacts, Touch
+from sopflow.compliance.gate import ContactFacts, Touch, check_touch
 from sopflow.compliance.preflight import (
     Refused,
     RunFacts,
     clear,
     facts_lookback,
-    judge,
     refusal,
     touch_request,
 )
@@ -368,32 +367,29 @@ def _carry_out(
         since = command.at - facts_lookback(request, rules)
         history = [t for t in sim.touches if t.at > since]
         facts = replace(facts, touches=[*facts.touches, *history])
-        verdict = judge(request, facts, rules)
+        verdict = check_touch(request, facts, rules)
         if not verdict.allowed:
-            refused = refusal(verdict)
-            return ActionResult(
-                at=command.at,
-                key=command.key,
-                status=refused.status,
-                reason=refused.reason,
-                retry_at=refused.retry_at,
-                detail=refused.detail,
-            )
+            return _refused(command, refusal(verdict))
     ready = clear(command, verdict, SAMPLE_REP, "sim-run", facts)
     if isinstance(ready, Refused):
-        return ActionResult(
-            at=command.at,
-            key=command.key,
-            status="failed",
-            reason=ready.reason,
-            detail=ready.detail,
-        )
+        return _refused(command, ready)
     sim.timeline.append(_entry(ready.command, ready.rendered))
     if request is not None:
         sim.touches.append(Touch(command.at, request.channel, run.sop))
     if not awaits_result(command):
         return None
-    return ActionResult(at=command.at, key=command.key, status="done", detail=ready.detail)
+    return ActionResult(at=command.at, key=command.key, status="done", due_at=ready.due_at)
+
+
+def _refused(command: Command, refused: Refused) -> ActionResult:
+    return ActionResult(
+        at=command.at,
+        key=command.key,
+        status=refused.status,
+        reason=refused.reason,
+        retry_at=refused.retry_at,
+        detail=refused.detail,
+    )
 
 
 def _entry(command: Command, rendered: Mapping[str, Any]) -> TimelineEntry:

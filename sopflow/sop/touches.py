@@ -215,8 +215,8 @@ def on_result(run: Run, event: ActionResult) -> None:
         action = step_action(step)
         if isinstance(action, CallSpec):  # the carrier reports the result by then
             state.due_at = run.now + action.result_timeout
-        elif "due_at" in event.detail:  # the gate counted the SLA in the law's windows too
-            state.due_at = datetime.fromisoformat(str(event.detail["due_at"]))
+        elif event.due_at is not None:  # the gate counted the SLA in the law's windows too
+            state.due_at = event.due_at
         _await_outcome(run)
 
 

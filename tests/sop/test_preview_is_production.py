@@ -106,6 +106,9 @@ def test_the_law_closes_a_task_window_the_sop_leaves_open() -> None:
     assert datetime.fromisoformat(task.detail["due_at"]) == datetime(
         2026, 12, 4, 8, 20, tzinfo=MIAMI
     )
+    # The engine took the gate's due time: the task falls overdue then, not at 20:20.
+    overdue = next(e for e in lawful.timeline if e.action == "overdue")
+    assert overdue.at == datetime(2026, 12, 4, 8, 20, tzinfo=MIAMI)
     new_york = simulate(plan, {**FLORIDA_LEAD, "phone": "+12125550123"}, start, rules=RULES)
     task = next(e for e in new_york.timeline if e.action == "assign")
     assert datetime.fromisoformat(task.detail["due_at"]) == datetime(
