@@ -193,8 +193,11 @@ class StoreEffects:
             return CommandResult(detail={"provider_id": claim.provider_id, "deduplicated": True})
         if claim.attempts > 1:  # an earlier attempt may have reached the provider: ask first
             claimed_at = claim.created_at or datetime.now(UTC)
+            # Look for what the first attempt sent: this one may have rendered otherwise (a
+            # WhatsApp session opened since, so free text now where a template went then).
+            first = claim.result.get("recipient") or recipient
             found = await self._provider_call(
-                self.provider.find_sent(channel, to, None if template else text, key, claimed_at)
+                self.provider.find_sent(channel, to, first.get("text"), key, claimed_at)
             )
             if found is not None:
                 await asyncio.to_thread(self.store.outbox_finish, key, "done", found)

@@ -231,6 +231,26 @@ async def test_a_lost_response_is_resolved_on_retry_and_sent_once(
     assert third.detail["provider_id"] == message.sid and len(phones.sandbox.resources) == 1
 
 
+async def test_a_retry_finds_what_the_first_attempt_sent_even_if_it_renders_otherwise(
+    phones: Phones, effects: StoreEffects
+) -> None:
+    """A WhatsApp template went out, its response was lost; before the retry the contact wrote,
+    so the retry would send free text: it must find the template message, not send again."""
+    params = _whatsapp(template=True)
+    await phones.control("/sandbox/faults", {"next": ["lost"]})
+    templated = {
+        "text": "See you",
+        "variables": {"1": "c-1"},
+        "whatsapp_template": "HX" + "cd" * 16,
+    }
+    with pytest.raises(ApplicationError):
+        await effects.perform(params.idempotency_key, params, templated)
+    again = await effects.perform(params.idempotency_key, params, {"text": "See you"})
+    (message,) = [r for r in phones.sandbox.resources.values() if r.kind == "message"]
+    assert again.detail == {"provider_id": message.sid, "resolved": True}
+    assert message.body.startswith("[content HX")
+
+
 async def test_a_failure_before_creation_is_sent_on_retry(
     phones: Phones, effects: StoreEffects
 ) -> None:
