@@ -314,7 +314,8 @@ def deploy_cmd(
     `enroll` of an SOP neither deployed nor given, or a changed file whose `version` was not
     bumped, and nothing is deployed. A file whose content is unchanged is a no-op."""
     store = _store()
-    plans, problems = validate_paths(paths, _deployed_ids(store))
+    deployed_ids = {plan.sop.id for plan in store.latest_plans()}  # what `enroll` may name too
+    plans, problems = validate_paths(paths, deployed_ids)
     if not problems:
         try:
             deployed = _deploy_all(store, plans)
@@ -329,17 +330,6 @@ def deploy_cmd(
     for plan, created in deployed:
         state = "deployed" if created else "unchanged"
         typer.echo(f"{state} {plan.sop.id} v{plan.sop.version} {plan.digest[:19]}")
-
-
-def _deployed_ids(store: Any) -> set[str]:
-    """Ids of the SOPs deployed so far: what `enroll` steps may name besides the files given."""
-    from sqlalchemy import select
-    from sqlalchemy.orm import Session
-
-    from sopflow.store.models import SopVersion
-
-    with Session(store.engine) as session:
-        return set(session.scalars(select(SopVersion.sop_id).distinct()))
 
 
 def _deploy_all(store: Any, plans: dict[Path, Plan]) -> list[tuple[Plan, bool]]:

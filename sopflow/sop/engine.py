@@ -152,6 +152,23 @@ def entry_matches(
     return event_type in entry.events and all_hold(entry.conditions, scope)
 
 
+def template_context(plan: Plan, state: RunState) -> dict[str, Any]:
+    """Template variables the engine knows; the shell adds `rep` and `run.id`."""
+    return {
+        "contact": state.contact,
+        "event": state.last_event.get("data", {}),
+        "run": {
+            "enrolled_at": state.enrolled_at.isoformat(),
+            "variant": next(reversed(state.variants.values()), None),
+            "attempt": state.attempt,
+            "visit": state.visits.get(state.step or "", 0),
+            "step": state.step,
+            "timezone": state.zones[0],
+        },
+        "sop": {"id": plan.sop.id, "name": plan.sop.name, "version": plan.sop.version},
+    }
+
+
 class Run:
     """One engine call's working copy: mutates `state` and collects commands."""
 
@@ -188,25 +205,7 @@ class Run:
         )
 
     def context(self) -> dict[str, Any]:
-        """Template variables the engine knows; the shell adds `rep` and `run.id`."""
-        state = self.state
-        return {
-            "contact": state.contact,
-            "event": state.last_event.get("data", {}),
-            "run": {
-                "enrolled_at": state.enrolled_at.isoformat(),
-                "variant": next(reversed(state.variants.values()), None),
-                "attempt": state.attempt,
-                "visit": state.visits.get(state.step or "", 0),
-                "step": state.step,
-                "timezone": state.zones[0],
-            },
-            "sop": {
-                "id": self.plan.sop.id,
-                "name": self.plan.sop.name,
-                "version": self.plan.sop.version,
-            },
-        }
+        return template_context(self.plan, self.state)
 
     def goto(self, target: str | None) -> None:
         self._jump.append(target)

@@ -20,10 +20,15 @@ from sopflow.sop.templates import render
 
 
 def command_context(command: Command, rep: Mapping[str, Any], run_id: str) -> dict[str, Any]:
-    context = dict(getattr(command, "context", {}))
-    context["rep"] = dict(rep)
-    context["run"] = {**context.get("run", {}), "id": run_id}
-    return context
+    return with_rep(getattr(command, "context", {}), rep, run_id)
+
+
+def with_rep(context: Mapping[str, Any], rep: Mapping[str, Any], run_id: str) -> dict[str, Any]:
+    """The engine's template variables plus what the shell knows: the rep and the run's id."""
+    full = dict(context)
+    full["rep"] = dict(rep)
+    full["run"] = {**full.get("run", {}), "id": run_id}
+    return full
 
 
 def render_command(command: Command, rep: Mapping[str, Any], run_id: str) -> dict[str, Any]:

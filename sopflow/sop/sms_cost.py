@@ -13,8 +13,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sopflow.errors import InvalidContactError, SopflowError
-from sopflow.sop import clock
+from sopflow.sop import clock, engine
 from sopflow.sop.plan import Plan
+from sopflow.sop.rendering import with_rep
 from sopflow.sop.rep_view import SAMPLE_REP
 from sopflow.sop.schema import LadderStep, MessageStep
 from sopflow.sop.segments import Segments, count_segments
@@ -30,6 +31,9 @@ _PLACEHOLDERS: dict[str, Any] = {
     "date": "2026-12-03",
     "datetime": "2026-12-03T15:00:00",
 }
+
+
+_SAMPLE_START = datetime(2026, 12, 1, 9, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -90,18 +94,5 @@ def _sample_context(plan: Plan) -> dict[str, Any]:
         zones, _ = clock.contact_zones(contact, sop.policy.timezone)
     except SopflowError:
         zones = [sop.policy.timezone.default]
-    return {
-        "contact": contact,
-        "event": {},  # known only at run time: a body that reads it gets no estimate
-        "rep": dict(SAMPLE_REP),
-        "run": {
-            "id": "sample-run",
-            "enrolled_at": datetime(2026, 12, 1, 9, tzinfo=UTC).isoformat(),
-            "variant": None,
-            "attempt": 1,
-            "visit": 1,
-            "step": None,
-            "timezone": zones[0],
-        },
-        "sop": {"id": sop.id, "name": sop.name, "version": sop.version},
-    }
+    state = engine.start(plan, contact, zones, _SAMPLE_START).state
+    return with_rep(engine.template_context(plan, state), SAMPLE_REP, "sample-run")
