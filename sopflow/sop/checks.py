@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Collection, Iterator
-from typing import Any
+from typing import Any, assert_never
 
 import holidays as holidays_lib
 
@@ -202,29 +202,35 @@ def _check_templates(
 
 
 def _step_templates(base: Loc, step: Step) -> Iterator[tuple[Loc, str]]:
-    """Every template a step renders, with where it is in the file."""
-    if isinstance(step, LadderStep):
-        for j, follow in enumerate(step.followups):
-            yield (*base, "followups", j, "body"), follow.body
-            yield from _whatsapp_variables((*base, "followups", j), follow.template)
-        if isinstance(step.attempt, TaskSpec):
-            yield (*base, "attempt", "instructions"), step.attempt.instructions
-        else:
-            yield (*base, "attempt", "script"), step.attempt.script
-    if isinstance(step, MessageStep):
-        yield (*base, "body"), step.body
-        yield from _whatsapp_variables(base, step.template)
-    if isinstance(step, CallStep):
-        yield (*base, "script"), step.script
-    if isinstance(step, TaskStep):
-        yield (*base, "instructions"), step.instructions
-    if isinstance(step, EnrollStep):
-        for key, template in step.data.items():
-            yield (*base, "data", key), template
-    if isinstance(step, UpdateStep):
-        yield (*base, "target"), step.target
-        for key, template in step.set.items():
-            yield (*base, "set", key), template
+    """Every template a step renders, with where it is in the file. One case per step kind: a
+    kind added to the language and forgotten here fails mypy."""
+    match step:
+        case LadderStep():
+            for j, follow in enumerate(step.followups):
+                yield (*base, "followups", j, "body"), follow.body
+                yield from _whatsapp_variables((*base, "followups", j), follow.template)
+            if isinstance(step.attempt, TaskSpec):
+                yield (*base, "attempt", "instructions"), step.attempt.instructions
+            else:
+                yield (*base, "attempt", "script"), step.attempt.script
+        case MessageStep():
+            yield (*base, "body"), step.body
+            yield from _whatsapp_variables(base, step.template)
+        case CallStep():
+            yield (*base, "script"), step.script
+        case TaskStep():
+            yield (*base, "instructions"), step.instructions
+        case EnrollStep():
+            for key, template in step.data.items():
+                yield (*base, "data", key), template
+        case UpdateStep():
+            yield (*base, "target"), step.target
+            for key, template in step.set.items():
+                yield (*base, "set", key), template
+        case WaitStep() | WaitForStep() | BranchStep() | SplitStep() | EndStep():
+            pass  # no template
+        case _:
+            assert_never(step)
 
 
 def _whatsapp_variables(base: Loc, template: WhatsAppTemplate | None) -> Iterator[tuple[Loc, str]]:
