@@ -15,6 +15,7 @@ import signal
 
 from sopflow.compliance.rules import load_rules
 from sopflow.errors import ConfigurationError, SopflowError
+from sopflow.providers.smtp import SmtpMailer, smtp_config
 from sopflow.providers.twilio import TwilioProvider, provider_config
 from sopflow.runtime import build_worker, connect_client, hard_exit
 from sopflow.settings import Settings, temporal_connect_config
@@ -30,6 +31,11 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     store.migrate()
     rules = load_rules(settings.rules_file)  # configuration first: a mistake stops us at once
     twilio = provider_config(os.environ, settings.public_url or "")
+    mail = smtp_config(os.environ)
+    if mail is not None and not settings.public_url:
+        raise ConfigurationError(
+            "SOPFLOW_SMTP_HOST is set but SOPFLOW_PUBLIC_URL (where unsubscribe links lead) is not"
+        )
     config = temporal_connect_config()
     try:
         client = await connect_client(**config)
@@ -39,8 +45,14 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         ) from None
     if twilio is None:
         log.warning("no TWILIO_ACCOUNT_SID: touches go to the in-memory loopback, not to phones")
+    if mail is None:
+        log.warning("no SOPFLOW_SMTP_HOST: emails go to the in-memory loopback, not to mailboxes")
     provider = TwilioProvider(twilio) if twilio else None
-    async with build_worker(client, store, settings.task_queue, rules, provider):
+    mailer = SmtpMailer(mail) if mail else None
+    # Unsubscribe links lead to the gateways: the same public URL and key as theirs.
+    links = settings.unsubscribe_links(settings.public_url or "http://127.0.0.1:8000")
+    worker = build_worker(client, store, settings.task_queue, rules, provider, mailer, links)
+    async with worker:
         upkeep = start_upkeep(Upkeep(store, provider)) if provider else None
         log.info(
             "worker started task_queue=%s temporal=%s", settings.task_queue, config["target_host"]

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from temporalio import activity
 
+from sopflow.channels.unsubscribe import UnsubscribeLinks
 from sopflow.compliance.gate import ContactFacts, Touch, check_touch
 from sopflow.compliance.preflight import (
     Refused,
@@ -47,9 +48,15 @@ class Effects(Protocol):
 
 
 class SopActivities:
-    def __init__(self, effects: Effects, rules: Sequence[Rule] = ()) -> None:
+    def __init__(
+        self,
+        effects: Effects,
+        rules: Sequence[Rule] = (),
+        links: UnsubscribeLinks | None = None,
+    ) -> None:
         self.effects = effects
         self.rules = list(rules)  # legal + organisation rules (sopflow.compliance.rules)
+        self.links = links  # email's signed unsubscribe links (None: emails fail, unconfigured)
 
     @activity.defn(name="sopflow.perform")
     async def perform(self, params: CommandInput) -> CommandResult:
@@ -76,7 +83,7 @@ class SopActivities:
                 )
                 return _result(refusal(verdict))
         rep = await self.effects.rep_for(params)
-        ready = clear(command, verdict, rep, params.workflow_id, facts)
+        ready = clear(command, verdict, rep, params.workflow_id, facts, self.links)
         if isinstance(ready, Refused):
             activity.logger.warning("command %s failed: %s", params.idempotency_key, ready.reason)
             return _result(ready)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, assert_never
 
@@ -29,7 +29,8 @@ from temporalio.exceptions import ApplicationError
 from sopflow.compliance.gate import ContactFacts
 from sopflow.enrolment import enrolment_for, start_enrolment
 from sopflow.errors import SopflowError
-from sopflow.providers.base import Provider, ProviderError, Template
+from sopflow.providers.base import Mailer, Provider, ProviderError, Template
+from sopflow.providers.loopback import LoopbackProvider
 from sopflow.sop.protocol import (
     AssignTask,
     EnrollContact,
@@ -41,7 +42,7 @@ from sopflow.sop.protocol import (
     UpdateContact,
 )
 from sopflow.sop.rep_view import UNASSIGNED_REP
-from sopflow.sop.schema import AssignRule
+from sopflow.sop.schema import AssignRule, Channel
 from sopflow.store.consent import ConsentBook
 from sopflow.store.repository import Store
 from sopflow.store.reps import RepDirectory, RepInfo, RepsAtCapacity
@@ -49,9 +50,23 @@ from sopflow.store.splits import SplitAssignments
 from workflows.contracts import CommandInput, CommandResult
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """One touch as its transport takes it."""
+
+    channel: Channel
+    to: str  # E.164 for phones, the address for email
+    text: str  # the message, or a call's script
+    template: Template | None = None  # WhatsApp outside the 24-hour session
+    subject: str | None = None  # email
+    unsubscribe_url: str | None = None  # email: the signed one-click link
+
+
 class StoreEffects:
-    def __init__(self, store: Store, provider: Provider) -> None:
+    def __init__(self, store: Store, provider: Provider, mailer: Mailer | None = None) -> None:
         self.store = store
+        # No relay configured: emails are claimed and recorded like the loopback's texts.
+        self.mailer: Mailer = mailer if mailer is not None else LoopbackProvider()
         self.reps = RepDirectory(store.engine)
         self.consent = ConsentBook(store.engine)
         self.splits = SplitAssignments(store.engine)
@@ -153,13 +168,18 @@ class StoreEffects:
         command: SendMessage | PlaceCall,
         rendered: Mapping[str, Any],
     ) -> CommandResult:
-        to = str(command.context.get("contact", {}).get("phone", ""))
-        channel = command.channel if isinstance(command, SendMessage) else "call"
-        text = rendered["text"] if isinstance(command, SendMessage) else rendered["script"]
         template: Template | None = None
         if rendered.get("whatsapp_template"):  # outside the 24-hour session (preflight.clear)
             template = (rendered["whatsapp_template"], rendered["variables"])
-        sent = await self._send_once(key, params, channel, to, text, params.contact_id, template)
+        out = Outgoing(
+            channel=command.channel if isinstance(command, SendMessage) else "call",
+            to=str(rendered["to"]),  # the channel adapter's address (preflight.clear)
+            text=rendered["text"] if isinstance(command, SendMessage) else rendered["script"],
+            template=template,
+            subject=rendered.get("subject"),
+            unsubscribe_url=rendered.get("unsubscribe_url"),
+        )
+        sent = await self._send_once(key, params, out, params.contact_id)
         if sent.status == "blocked":  # the engine records the block, with its reason
             return sent
         await asyncio.to_thread(self._record, params, sent.detail.get("provider_id"))
@@ -169,24 +189,22 @@ class StoreEffects:
         self,
         key: str,
         params: CommandInput,
-        channel: str,
-        to: str,
-        text: str,
+        out: Outgoing,
         contact_id: str | None = None,
-        template: Template | None = None,
         rep_id: str | None = None,
     ) -> CommandResult:
         """The outbox protocol around one provider call (see the module docstring).
         `contact_id`: a touch of a contact (not a rep notice), whose opt-out is looked at last;
         `rep_id`: for a rep notice, the rep the step chose (kept for retries, see `_rep`)."""
-        recipient = {"channel": channel, "to": to, "text": None if template else text}
+        channel, to = out.channel, out.to
+        recipient = {"channel": channel, "to": to, "text": None if out.template else out.text}
         if rep_id:
             recipient["rep"] = rep_id
         claim = await asyncio.to_thread(
             self.store.outbox_begin, key, params.workflow_id, channel, recipient
         )
         if claim.status == "blocked":
-            return _opted_out(claim.result.get("reason", ""))
+            return _opted_out(claim.result.get("reason", ""), claim.result.get("rule", "opt_out"))
         if claim.status == "failed":
             return CommandResult(status="failed", reason=claim.result.get("reason", ""))
         if claim.status != "pending":
@@ -197,7 +215,7 @@ class StoreEffects:
             # WhatsApp session opened since, so free text now where a template went then).
             first = claim.result.get("recipient") or recipient
             found = await self._provider_call(
-                self.provider.find_sent(channel, to, first.get("text"), key, claimed_at)
+                self._find_sent(out, first.get("text"), key, claimed_at)
             )
             if found is not None:
                 await asyncio.to_thread(self.store.outbox_finish, key, "done", found)
@@ -208,21 +226,48 @@ class StoreEffects:
             since = await asyncio.to_thread(self.consent.opted_out_since, contact_id, channel)
             if since is not None:
                 reason = f"the contact opted out at {since.isoformat()}, as the touch was going out"
+                everywhere = await asyncio.to_thread(self.store.opted_out_at, contact_id)
+                rule = "opt_out" if everywhere else "opt_out_channel"  # as the gate says it
                 await asyncio.to_thread(
-                    self.store.outbox_finish, key, "blocked", None, {"reason": reason}
+                    self.store.outbox_finish, key, "blocked", None, {"reason": reason, "rule": rule}
                 )
-                return _opted_out(reason)
+                return _opted_out(reason, rule)
         try:
-            if channel == "call":
-                provider_id = await self.provider.place_call(to, text, key)
-            else:
-                provider_id = await self.provider.send_message(channel, to, text, key, template)
+            provider_id = await self._transmit(out, key)
         except ProviderError as exc:
             if exc.kind != "permanent":
                 raise _retry(exc) from None
             return await self._rejected(key, exc, contact_id)
         await asyncio.to_thread(self.store.outbox_finish, key, "done", provider_id)
         return CommandResult(detail={"provider_id": provider_id})
+
+    async def _transmit(self, out: Outgoing, key: str) -> str:
+        """The one place a touch meets its transport: Twilio for phones, SMTP for email."""
+        match out.channel:
+            case "call":
+                return await self.provider.place_call(out.to, out.text, key)
+            case "sms" | "whatsapp":
+                return await self.provider.send_message(
+                    out.channel, out.to, out.text, key, out.template
+                )
+            case "email":
+                subject = out.subject or ""
+                return await self.mailer.send_email(
+                    out.to, subject, out.text, key, out.unsubscribe_url
+                )
+            case _:
+                assert_never(out.channel)
+
+    def _find_sent(
+        self, out: Outgoing, text: str | None, key: str, since: datetime
+    ) -> Awaitable[str | None]:
+        match out.channel:
+            case "call" | "sms" | "whatsapp":
+                return self.provider.find_sent(out.channel, out.to, text, key, since)
+            case "email":
+                return self.mailer.find_sent_email(out.to, key, since)
+            case _:
+                assert_never(out.channel)
 
     @staticmethod
     async def _provider_call(call: Awaitable[str | None]) -> str | None:
@@ -284,13 +329,9 @@ class StoreEffects:
             )
         detail: dict[str, Any] = {"rep": rep.id if rep else None}
         if notify is not None and notify.phone:
+            notice = Outgoing("sms", notify.phone, _notice(params, rendered, notify))
             sent = await self._send_once(
-                f"{key}/notify",
-                params,
-                "sms",
-                notify.phone,
-                _notice(params, rendered, notify),
-                rep_id=rep.id if rep else None,
+                f"{key}/notify", params, notice, rep_id=rep.id if rep else None
             )
             detail["notified"] = notify.id
             detail["provider_id"] = sent.detail.get("provider_id")
@@ -339,8 +380,9 @@ def _retry(exc: ProviderError) -> ApplicationError:
     )
 
 
-def _opted_out(reason: str) -> CommandResult:
-    return CommandResult(status="blocked", reason=reason, detail={"rule": "opt_out"})
+def _opted_out(reason: str, rule: str = "opt_out") -> CommandResult:
+    """`opt_out`: out of every channel (the run ends); `opt_out_channel`: of this one only."""
+    return CommandResult(status="blocked", reason=reason, detail={"rule": rule})
 
 
 def _team(params: CommandInput) -> str | None:

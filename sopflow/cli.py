@@ -54,7 +54,8 @@ report_app = typer.Typer(
 )
 app.add_typer(report_app, name="report")
 sandbox_app = typer.Typer(
-    help="The sandbox phone network of `sopflow up`: read a number's inbox, reply from it.",
+    help="The sandboxes of `sopflow up`: read a number's inbox, reply from it; read a mailbox, "
+    "unsubscribe from an email.",
     no_args_is_help=True,
 )
 app.add_typer(sandbox_app, name="sandbox")
@@ -236,10 +237,12 @@ def simulate_cmd(
     from sopflow.settings import Settings
 
     # The rules production's gate applies: the law's table and the organisation's own file.
-    rules = load_rules(rules_file or Settings.from_env().rules_file)
-    simulation = simulate(
-        plan, person, _parse_start(start, zones[0]), script, zones, arms, rules=rules
-    )
+    settings = Settings.from_env()
+    rules = load_rules(rules_file or settings.rules_file)
+    # Email's unsubscribe links as the gateway signs them (the data dir's key, or the env's).
+    links = settings.unsubscribe_links(settings.public_url or "http://127.0.0.1:8000")
+    start_at = _parse_start(start, zones[0])
+    simulation = simulate(plan, person, start_at, script, zones, arms, rules=rules, links=links)
     if as_json:
         typer.echo(json.dumps(simulation_json(simulation), indent=2, ensure_ascii=False))
     else:
@@ -271,6 +274,9 @@ def _summary(action: str, detail: dict[str, Any], zone_name: str) -> str:
         return f"“{detail['text']}” ({count_segments(detail['text']).describe()})"
     if action in ("sms", "whatsapp") and "text" in detail:
         return f"“{detail['text']}”"
+    if action == "email" and "text" in detail:
+        text = detail["text"].replace("\n", " ⏎ ")
+        return f"to {detail['to']}, subject “{detail['subject']}”: “{text}”"
     if action == "call":
         return f"script: “{detail['script']}”"
     if action == "assign":
@@ -363,12 +369,16 @@ def up_cmd(
     sandbox_port: Annotated[
         int, typer.Option(help="sandbox phone network port (used when TWILIO_ACCOUNT_SID is unset)")
     ] = 8300,
+    smtp_port: Annotated[
+        int, typer.Option(help="sandbox mail server port (used when SOPFLOW_SMTP_HOST is unset)")
+    ] = 8025,
     teams: Annotated[
         Path | None, typer.Option(help="teams file to import on start (e.g. examples/teams.yaml)")
     ] = None,
 ) -> None:
     """Run the embedded stack in the foreground: Temporal dev server, worker, gateway, SQLite store,
-    and the sandbox phone network unless TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and TWILIO_FROM are set.
+    the sandbox phone network unless TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and TWILIO_FROM are set,
+    and the sandbox mail server unless SOPFLOW_SMTP_HOST and SOPFLOW_EMAIL_FROM are set.
 
     Data lives in SOPFLOW_DATA_DIR (default .sopflow); Ctrl-C stops everything cleanly.
     """
@@ -389,7 +399,7 @@ def up_cmd(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        ports = Ports(temporal_port, ui_port, port, sandbox_port)
+        ports = Ports(temporal_port, ui_port, port, sandbox_port, smtp_port)
         await up(Settings.from_env(), sops, ports, stop, teams)
 
     asyncio.run(serve())
@@ -572,6 +582,18 @@ def report_run_cmd(run_id: str, as_json: Annotated[bool, typer.Option("--json")]
         )
 
 
+def _sandbox(method: str, url: str, path: str, **options: Any) -> Any:
+    """One request to the sandbox of `sopflow up`; a user error when it is not there."""
+    import httpx
+
+    try:
+        return httpx.request(method, f"{url}{path}", timeout=30, **options)
+    except httpx.HTTPError as exc:
+        raise SopflowError(
+            f"cannot reach the sandbox at {url} ({exc}): is `sopflow up` running?"
+        ) from None
+
+
 @sandbox_app.command("inbox")
 @user_errors
 def sandbox_inbox_cmd(
@@ -580,15 +602,7 @@ def sandbox_inbox_cmd(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Every message to or from a number on the sandbox network, oldest first."""
-    import httpx
-
-    try:
-        answer = httpx.get(f"{url}/sandbox/numbers/{number}/messages", timeout=10)
-    except httpx.HTTPError as exc:
-        raise SopflowError(
-            f"cannot reach the sandbox at {url} ({exc}): is `sopflow up` running?"
-        ) from None
-    messages = answer.json()
+    messages = _sandbox("GET", url, f"/sandbox/numbers/{number}/messages").json()
     if as_json:
         typer.echo(json.dumps(messages, indent=2))
         return
@@ -609,19 +623,47 @@ def sandbox_reply_cmd(
     url: Annotated[str, SANDBOX_URL] = "http://127.0.0.1:8300",
 ) -> None:
     """Text sopflow from a sandbox number: the gateway gets a signed inbound webhook."""
-    import httpx
-
-    try:
-        answer = httpx.post(
-            f"{url}/sandbox/inbound", json={"from": number, "to": to, "body": text}, timeout=30
-        )
-    except httpx.HTTPError as exc:
-        raise SopflowError(
-            f"cannot reach the sandbox at {url} ({exc}): is `sopflow up` running?"
-        ) from None
+    body = {"from": number, "to": to, "body": text}
+    answer = _sandbox("POST", url, "/sandbox/inbound", json=body)
     if answer.status_code != 201:
         raise SopflowError(f"the sandbox said {answer.status_code}: {answer.text}")
     typer.echo(f"sent {text!r} from {number} ({answer.json()['sid']})")
+
+
+@sandbox_app.command("mail")
+@user_errors
+def sandbox_mail_cmd(
+    address: Annotated[str, typer.Argument(help="an email address, e.g. ann@example.com")],
+    url: Annotated[str, SANDBOX_URL] = "http://127.0.0.1:8300",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Every email the sandbox mail server took for an address, oldest first."""
+    mails = _sandbox("GET", url, f"/sandbox/mailboxes/{address}/messages").json()
+    if as_json:
+        typer.echo(json.dumps(mails, indent=2))
+        return
+    for mail in mails:
+        typer.echo(f"#{mail['id']}  {mail['received_at'][:19]}  {mail['subject']}")
+        typer.echo("    " + mail["text"].replace("\n", "\n    "))
+    if not mails:
+        typer.echo(f"no email for {address}")
+
+
+@sandbox_app.command("unsubscribe")
+@user_errors
+def sandbox_unsubscribe_cmd(
+    mail_id: Annotated[
+        int, typer.Argument(help="the email's number (#) in `sopflow sandbox mail`")
+    ],
+    url: Annotated[str, SANDBOX_URL] = "http://127.0.0.1:8300",
+) -> None:
+    """Press an email's one-click unsubscribe button, as Gmail does (RFC 8058)."""
+    answer = _sandbox("POST", url, f"/sandbox/mail/{mail_id}/unsubscribe")
+    if answer.status_code != 200:  # the phone sandbox answers errors in Twilio's shape
+        said = answer.json()
+        why = said.get("detail") or said.get("message")
+        raise SopflowError(f"the sandbox said {answer.status_code}: {why}")
+    typer.echo(f"unsubscribed: the gateway answered {answer.json()['unsubscribed']}")
 
 
 @runs_app.command("show")

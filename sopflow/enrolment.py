@@ -13,10 +13,12 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from sopflow.emails import EMAIL_HINT, email_address
 from sopflow.errors import InvalidContactError, InvalidEventError
 from sopflow.phones import E164_HINT, e164
 from sopflow.sop import clock, engine
 from sopflow.sop.plan import Plan
+from sopflow.sop.protocol import BUILTIN_EVENTS
 from sopflow.sop.schema import MAX_CONTACT_ID, WaitForStep
 from workflows.contracts import SopRunInput
 
@@ -29,14 +31,10 @@ class Enrolment:
     zones: list[str]
 
 
-# Contact events every deployment understands: the gateway records them on the contact too.
-BUILTIN_CONTACT_EVENTS = frozenset({"opted_out", "opted_in", "reply"})
-
-
 def known_events(plans: Iterable[Plan]) -> set[str]:
     """Event types the API accepts: SOP triggers, events runs wait for or are interrupted by,
     and the built-in contact events."""
-    known = set(BUILTIN_CONTACT_EVENTS)
+    known = set(BUILTIN_EVENTS)  # the gateway records these on the contact too
     for plan in plans:
         sop = plan.sop
         known |= set(sop.entry.events) | set(sop.interrupts)
@@ -57,7 +55,8 @@ def workflow_id(sop_id: str, contact_id: str, key: str) -> str:
 
 
 def normalise_contact(contact: Mapping[str, Any]) -> dict[str, Any]:
-    """A contact with a text id, an E.164 phone and a known time zone, or InvalidContactError."""
+    """A contact with a text id, an E.164 phone, a valid email and a known time zone, or
+    InvalidContactError."""
     result = dict(contact)
     contact_id = result.get("id")
     if (
@@ -69,12 +68,16 @@ def normalise_contact(contact: Mapping[str, Any]) -> dict[str, Any]:
     if len(str(contact_id)) > MAX_CONTACT_ID:
         raise InvalidContactError(f"`id` is longer than {MAX_CONTACT_ID} characters")
     result["id"] = str(contact_id)
-    phone = result.get("phone")
-    if phone not in (None, ""):
-        number = e164(str(phone))
-        if number is None:
-            raise InvalidContactError(f"invalid phone number {phone!r}: {E164_HINT}", result["id"])
-        result["phone"] = number
+    addresses = (
+        ("phone", e164, "phone number", E164_HINT),
+        ("email", email_address, "email", EMAIL_HINT),
+    )
+    for field, parse, what, hint in addresses:  # the channels' addresses, normalised once
+        given = result.get(field)
+        if given not in (None, ""):
+            if (address := parse(str(given))) is None:
+                raise InvalidContactError(f"invalid {what} {given!r}: {hint}", result["id"])
+            result[field] = address
     zone_name = result.get("timezone")
     if zone_name not in (None, ""):
         try:

@@ -14,8 +14,9 @@ from temporalio.worker import Worker
 
 from activities.sop_activities import SopActivities
 from activities.store_effects import StoreEffects
+from sopflow.channels.unsubscribe import UnsubscribeLinks
 from sopflow.compliance.rules import Rule
-from sopflow.providers.base import Provider
+from sopflow.providers.base import Mailer, Provider
 from sopflow.providers.loopback import LoopbackProvider
 from sopflow.store.repository import Store
 from workflows.sandbox import workflow_runner
@@ -32,15 +33,18 @@ def build_worker(
     task_queue: str,
     rules: Sequence[Rule],
     provider: Provider | None = None,
+    mailer: Mailer | None = None,
+    links: UnsubscribeLinks | None = None,
 ) -> Worker:
-    """`rules`: the contact rules the touch gate applies (`load_rules(settings.rules_file)`)."""
-    # Loopback until the Twilio issue: touches are claimed and recorded, not delivered to phones.
-    effects = StoreEffects(store, provider or LoopbackProvider())
+    """`rules`: the contact rules the touch gate applies (`load_rules(settings.rules_file)`);
+    `provider` / `mailer` None: touches are claimed and recorded in memory, not delivered;
+    `links`: email's unsubscribe links (`Settings.unsubscribe_links`; None: emails fail)."""
+    effects = StoreEffects(store, provider or LoopbackProvider(), mailer)
     return Worker(
         client,
         task_queue=task_queue,
         workflows=[SopRun],
-        activities=SopActivities(effects, rules).all(),
+        activities=SopActivities(effects, rules, links).all(),
         workflow_runner=workflow_runner(),
     )
 

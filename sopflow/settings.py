@@ -7,10 +7,13 @@ by temporalio's env config, so a cluster or Temporal Cloud is a configuration ch
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from sopflow.channels.unsubscribe import UnsubscribeLinks
 
 
 class Secret:
@@ -36,6 +39,7 @@ class Settings:
     api_token: Secret | None
     rules_file: Path | None = None  # the organisation's own contact rules (SOPFLOW_RULES)
     public_url: str | None = None  # where Twilio reaches the gateway (SOPFLOW_PUBLIC_URL)
+    unsubscribe_key: Secret | None = None  # signs email unsubscribe links (SOPFLOW_UNSUBSCRIBE_KEY)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -49,7 +53,24 @@ class Settings:
             api_token=Secret(token) if token else None,
             rules_file=Path(env["SOPFLOW_RULES"]) if env.get("SOPFLOW_RULES") else None,
             public_url=env.get("SOPFLOW_PUBLIC_URL") or None,
+            unsubscribe_key=Secret(key) if (key := env.get("SOPFLOW_UNSUBSCRIBE_KEY")) else None,
         )
+
+    def kept_secret(self, name: str) -> Secret:
+        """A secret generated once and kept in the data dir (readable by its owner only)."""
+        path = self.data_dir / name
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(24))
+            path.chmod(0o600)
+        return Secret(path.read_text().strip())
+
+    def unsubscribe_links(self, public_url: str) -> UnsubscribeLinks:
+        """Email unsubscribe links to the gateway at `public_url`. Every worker and gateway of one
+        deployment must share the key: set SOPFLOW_UNSUBSCRIBE_KEY (else one kept in the data
+        dir, enough when they share it, as under `sopflow up`)."""
+        key = self.unsubscribe_key or self.kept_secret("unsubscribe_key")
+        return UnsubscribeLinks(public_url, key.reveal().encode())
 
 
 def temporal_connect_config() -> dict[str, Any]:

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
 import shutil
 import sys
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
+from fastapi import FastAPI
 from temporalio.client import Client
 
 from sopflow.compliance.rules import load_rules
@@ -26,8 +26,10 @@ from sopflow.errors import ConfigurationError, SopflowError
 from sopflow.gateway.app import create_app
 from sopflow.gateway.sandbox_page import sandbox_page_router
 from sopflow.gateway.twilio_hooks import TwilioHooks
+from sopflow.providers.smtp import SmtpConfig, SmtpMailer, smtp_config
 from sopflow.providers.twilio import TwilioConfig, TwilioProvider, provider_config
 from sopflow.runtime import build_worker, connect_client
+from sopflow.sandbox.mail import SANDBOX_SENDER, MailSandbox
 from sopflow.sandbox.server import SANDBOX_ACCOUNT, SANDBOX_FROM, Sandbox
 from sopflow.settings import Secret, Settings
 from sopflow.sop.validate import validate_paths
@@ -51,6 +53,7 @@ class Ports:
     ui: int = 8233
     gateway: int = 8000
     sandbox: int = 8300
+    smtp: int = 8025  # the sandbox mail server (when SOPFLOW_SMTP_HOST is unset)
 
 
 def temporal_cli() -> str:
@@ -63,13 +66,9 @@ def temporal_cli() -> str:
 
 def sandbox_config(settings: Settings, public_url: str, port: int) -> TwilioConfig:
     """The sandbox's account: a fixed test SID and a token kept in the data dir."""
-    path = settings.data_dir / "sandbox_token"
-    if not path.exists():
-        path.write_text(secrets.token_hex(16))
-        path.chmod(0o600)
     return TwilioConfig(
         account_sid=SANDBOX_ACCOUNT,
-        auth_token=path.read_text().strip(),
+        auth_token=settings.kept_secret("sandbox_token").reveal(),
         sms_from=SANDBOX_FROM,
         whatsapp_from=SANDBOX_FROM,
         public_url=public_url,
@@ -79,13 +78,7 @@ def sandbox_config(settings: Settings, public_url: str, port: int) -> TwilioConf
 
 def api_token(settings: Settings) -> Secret:
     """SOPFLOW_API_TOKEN, else a token generated once and kept in the data dir."""
-    if settings.api_token is not None:
-        return settings.api_token
-    path = settings.data_dir / "api_token"
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(24))
-        path.chmod(0o600)
-    return Secret(path.read_text().strip())
+    return settings.api_token or settings.kept_secret("api_token")
 
 
 async def _wait_for_temporal(address: str, server: asyncio.subprocess.Process) -> None:
@@ -159,35 +152,58 @@ async def up(
 
         public_url = settings.public_url or f"http://127.0.0.1:{ports.gateway}"
         config = provider_config(os.environ, public_url)
-        sandbox_server: _Gateway | None = None
+        sandbox_app: FastAPI | None = None
         if config is None:  # no Twilio account: the sandbox phone network stands in
             config = sandbox_config(settings, public_url, ports.sandbox)
             sandbox = Sandbox(
                 {config.account_sid: config.auth_token}, f"{public_url}/twilio/inbound"
             )
-            sandbox_server = _Gateway(
-                uvicorn.Config(
-                    sandbox.app(), host="127.0.0.1", port=ports.sandbox, log_level="warning"
-                )
-            )
+            sandbox_app = sandbox.app()
+        mail_config = smtp_config(os.environ)
+        mail_server: asyncio.Server | None = None
+        if mail_config is None:  # no relay: the sandbox mail server stands in
+            mail_sandbox = MailSandbox()
+            mail_server = await mail_sandbox.serve("127.0.0.1", ports.smtp)
+            mail_config = SmtpConfig("127.0.0.1", ports.smtp, SANDBOX_SENDER, starttls=False)
+            sandbox_app = sandbox_app or FastAPI(title="sopflow sandbox")
+            sandbox_app.include_router(mail_sandbox.router())
         provider = TwilioProvider(config)
+        mailer = SmtpMailer(mail_config)
+        links = settings.unsubscribe_links(public_url)
         hooks = TwilioHooks(config.auth_token, public_url)
-        app = create_app(store, client_factory, token, settings.task_queue, hooks, provider, rules)
-        if sandbox_server is not None:
+        app = create_app(
+            store, client_factory, token, settings.task_queue, hooks, provider, rules, links
+        )
+        sandbox_server: _Gateway | None = None
+        if sandbox_app is not None:
             sandbox_url = f"http://127.0.0.1:{ports.sandbox}"
             app.include_router(sandbox_page_router(sandbox_url, token))
+            sandbox_server = _Gateway(
+                uvicorn.Config(
+                    sandbox_app, host="127.0.0.1", port=ports.sandbox, log_level="warning"
+                )
+            )
         gateway = _Gateway(
             uvicorn.Config(app, host="127.0.0.1", port=ports.gateway, log_level="warning")
         )
         servers = [gateway, *([sandbox_server] if sandbox_server else [])]
-        async with build_worker(client, store, settings.task_queue, rules, provider):
+        worker = build_worker(client, store, settings.task_queue, rules, provider, mailer, links)
+        async with worker:
             serving = [asyncio.create_task(s.serve()) for s in servers]
             upkeep = start_upkeep(Upkeep(store, provider, sop_dir))  # SOP edits deploy themselves
+            pages = f"http://127.0.0.1:{ports.gateway}/sandbox"
             phones = (
-                f"  phones     sandbox: http://127.0.0.1:{ports.gateway}/sandbox/+12125550123?token={token.reveal()}"
+                f"  phones     sandbox: {pages}/+12125550123?token={token.reveal()}"
                 "  (any number's inbox; reply as it; or `sopflow sandbox --help`)\n"
-                if sandbox_server
+                if config.account_sid == SANDBOX_ACCOUNT
                 else f"  phones     Twilio, callbacks to {public_url}/twilio/*\n"
+            )
+            phones += (
+                f"  email      sandbox SMTP on 127.0.0.1:{ports.smtp}: "
+                f"{pages}/mail/ann@example.com?token={token.reveal()}  (any address's inbox)\n"
+                if mail_server
+                else f"  email      SMTP {mail_config.host}:{mail_config.port}, "
+                f"unsubscribe links to {public_url}/unsubscribe/*\n"
             )
             print(
                 f"sopflow is up\n"
@@ -205,6 +221,8 @@ async def up(
                 server_.should_exit = True
             await asyncio.gather(*serving)
         await provider.close()
+        if mail_server is not None:
+            mail_server.close()
     finally:
         if server.returncode is None:
             server.terminate()

@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from sopflow.channels.adapters import adapter
 from sopflow.compliance.rules import Region, Rule, cap_next
 from sopflow.sop import clock
-from sopflow.sop.schema import ContactPolicy, WindowSpec
+from sopflow.sop.schema import CHANNELS, Channel, ContactPolicy, WindowSpec
 
 _MAX_ROUNDS = 64  # rules move the candidate forward; they agree long before this
 
@@ -44,7 +45,7 @@ class ContactFacts:
 
 @dataclass(frozen=True)
 class TouchRequest:
-    channel: str
+    channel: Channel
     at: datetime
     zones: Sequence[str]
     regions: Sequence[Region]
@@ -59,7 +60,8 @@ class TouchRequest:
 @dataclass(frozen=True)
 class Verdict:
     """allowed, or the rule that blocked the touch, why, and when it could go (None: never).
-    `footers`: lines the law wants appended to this message (allowed SMS only).
+    `footers`: lines the matching rules want appended to a message (the channel's adapter
+    says whether its text carries them: SMS does).
     `due_at`: a task's due time with the SLA counted only while the SOP's and every matching
     rule's window is open (a Florida call task at 19:50 is not due at 20:20, after the law's
     20:00, but on the next morning)."""
@@ -79,8 +81,14 @@ def _hard_block(
         if scope in facts.opted_out:
             when = facts.opted_out[scope].isoformat()
             what = "on every channel" if scope == "all" else f"of {scope}"
-            return Verdict(False, "opt_out", f"the contact opted out {what} at {when}")
-    if facts.do_not_contact:
+            # Out of every channel: the run stops touching them (the engine ends it). Out of
+            # this one only: this touch fails over, and the SOP goes on on the others.
+            everywhere = "all" in facts.opted_out or set(CHANNELS) <= facts.opted_out.keys()
+            rule_id = "opt_out" if everywhere else "opt_out_channel"
+            return Verdict(False, rule_id, f"the contact opted out {what} at {when}")
+    # The lists hold phone numbers (national registries, the internal STOP list): they bar
+    # calls and texts to the number, not an email to the person.
+    if facts.do_not_contact and adapter(request.channel).address_field == "phone":
         return Verdict(
             False,
             "do_not_contact",
@@ -96,7 +104,7 @@ def _hard_block(
 
 def _sop_window(request: TouchRequest, at: datetime) -> tuple[datetime | None, str]:
     policy = request.policy
-    window = policy.windows.get(request.channel) if policy else None  # type: ignore[call-overload]
+    window = policy.windows.get(request.channel) if policy else None
     if policy is None or window is None or not request.zones:
         return at, ""
     calendar = clock.Calendar.from_policy(policy)
@@ -203,6 +211,6 @@ def check_touch(request: TouchRequest, facts: ContactFacts, rules: Sequence[Rule
     else:
         return Verdict(False, first_rule, first_reason, None)
     if first_rule is None:
-        footers = tuple(r.footer for r in matching if r.footer and request.channel == "sms")
+        footers = tuple(r.footer for r in matching if r.footer)
         return Verdict(True, footers=footers, due_at=_due_at(request, matching))
     return Verdict(False, first_rule, first_reason, candidate)

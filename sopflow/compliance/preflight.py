@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from sopflow.channels.adapters import adapter
+from sopflow.channels.unsubscribe import UnsubscribeLinks
 from sopflow.compliance.gate import (
     ContactFacts,
     TouchRequest,
@@ -22,7 +24,14 @@ from sopflow.compliance.gate import (
 )
 from sopflow.compliance.rules import Rule, contact_regions
 from sopflow.errors import TemplateRenderError
-from sopflow.sop.protocol import AssignTask, Command, SendMessage, UpdateContact, touch_channel
+from sopflow.sop.protocol import (
+    AssignTask,
+    Command,
+    PlaceCall,
+    SendMessage,
+    UpdateContact,
+    touch_channel,
+)
 from sopflow.sop.rendering import render_command
 from sopflow.sop.schema import MAX_CONTACT_ID, ContactPolicy
 
@@ -107,13 +116,23 @@ def clear(
     rep: Mapping[str, Any],
     run_id: str,
     facts: ContactFacts | None = None,
+    links: UnsubscribeLinks | None = None,
 ) -> Cleared | Refused:
     """An allowed (or ungated) command, made ready: the gate's due time, the rendered templates,
-    the law's footers, and for WhatsApp whether the free text or the template goes
-    (`rendered["whatsapp_template"]`). A template that cannot render fails the command now:
-    retrying cannot fix it, and the engine routes the failure (a touch's failure path, or
-    `effect_failed`); so does a WhatsApp message outside the session with no template."""
+    the address it goes to (`rendered["to"]`, from the channel's adapter), the law's footers and
+    an email's signed unsubscribe link (`rendered["unsubscribe_url"]`, from `links`), and for
+    WhatsApp whether the free text or the template goes (`rendered["whatsapp_template"]`).
+    A template that cannot render fails the command now: retrying cannot fix it, and the engine
+    routes the failure (a touch's failure path, or `effect_failed`); so does a contact with no
+    address on the channel, or a WhatsApp message outside the session with no template."""
     due_at = None
+    to: str | None = None
+    if isinstance(command, SendMessage | PlaceCall):
+        channel = adapter("call" if isinstance(command, PlaceCall) else command.channel)
+        contact = command.context.get("contact", {})
+        to = channel.address(contact)
+        if to is None:
+            return Refused("failed", channel.missing_address(contact), detail={"error": "address"})
     if isinstance(command, SendMessage) and command.channel == "whatsapp":
         if whatsapp_session_open(facts or ContactFacts(), command.at):
             command = command.model_copy(update={"template": None})  # free text goes
@@ -140,9 +159,20 @@ def clear(
         if not target or len(target) > MAX_CONTACT_ID:
             reason = f"step {command.step!r}: the update's target {target!r} is not a contact id"
             return Refused("failed", reason, detail={"error": "target"})
-    if isinstance(command, SendMessage) and command.template is not None:
-        rendered["whatsapp_template"] = command.template.content_sid
-    for footer in verdict.footers if verdict else ():
-        if footer not in rendered.get("text", footer):
-            rendered["text"] = f"{rendered['text'].rstrip()} {footer}"
+    if to is not None:
+        rendered["to"] = to
+    if isinstance(command, SendMessage):
+        if command.template is not None:
+            rendered["whatsapp_template"] = command.template.content_sid
+        channel = adapter(command.channel)
+        url = None
+        if channel.one_click_unsubscribe:
+            if links is None:
+                reason = "email needs the gateway's public URL and key for its unsubscribe link"
+                return Refused("failed", reason, detail={"error": "configuration"})
+            url = rendered["unsubscribe_url"] = links.url(str(command.context["contact"]["id"]))
+        for footer in channel.footers(verdict.footers if verdict else (), url):
+            if footer not in rendered["text"]:
+                text = rendered["text"].rstrip()
+                rendered["text"] = f"{text}{channel.footer_separator}{footer}"
     return Cleared(command, rendered, due_at)

@@ -13,11 +13,12 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi import Path as FastApiPath
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field, field_validator
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import FailureError
 from temporalio.service import RPCError, RPCStatusCode
 
+from sopflow.channels.unsubscribe import UnsubscribeLinks
 from sopflow.compliance.adherence import Grouping
 from sopflow.compliance.rules import Rule
 from sopflow.enrolment import (
@@ -30,8 +31,10 @@ from sopflow.errors import SopflowError
 from sopflow.gateway.click_to_call import click_to_call_router
 from sopflow.gateway.signals import signal_run, tell_runs
 from sopflow.gateway.twilio_hooks import TwilioHooks, twilio_router
+from sopflow.gateway.unsubscribe import unsubscribe_router
 from sopflow.providers.base import Provider
 from sopflow.settings import Secret
+from sopflow.sop.protocol import SYSTEM_ACTORS
 from sopflow.sop.schema import MAX_CONTACT_ID
 from sopflow.store.consent import ConsentBook, check_channels
 from sopflow.store.reports import Scores, parse_since, run_score_view
@@ -91,6 +94,13 @@ class OutcomeIn(BaseModel):
     note: str = ""
     data: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("actor")
+    @classmethod
+    def _a_person(cls, actor: str) -> str:
+        if actor in SYSTEM_ACTORS:  # a reporter cannot speak as the carrier or the engine
+            raise ValueError(f"actor {actor!r} is reserved for sopflow's own reports")
+        return actor
+
 
 def update_refusal(exc: WorkflowUpdateFailedError) -> str:
     """Why the run refused an update, in the validator's words. str() of the Temporal failure
@@ -109,9 +119,11 @@ def create_app(
     twilio: TwilioHooks | None = None,
     provider: Provider | None = None,
     rules: Sequence[Rule] = (),
+    links: UnsubscribeLinks | None = None,
 ) -> FastAPI:
     """`twilio`: serve Twilio's webhooks under /twilio (signature-checked with its token);
-    `provider` + `rules`: offer rep click-to-call, judged by the touch gate with `rules`."""
+    `provider` + `rules`: offer rep click-to-call, judged by the touch gate with `rules`;
+    `links`: serve email's one-click unsubscribe under /unsubscribe (links signed with it)."""
     app = FastAPI(title="sopflow", version="0.1.0")
     consent = ConsentBook(store.engine)
     scores = Scores(store.engine)
@@ -140,6 +152,8 @@ def create_app(
         app.include_router(twilio_router(twilio, store, temporal))
     if provider is not None:
         app.include_router(click_to_call_router(store, temporal, provider, rules, authorised))
+    if links is not None:
+        app.include_router(unsubscribe_router(links, consent))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, bool]:

@@ -1,12 +1,13 @@
-"""A page on the gateway for a sandbox number (only under `sopflow up` without Twilio): the
-number's inbox, and a box to text sopflow from it, as a lead would. It holds the API token in
+"""Pages on the gateway for the sandboxes of `sopflow up`: a sandbox number's inbox with a box to
+text sopflow from it, as a lead would; a sandbox mailbox with each email's one-click unsubscribe
+button, as a mail client shows it. It holds the API token in
 its URL (`?token=`): a browser cannot send the bearer header, and a reply is a real webhook."""
 
 from __future__ import annotations
 
 import secrets
 from html import escape
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import quote
 
 import httpx
@@ -24,26 +25,68 @@ def sandbox_page_router(sandbox_url: str, api_token: Secret) -> APIRouter:
         if not secrets.compare_digest(token.encode(), api_token.reveal().encode()):
             raise HTTPException(401, "add ?token=<the API token> to the address")
 
-    @router.get("/{number}", response_class=HTMLResponse)
-    async def inbox(number: str, token: str = "") -> str:
+    async def listing(token: str, path: str) -> list[dict[str, Any]]:
         check(token)
         async with httpx.AsyncClient(timeout=10) as client:
-            answer = await client.get(f"{sandbox_url}/sandbox/numbers/{quote(number)}/messages")
+            answer = await client.get(f"{sandbox_url}/sandbox/{path}/messages")
+        return list(answer.json())
+
+    def page(title: str, heading: str, columns: str, rows: str) -> str:
+        return (
+            f"<!doctype html><meta charset=utf-8><title>{escape(title)}</title>"
+            f"<h1>{escape(heading)}</h1><table border=1 cellpadding=4><tr>"
+            + "".join(f"<th>{c}</th>" for c in columns.split(","))
+            + f"</tr>{rows}</table>"
+        )
+
+    @router.get("/{number}", response_class=HTMLResponse)
+    async def inbox(number: str, token: str = "") -> str:
         rows = "".join(
             f"<tr><td>{escape(m['date_created'][5:25])}</td><td>{escape(m['from'])}</td>"
             f"<td>{escape(m['to'])}</td><td>{escape(m['status'])}</td>"
             f"<td>{escape(m['body'])}</td></tr>"
-            for m in answer.json()
+            for m in await listing(token, f"numbers/{quote(number)}")
         )
         return (
-            f"<!doctype html><meta charset=utf-8><title>{escape(number)}</title>"
-            f"<h1>Sandbox phone {escape(number)}</h1>"
-            "<table border=1 cellpadding=4><tr><th>time</th><th>from</th><th>to</th>"
-            f"<th>status</th><th>text</th></tr>{rows}</table>"
-            f'<form method=post action="/sandbox/{quote(number)}/reply">'
+            page(number, f"Sandbox phone {number}", "time,from,to,status,text", rows)
+            + f'<form method=post action="/sandbox/{quote(number)}/reply">'
             f'<input type=hidden name=token value="{escape(token)}">'
             '<input name=text size=60 placeholder="reply as this phone (try STOP)" required>'
             "<button>Send</button></form>"
+        )
+
+    @router.get("/mail/{address}", response_class=HTMLResponse)
+    async def mailbox(address: str, token: str = "") -> str:
+        rows = "".join(
+            f"<tr><td>{escape(m['received_at'][:19])}</td><td>{escape(m['subject'])}</td>"
+            f"<td><pre>{escape(m['text'])}</pre></td><td>"
+            + (
+                escape(m["unsubscribed"])
+                if m["unsubscribed"]
+                else f'<form method=post action="/sandbox/mail/{m["id"]}/unsubscribe">'
+                f'<input type=hidden name=token value="{escape(token)}">'
+                f'<input type=hidden name=address value="{escape(address)}">'
+                "<button>Unsubscribe</button></form>"
+                if m["list_unsubscribe_post"]
+                else ""
+            )
+            + "</td></tr>"
+            for m in await listing(token, f"mailboxes/{quote(address)}")
+        )
+        columns = "received,subject,text,one-click unsubscribe"
+        return page(address, f"Sandbox mailbox {address}", columns, rows)
+
+    @router.post("/mail/{mail_id}/unsubscribe")
+    async def unsubscribe(
+        mail_id: int, address: Annotated[str, Form()], token: Annotated[str, Form()] = ""
+    ) -> RedirectResponse:
+        check(token)
+        async with httpx.AsyncClient(timeout=30) as client:
+            answer = await client.post(f"{sandbox_url}/sandbox/mail/{mail_id}/unsubscribe")
+        if answer.status_code != 200:
+            raise HTTPException(502, f"the sandbox said {answer.status_code}: {answer.text}")
+        return RedirectResponse(
+            f"/sandbox/mail/{quote(address)}?token={quote(token)}", status_code=303
         )
 
     @router.post("/{number}/reply")

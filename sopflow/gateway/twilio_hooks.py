@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import assert_never
 from xml.sax.saxutils import escape
 
 from fastapi import APIRouter, HTTPException, Request
@@ -24,18 +25,16 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 from twilio.request_validator import RequestValidator
 
+from sopflow.channels.adapters import adapter
 from sopflow.gateway.signals import signal_run, tell_runs
 from sopflow.phones import e164
+from sopflow.sop.protocol import CARRIER
 from sopflow.store.consent import INTERNAL_LIST, ConsentBook
 from sopflow.store.repository import Store
 from workflows.contracts import ContactEventSignal, OutcomeRequest, ProviderEventSignal
 
 log = logging.getLogger("sopflow.gateway.twilio")
 MAX_BODY = 64 * 1024
-STOP_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "END", "QUIT", "CANCEL", "OPTOUT", "REVOKE",
-              "退订", "TD", "T"}  # fmt: skip
-START_WORDS = {"START", "YES", "UNSTOP"}
-HELP_WORDS = {"HELP", "INFO"}
 RANK = {
     "queued": 0, "accepted": 0, "scheduled": 0, "sending": 1, "initiated": 1, "ringing": 2,
     "sent": 2, "in-progress": 3, "delivered": 4, "undelivered": 4, "failed": 4, "canceled": 4,
@@ -188,23 +187,26 @@ def twilio_router(
         if sender.startswith("whatsapp:"):  # opens WhatsApp's 24-hour window for free text
             await asyncio.to_thread(store.note_whatsapp_inbound, phone, datetime.now(UTC))
         contact_ids = await asyncio.to_thread(store.contacts_with_phone, phone)
-        word = body.strip().upper()
+        channel = adapter("whatsapp" if sender.startswith("whatsapp:") else "sms")
         client = await temporal()
-        if word in STOP_WORDS:
-            for contact_id in contact_ids:
-                await asyncio.to_thread(consent.record, contact_id, "revoke", method="sms_stop")
-                await tell_runs(client, store, contact_id, ContactEventSignal(name="opted_out"))
-            if not contact_ids and e164(phone):  # a stranger: keep the number off every list
-                await asyncio.to_thread(consent.add_to_list, [phone], INTERNAL_LIST, "sms_stop")
-        elif word in START_WORDS:
-            for contact_id in contact_ids:
-                await asyncio.to_thread(consent.record, contact_id, "grant", method="sms_start")
-        elif word in HELP_WORDS:
-            return f"<Message>{escape(hooks.help_text)}</Message>"
-        else:
-            reply = ContactEventSignal(name="reply", data={"text": body[:1600], "sid": sid})
-            for contact_id in contact_ids:
-                await tell_runs(client, store, contact_id, reply)
+        match channel.keyword(body):
+            case "stop":
+                for contact_id in contact_ids:
+                    await asyncio.to_thread(consent.record, contact_id, "revoke", method="sms_stop")
+                    await tell_runs(client, store, contact_id, ContactEventSignal(name="opted_out"))
+                if not contact_ids and e164(phone):  # a stranger: keep the number off every list
+                    await asyncio.to_thread(consent.add_to_list, [phone], INTERNAL_LIST, "sms_stop")
+            case "start":
+                for contact_id in contact_ids:
+                    await asyncio.to_thread(consent.record, contact_id, "grant", method="sms_start")
+            case "help":
+                return f"<Message>{escape(hooks.help_text)}</Message>"
+            case None:
+                reply = ContactEventSignal(name="reply", data={"text": body[:1600], "sid": sid})
+                for contact_id in contact_ids:
+                    await tell_runs(client, store, contact_id, reply)
+            case _ as never:
+                assert_never(never)
         return ""
 
     return router
@@ -216,7 +218,7 @@ async def _report_call(
     """An automated call's result, reported by the carrier (not by anyone's say-so)."""
     outcome = call_outcome(status, answered_by)
     step = engine_key.split(":", 1)[0]
-    request = OutcomeRequest(step=step, outcome=outcome, actor="carrier", note=f"Twilio {status}")
+    request = OutcomeRequest(step=step, outcome=outcome, actor=CARRIER, note=f"Twilio {status}")
     try:
         await client.get_workflow_handle(workflow_id).execute_update("report_outcome", request)
     except (WorkflowUpdateFailedError, RPCError) as exc:  # the step no longer waits: recorded

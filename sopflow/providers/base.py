@@ -51,3 +51,15 @@ class Provider(Protocol):
         """The id of a message or call this key already created (after a lost response);
         `text` None: match on the recipient and time alone (calls, templates)."""
         ...
+
+
+class Mailer(Protocol):
+    async def send_email(
+        self, to: str, subject: str, text: str, key: str, unsubscribe_url: str | None
+    ) -> str:
+        """Send one email with one-click unsubscribe headers; return its Message-ID."""
+        ...
+
+    async def find_sent_email(self, to: str, key: str, since: datetime) -> str | None:
+        """The Message-ID of an email this key already sent, when the transport can tell."""
+        ...

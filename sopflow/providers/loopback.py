@@ -1,4 +1,5 @@
-"""A provider that delivers into memory: for tests and for running without any phone network."""
+"""A provider and mailer that deliver into memory: for tests and for running without any phone
+network or mail relay."""
 
 from __future__ import annotations
 
@@ -31,6 +32,17 @@ class LoopbackProvider:
 
     async def click_to_call(self, rep_phone: str, lead_phone: str, key: str) -> str:
         return await self.place_call(rep_phone, f"bridge to {lead_phone}", key)
+
+    async def send_email(
+        self, to: str, subject: str, text: str, key: str, unsubscribe_url: str | None
+    ) -> str:
+        provider_id = f"<LE{len(self.sent) + 1:06d}@loopback>"
+        self.sent.append((provider_id, "email", to, f"{subject}\n\n{text}"))
+        self.keys[key] = provider_id
+        return provider_id
+
+    async def find_sent_email(self, to: str, key: str, since: datetime) -> str | None:
+        return self.keys.get(key)
 
     async def find_sent(
         self, channel: str, to: str, text: str | None, key: str, since: datetime

@@ -7,42 +7,24 @@ point at the offending node.
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Collection, Iterator
-from typing import Any, assert_never
+from collections.abc import Collection
+from typing import Any
 
 import holidays as holidays_lib
 
 from sopflow.sop.fields import guaranteed_fields, unguarded_problems
-from sopflow.sop.graph import Finding, Loc, check_graph, routes
+from sopflow.sop.graph import Finding, check_graph, routes
 from sopflow.sop.schema import (
     ENGINE_OUTCOMES,
     STANDARD_CONTACT_FIELDS,
-    BranchStep,
-    CallStep,
     Condition,
-    EndStep,
-    EnrollStep,
-    LadderStep,
-    MessageStep,
     Moment,
     Sop,
-    SplitStep,
     Step,
-    TaskSpec,
-    TaskStep,
-    UpdateStep,
-    WaitForStep,
-    WaitStep,
-    WhatsAppTemplate,
-    step_outcomes,
 )
+from sopflow.sop.steps import handler_for
+from sopflow.sop.steps.base import Loc, hint
 from sopflow.sop.templates import template_problems
-
-
-def _hint(word: str, choices: Collection[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def check_sop(sop: Sop, known_sops: Collection[str] | None = None) -> list[Finding]:
@@ -61,15 +43,15 @@ def check_sop(sop: Sop, known_sops: Collection[str] | None = None) -> list[Findi
     contact_fields = set(STANDARD_CONTACT_FIELDS) | set(sop.contact_fields)
     produced = set(ENGINE_OUTCOMES)
     for step in sop.steps:
-        produced |= set(step_outcomes(step))
+        produced |= set(handler_for(step).waits_for().outcomes)
 
     for i, _step in enumerate(sop.steps):
-        for loc, target in routes(sop, i):
-            if target is not None and target not in first_index:
-                findings.append((loc, f"unknown step {target!r}{_hint(target, ids)}"))
+        for loc, target, _ in routes(sop, i):
+            if target not in first_index:
+                findings.append((loc, f"unknown step {target!r}{hint(target, ids)}"))
     for event, target in sop.interrupts.items():
         if target not in first_index:
-            findings.append((("interrupts", event), f"unknown step {target!r}{_hint(target, ids)}"))
+            findings.append((("interrupts", event), f"unknown step {target!r}{hint(target, ids)}"))
 
     have = guaranteed_fields(sop)
     for i, step in enumerate(sop.steps):
@@ -93,98 +75,54 @@ def _check_step(
     produced: set[str],
     known_sops: Collection[str] | None,
 ) -> list[Finding]:
+    """What the step's handler says it routes by and waits for must agree, and what it names
+    must exist; then the kind's own rules (Handler.problems)."""
     base: Loc = ("steps", i)
+    handler = handler_for(step)
+    waits = handler.waits_for()
+    step_routes = list(handler.routes())
     out: list[Finding] = []
-    if isinstance(step, EndStep) and step.next is not None:
-        out.append(((*base, "next"), "an end step has no next"))
-    outcomes = set(step_outcomes(step)) | ENGINE_OUTCOMES
-    on_outcome = getattr(step, "on_outcome", {}) or {}
-    for outcome in on_outcome:
-        if outcome not in outcomes:
+    outcomes = set(waits.outcomes) | ENGINE_OUTCOMES
+    for route in step_routes:
+        if route.outcome is not None and route.outcome not in outcomes:
             out.append(
                 (
-                    (*base, "on_outcome", outcome),
-                    f"outcome {outcome!r} is never produced by this step"
-                    f" (its outcomes: {', '.join(step_outcomes(step))}){_hint(outcome, outcomes)}",
+                    (*base, *route.loc),
+                    f"outcome {route.outcome!r} is never produced by this step"
+                    f" (its outcomes: {', '.join(waits.outcomes)}){hint(route.outcome, outcomes)}",
                 )
             )
-    action = step.attempt if isinstance(step, LadderStep) else step
-    if isinstance(action, TaskSpec):
-        prefix: Loc = (*base, "attempt") if isinstance(step, LadderStep) else base
-        for outcome, names in action.outcome_fields.items():
-            if outcome not in action.outcomes:
-                out.append(
-                    (
-                        (*prefix, "outcome_fields", outcome),
-                        f"{outcome!r} is not one of the outcomes",
-                    )
-                )
-            out += [
+    declared: Loc = (*base, *waits.outcomes_at)
+    for outcome, names in waits.outcome_fields.items():
+        if outcome not in waits.outcomes:
+            out.append(
+                ((*declared, "outcome_fields", outcome), f"{outcome!r} is not one of the outcomes")
+            )
+        out += [
+            (
+                (*declared, "outcome_fields", outcome),
+                f"unknown contact field {name!r}"
+                f"{hint(name, contact_fields)} (declare it under contact_fields)",
+            )
+            for name in names
+            if name not in contact_fields
+        ]
+    out += [((*base, *loc), message) for loc, message in handler.problems(known_sops)]
+    if waits.until is not None:
+        out += _check_moment(sop, (*base, "until"), waits.until)
+    for route in step_routes:
+        if route.event is not None and route.event not in waits.events:
+            out.append(
                 (
-                    (*prefix, "outcome_fields", outcome),
-                    f"unknown contact field {name!r}"
-                    f"{_hint(name, contact_fields)} (declare it under contact_fields)",
+                    (*base, *route.loc),
+                    f"event {route.event!r} is not awaited by this step"
+                    f" (events: {', '.join(waits.events)})",
                 )
-                for name in names
-                if name not in contact_fields
-            ]
-    if isinstance(step, LadderStep):
-        for j, outcome in enumerate(step.stop_on):
-            if outcome not in outcomes:
-                out.append(
-                    (
-                        (*base, "stop_on", j),
-                        f"outcome {outcome!r} is never produced by the attempt{_hint(outcome, outcomes)}",
-                    )
-                )
-        for outcome in on_outcome:
-            if outcome in outcomes and outcome not in step.stop_on:
-                out.append(
-                    (
-                        (*base, "on_outcome", outcome),
-                        f"outcome {outcome!r} does not stop the ladder; add it to stop_on",
-                    )
-                )
-        order = [(s.day, s.at) for s in step.slots]
-        for j in range(1, len(order)):
-            if order[j] <= order[j - 1]:
-                out.append(((*base, "slots", j), "slots must be in time order (day, then at)"))
-        for j, follow in enumerate(step.followups):
-            if follow.after_attempt > len(step.slots):
-                out.append(
-                    (
-                        (*base, "followups", j, "after_attempt"),
-                        f"the ladder has only {len(step.slots)} attempts",
-                    )
-                )
-    if isinstance(step, EnrollStep) and known_sops is not None and step.sop not in known_sops:
-        out.append(((*base, "sop"), f"unknown SOP {step.sop!r}{_hint(step.sop, known_sops)}"))
-    if isinstance(step, WaitStep | WaitForStep) and step.until is not None:
-        out += _check_moment(sop, (*base, "until"), step.until)
-    if isinstance(step, WaitForStep):
-        for event in step.on_event:
-            if event not in step.events:
-                out.append(
-                    (
-                        (*base, "on_event", event),
-                        f"event {event!r} is not awaited by this step (events: {', '.join(step.events)})",
-                    )
-                )
-    if isinstance(step, BranchStep):
-        for j, case in enumerate(step.cases):
-            for k, condition in enumerate(case.when):
-                out += _check_condition(
-                    (*base, "cases", j, "when", k),
-                    condition,
-                    contact_fields,
-                    produced,
-                    [s.id for s in sop.steps],
-                )
-    if isinstance(step, SplitStep):
-        names = [v.name for v in step.variants]
-        for j, name in enumerate(names):
-            if name in names[:j]:
-                out.append(((*base, "variants", j, "name"), f"duplicate variant {name!r}"))
+            )
+        for loc, condition in route.when:
+            out += _check_condition(
+                (*base, *loc), condition, contact_fields, produced, [s.id for s in sop.steps]
+            )
     return out
 
 
@@ -194,49 +132,12 @@ def _check_templates(
     """Unknown variables, and contact fields read unguarded where a contact may lack them
     (fields.py). `have` is None for a step no route reaches: the graph check reports it."""
     out: list[Finding] = []
-    for loc, source in _step_templates(("steps", i), step):
+    for relative, source in handler_for(step).templates():
+        loc = ("steps", i, *relative)
         out += [(loc, message) for message in template_problems(source, contact_fields)]
         if have is not None:
             out += [(loc, message) for message in unguarded_problems(sop, step.id, source, have)]
     return out
-
-
-def _step_templates(base: Loc, step: Step) -> Iterator[tuple[Loc, str]]:
-    """Every template a step renders, with where it is in the file. One case per step kind: a
-    kind added to the language and forgotten here fails mypy."""
-    match step:
-        case LadderStep():
-            for j, follow in enumerate(step.followups):
-                yield (*base, "followups", j, "body"), follow.body
-                yield from _whatsapp_variables((*base, "followups", j), follow.template)
-            if isinstance(step.attempt, TaskSpec):
-                yield (*base, "attempt", "instructions"), step.attempt.instructions
-            else:
-                yield (*base, "attempt", "script"), step.attempt.script
-        case MessageStep():
-            yield (*base, "body"), step.body
-            yield from _whatsapp_variables(base, step.template)
-        case CallStep():
-            yield (*base, "script"), step.script
-        case TaskStep():
-            yield (*base, "instructions"), step.instructions
-        case EnrollStep():
-            for key, template in step.data.items():
-                yield (*base, "data", key), template
-        case UpdateStep():
-            yield (*base, "target"), step.target
-            for key, template in step.set.items():
-                yield (*base, "set", key), template
-        case WaitStep() | WaitForStep() | BranchStep() | SplitStep() | EndStep():
-            pass  # no template
-        case _:
-            assert_never(step)
-
-
-def _whatsapp_variables(base: Loc, template: WhatsAppTemplate | None) -> Iterator[tuple[Loc, str]]:
-    # Rendered like the body whenever the 24-hour session is closed, so checked like it.
-    for name, source in (template.variables if template else {}).items():
-        yield (*base, "template", "variables", name), source
 
 
 def _check_condition(
@@ -263,13 +164,13 @@ def _check_condition(
             return [
                 (
                     where,
-                    f"unknown contact field {rest!r}{_hint(rest, contact_fields)}"
+                    f"unknown contact field {rest!r}{hint(rest, contact_fields)}"
                     " (declare it under contact_fields)",
                 )
             ]
     elif root == "visits":
         if rest not in step_ids:
-            return [(where, f"unknown step {rest!r}{_hint(rest, step_ids)}")]
+            return [(where, f"unknown step {rest!r}{hint(rest, step_ids)}")]
     elif root == "outcome" and not rest:
         values: list[Any] = []
         if condition.equals is not None:
@@ -277,7 +178,7 @@ def _check_condition(
         elif condition.in_ is not None:
             values = list(condition.in_)
         return [
-            (where, f"branches on outcome {v!r}, which no step produces{_hint(str(v), produced)}")
+            (where, f"branches on outcome {v!r}, which no step produces{hint(str(v), produced)}")
             for v in values
             if v not in produced
         ]
@@ -302,7 +203,7 @@ def _check_moment(sop: Sop, loc: Loc, moment: Moment) -> list[Finding]:
         return (
             []
             if target in ids
-            else [((*loc, "anchor"), f"unknown step {target!r}{_hint(target, ids)}")]
+            else [((*loc, "anchor"), f"unknown step {target!r}{hint(target, ids)}")]
         )
     if anchor.startswith("contact."):
         name = anchor[8:]
@@ -349,7 +250,7 @@ def _check_policy(sop: Sop) -> list[Finding]:
             out.append(
                 (
                     ("policy", "holidays", "country"),
-                    f"no holiday calendar for country {calendar.country!r}{_hint(calendar.country, supported)}",
+                    f"no holiday calendar for country {calendar.country!r}{hint(calendar.country, supported)}",
                 )
             )
         elif (
@@ -361,7 +262,7 @@ def _check_policy(sop: Sop) -> list[Finding]:
                 (
                     ("policy", "holidays", "subdivision"),
                     f"unknown subdivision {calendar.subdivision!r} of {calendar.country}"
-                    f"{_hint(calendar.subdivision, subdivisions)}",
+                    f"{hint(calendar.subdivision, subdivisions)}",
                 )
             )
     return out

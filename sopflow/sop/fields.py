@@ -30,7 +30,9 @@ from collections.abc import Collection, Iterator
 from jinja2 import TemplateSyntaxError, nodes
 
 from sopflow.sop.graph import routes
-from sopflow.sop.schema import STANDARD_CONTACT_FIELDS, Condition, Sop, TaskSpec, step_action
+from sopflow.sop.schema import STANDARD_CONTACT_FIELDS, Condition, Sop, Step
+from sopflow.sop.steps import handler_for
+from sopflow.sop.steps.base import Route
 from sopflow.sop.templates import environment
 
 # Always present: normalise_contact refuses a contact without an id.
@@ -54,14 +56,11 @@ def base_fields(sop: Sop) -> frozenset[str]:
     return ALWAYS | required | {name for name in tested if name is not None}
 
 
-def _route_adds(sop: Sop, index: int, loc: tuple[str | int, ...]) -> frozenset[str]:
+def _route_adds(step: Step, route: Route) -> frozenset[str]:
     """Fields a route guarantees on top of its step's: an outcome's required data."""
-    if len(loc) < 2 or loc[-2] != "on_outcome":
+    if route.outcome is None:
         return frozenset()
-    action = step_action(sop.steps[index])
-    if not isinstance(action, TaskSpec):
-        return frozenset()
-    return frozenset(action.outcome_fields.get(str(loc[-1]), ()))
+    return frozenset(handler_for(step).waits_for().outcome_fields.get(route.outcome, ()))
 
 
 def guaranteed_fields(sop: Sop) -> dict[str, frozenset[str]]:
@@ -72,9 +71,8 @@ def guaranteed_fields(sop: Sop) -> dict[str, frozenset[str]]:
     entered_anywhere = {first, *sop.interrupts.values()}
     edges: list[tuple[str, str, frozenset[str]]] = []  # (from, to, fields the route adds)
     for i, step in enumerate(sop.steps):
-        for loc, target in routes(sop, i):
-            if target is not None:
-                edges.append((step.id, target, _route_adds(sop, i, loc)))
+        for _, target, route in routes(sop, i):
+            edges.append((step.id, target, _route_adds(step, route)))
     # None stands for "everything" (not reached yet); intersections only shrink the sets.
     have: dict[str, frozenset[str] | None] = {s.id: None for s in sop.steps}
     for step_id in entered_anywhere:

@@ -4,57 +4,29 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from sopflow.sop.schema import (
-    BranchStep,
-    CallStep,
-    EndStep,
-    LadderStep,
-    Sop,
-    SplitStep,
-    TaskStep,
-    WaitForStep,
-    WaitStep,
-)
+from sopflow.sop.schema import Sop
+from sopflow.sop.steps import handler_for
+from sopflow.sop.steps.base import Loc, Route
 
-Loc = tuple[str | int, ...]
 Finding = tuple[Loc, str]
 
-# Steps that always wait for time or for someone: a loop must pass through one of them.
-_WAITING = (WaitStep, WaitForStep, TaskStep, CallStep, LadderStep)
 
-
-def routes(sop: Sop, index: int) -> Iterator[tuple[Loc, str | None]]:
-    """Every (loc, target) a step can go to; None target means "the next listed step"."""
+def routes(sop: Sop, index: int) -> Iterator[tuple[Loc, str, Route]]:
+    """Every way out of a step as (loc in the document, target step id, the handler's route).
+    Falling through past the last step ends the run: no target, so no route."""
     step = sop.steps[index]
-    base: Loc = ("steps", index)
-    falls_through = not isinstance(step, EndStep | SplitStep)
-    if isinstance(step, BranchStep):
-        falls_through = step.default is None
-        for i, case in enumerate(step.cases):
-            yield (*base, "cases", i, "goto"), case.goto
-        if step.default:
-            yield (*base, "default"), step.default
-    if isinstance(step, SplitStep):
-        for i, variant in enumerate(step.variants):
-            yield (*base, "variants", i, "goto"), variant.goto
-    for field in ("on_failed", "on_exhausted", "on_timeout", "on_past"):
-        target = getattr(step, field, None)
-        if target:
-            yield (*base, field), target
-    for field in ("on_outcome", "on_event"):
-        for key, target in (getattr(step, field, None) or {}).items():
-            yield (*base, field, key), target
-    if falls_through:
-        if step.next is not None:
-            yield (*base, "next"), step.next
-        elif index + 1 < len(sop.steps):
-            yield (*base, "next"), sop.steps[index + 1].id
+    for route in handler_for(step).routes():
+        target = route.target
+        if target is None and index + 1 < len(sop.steps):
+            target = sop.steps[index + 1].id
+        if target is not None:
+            yield ("steps", index, *route.loc), target, route
 
 
 def check_graph(sop: Sop) -> list[Finding]:
     index = {s.id: i for i, s in enumerate(sop.steps)}
     edges: dict[str, list[str]] = {
-        s.id: [t for _, t in routes(sop, i) if t is not None] for i, s in enumerate(sop.steps)
+        s.id: [target for _, target, _ in routes(sop, i)] for i, s in enumerate(sop.steps)
     }
     out: list[Finding] = []
     reached: set[str] = set()
@@ -73,7 +45,7 @@ def check_graph(sop: Sop) -> list[Finding]:
                 )
             )
     # A cycle through steps that never wait would spin (or text someone) without end.
-    instant = {s.id for s in sop.steps if not isinstance(s, _WAITING)}
+    instant = {s.id for s in sop.steps if not handler_for(s).waits_for().anything}
     instant_edges = {n: [t for t in edges[n] if t in instant] for n in instant}
     for component in _strongly_connected(instant_edges):
         if len(component) > 1 or component[0] in instant_edges[component[0]]:

@@ -67,7 +67,7 @@ def canonical_json(data: Any) -> str:
 # Fields added to the language after plans were first deployed: left out of the digest while
 # they hold their default, so every plan deployed before keeps its digest (and its version).
 _LATER_FIELDS = {"purpose": "marketing", "priority": 50}
-_LATER_MESSAGE_FIELDS = {"template": None}  # on message steps and ladder follow-ups
+_LATER_MESSAGE_FIELDS = {"template": None, "subject": None}  # message steps, follow-ups
 # Ladders: `followups_count` is left out at "slots" (how every earlier plan counted) and where
 # there are no follow-ups to count for. `missed_slot` changed its default from skip to shift:
 # it was always in the payload, so a SOP that relies on the default now compiles to a new
@@ -86,7 +86,7 @@ def compile_plan(sop: Sop) -> Plan:
     data = sop.model_dump(mode="json", by_alias=True)
     _drop_defaults(data, _LATER_FIELDS)
     for step in data["steps"]:
-        if step["kind"] in ("sms", "whatsapp"):
+        if step["kind"] in ("sms", "whatsapp", "email"):
             _drop_defaults(step, _LATER_MESSAGE_FIELDS)
         for followup in step.get("followups", []):
             _drop_defaults(followup, _LATER_MESSAGE_FIELDS)

@@ -7,11 +7,11 @@ in its history and the simulator can print it. Add fields; never remove or renam
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal, assert_never
+from typing import Annotated, Any, Literal, assert_never, get_args
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from sopflow.sop.schema import AssignRule, Channel, WhatsAppTemplate
+from sopflow.sop.schema import AssignRule, Channel, MessageChannel, WhatsAppTemplate
 
 
 class _Model(BaseModel):
@@ -39,6 +39,17 @@ class ActionResult(_Model):
         None, description="assign: the due time the gate counted in the law's windows too"
     )
     detail: dict[str, Any] = Field(default_factory=dict)
+
+
+# Who acts when no person does: the engine itself (expiry, a skipped or failed touch) and the
+# carrier (an automated call's result). The API refuses them as a reporter's name.
+SystemActor = Literal["sopflow", "carrier"]
+SYSTEM_ACTORS: frozenset[str] = frozenset(get_args(SystemActor))
+ENGINE: SystemActor = "sopflow"
+CARRIER: SystemActor = "carrier"
+# Contact events every deployment understands, whatever its SOPs name.
+BuiltinEvent = Literal["opted_out", "opted_in", "reply"]
+BUILTIN_EVENTS: frozenset[str] = frozenset(get_args(BuiltinEvent))
 
 
 class OutcomeReported(_Model):
@@ -98,11 +109,12 @@ class _Command(_Model):
 
 class SendMessage(_Command):
     kind: Literal["send"] = "send"
-    channel: Literal["sms", "whatsapp"]
+    channel: MessageChannel
     body: str = Field(description="Jinja2 template; the shell renders it with `context`")
     planned_at: AwareDatetime
     context: dict[str, Any]
     template: WhatsAppTemplate | None = None  # whatsapp, outside the 24-hour session
+    subject: str | None = Field(None, description="email: the subject line's template")
 
 
 class PlaceCall(_Command):

@@ -40,10 +40,13 @@ def render_command(command: Command, rep: Mapping[str, Any], run_id: str) -> dic
 
     match command:
         case SendMessage():
+            rendered = {"text": one(command.body)}
+            if command.subject is not None:
+                rendered["subject"] = one(command.subject)
             if command.template is None:
-                return {"text": one(command.body)}
+                return rendered
             variables = {k: one(v) for k, v in command.template.variables.items()}
-            return {"text": one(command.body), "variables": variables}
+            return {**rendered, "variables": variables}
         case PlaceCall():
             return {"script": one(command.script)}
         case AssignTask():

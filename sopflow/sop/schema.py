@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import time, timedelta
 from functools import cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from zoneinfo import available_timezones
 
 from pydantic import (
@@ -30,7 +30,9 @@ EventType = Annotated[
     str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$", max_length=100)
 ]
 Template = Annotated[str, StringConstraints(max_length=4000)]
-Channel = Literal["sms", "whatsapp", "call"]
+Channel = Literal["sms", "whatsapp", "call", "email"]
+MessageChannel = Literal["sms", "whatsapp", "email"]  # the channels a message step sends on
+CHANNELS: tuple[Channel, ...] = get_args(Channel)
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Scalar = str | int | float | bool
@@ -307,20 +309,25 @@ class WhatsAppTemplate(Strict):
 
 
 class _Message(Strict):
+    kind: MessageChannel
+    body: Template = Field(min_length=1)
+    subject: Template | None = Field(None, max_length=998, description="email: the subject line")
     template: WhatsAppTemplate | None = Field(
         None, description="whatsapp: sent instead of the body when the 24-hour session is closed"
     )
 
     @model_validator(mode="after")
-    def _template_is_whatsapp(self) -> _Message:
-        if self.template is not None and getattr(self, "kind", None) != "whatsapp":
+    def _channel_fields(self) -> _Message:
+        if self.template is not None and self.kind != "whatsapp":
             raise ValueError("`template` is for whatsapp messages only")
+        if self.kind == "email" and not self.subject:
+            raise ValueError("an email needs a `subject`")
+        if self.kind != "email" and self.subject is not None:
+            raise ValueError("`subject` is for email messages only")
         return self
 
 
 class MessageStep(StepBase, _Message):
-    kind: Literal["sms", "whatsapp"]
-    body: Template = Field(min_length=1)
     on_failed: Identifier | None = Field(
         None, description="where to go if the send fails or is skipped"
     )
@@ -355,8 +362,6 @@ class FollowUp(_Message):
         description="sent after the Nth attempt actually made ends without a stop outcome "
         "(attempts skipped, blocked or failed do not count; see the ladder's followups_count)",
     )
-    kind: Literal["sms", "whatsapp"]
-    body: Template = Field(min_length=1)
 
 
 class LadderStep(StepBase):
@@ -491,6 +496,7 @@ def step_outcomes(step: Step) -> list[str]:
 STEP_KINDS = (
     "sms",
     "whatsapp",
+    "email",
     "call",
     "task",
     "ladder",

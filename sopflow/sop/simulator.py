@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, assert_never
 
+from sopflow.channels.unsubscribe import UnsubscribeLinks
 from sopflow.compliance.gate import ContactFacts, Touch, check_touch
 from sopflow.compliance.preflight import (
     Refused,
@@ -246,6 +247,9 @@ def sample_contact(plan: Plan, given: Mapping[str, Any]) -> dict[str, Any]:
     return contact
 
 
+PREVIEW_LINKS = UnsubscribeLinks("http://127.0.0.1:8000", b"preview")
+
+
 def simulate(
     plan: Plan,
     contact: Mapping[str, Any],
@@ -255,9 +259,12 @@ def simulate(
     variants: Mapping[str, str] | None = None,
     rules: Sequence[Rule] = (),
     facts: ContactFacts | None = None,
+    links: UnsubscribeLinks | None = PREVIEW_LINKS,
 ) -> Simulation:
     """Run the plan for one contact from `start` until it finishes (or two years pass).
-    `variants`: split step -> arm, as production assigns at enrolment; else the hash decides."""
+    `variants`: split step -> arm, as production assigns at enrolment; else the hash decides.
+    `links`: email's unsubscribe links as production signs them (`Settings.unsubscribe_links`);
+    the default signs with a preview key, so only the link's signature differs."""
     assigned = splits.check_assignment(plan, variants or {})
     script = script or Script()
     check_script(plan, script)
@@ -294,7 +301,7 @@ def simulate(
         while todo:
             command = todo.popleft()
             sim.commands.append(command)
-            answer = _carry_out(command, run, rules, facts, sim)
+            answer = _carry_out(command, run, rules, facts, sim, links)
             if answer is None:
                 continue
             transition = engine.handle(plan, sim.state, answer)
@@ -355,6 +362,7 @@ def _carry_out(
     rules: Sequence[Rule],
     facts: ContactFacts,
     sim: Simulation,
+    links: UnsubscribeLinks | None,
 ) -> ActionResult | None:
     """What production's activity does with a command (sopflow.compliance.preflight), with the
     simulation's own touches as the contact's history; sends always go through."""
@@ -370,7 +378,7 @@ def _carry_out(
         verdict = check_touch(request, facts, rules)
         if not verdict.allowed:
             return _refused(command, refusal(verdict))
-    ready = clear(command, verdict, SAMPLE_REP, "sim-run", facts)
+    ready = clear(command, verdict, SAMPLE_REP, "sim-run", facts, links)
     if isinstance(ready, Refused):
         return _refused(command, ready)
     sim.timeline.append(_entry(ready.command, ready.rendered))

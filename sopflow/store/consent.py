@@ -11,7 +11,6 @@ import io
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import get_args
 
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
@@ -19,10 +18,9 @@ from sqlalchemy.orm import Session
 from sopflow.compliance.gate import ContactFacts, Touch
 from sopflow.errors import SopflowError, read_user_file
 from sopflow.phones import e164
-from sopflow.sop.schema import Channel
+from sopflow.sop.schema import CHANNELS
 from sopflow.store.models import ConsentEvent, Contact, DoNotContact, Run, StepEvent
 
-CHANNELS: tuple[str, ...] = get_args(Channel)  # the SOP language's channels
 INTERNAL_LIST = "internal"
 
 
@@ -31,11 +29,12 @@ def _now() -> datetime:
 
 
 def check_channels(channels: Sequence[str]) -> list[str]:
-    """The channels of a consent event, checked: "all" or any of sms, whatsapp, call."""
+    """The channels of a consent event, checked: "all" or any of the SOP language's channels."""
     unknown = sorted(set(channels) - {"all", *CHANNELS})
     if unknown or not channels:
         raise SopflowError(
-            f"unknown channel {unknown[0] if unknown else ''!r}: use all, sms, whatsapp or call"
+            f"unknown channel {unknown[0] if unknown else ''!r}: "
+            f"use all, {', '.join(CHANNELS[:-1])} or {CHANNELS[-1]}"
         )
     return list(channels)
 

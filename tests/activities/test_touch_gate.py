@@ -127,7 +127,7 @@ async def test_inside_the_window_the_touch_is_performed() -> None:
     at = datetime(2026, 12, 1, 12, 0, tzinfo=NY)
     result = await _env(at).run(SopActivities(effects).perform, _sms(at))
     assert result.status == "done"
-    assert effects.performed["sop:t:c-1:k/hi:1:0"][1] == {"text": "Hi Ann"}
+    assert effects.performed["sop:t:c-1:k/hi:1:0"][1] == {"text": "Hi Ann", "to": "+12125550123"}
 
 
 def _task(channel: str | None) -> CommandInput:
@@ -187,7 +187,10 @@ async def test_legal_rules_apply_in_the_activity_footer_and_cap() -> None:
     china.policy = None
     result = await _env(shanghai).run(SopActivities(effects, rules).perform, china)
     assert result.status == "done"
-    assert effects.performed[china.idempotency_key][1] == {"text": "Hi Ann 回T退订"}
+    assert effects.performed[china.idempotency_key][1] == {
+        "text": "Hi Ann 回T退订",
+        "to": "+8613812345678",
+    }
     # Florida: three texts on this subject in 24 hours, then the fourth waits for a free slot.
     effects = MemoryEffects()  # (the text to China would count: same contact, same subject)
     miami = "+13055550123"

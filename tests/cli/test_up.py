@@ -33,6 +33,19 @@ steps:
   - {id: lost, kind: end, result: lost}
   - {id: won, kind: end, result: converted}
 """
+MAIL_SOP = """\
+id: welcome_mail
+version: 1
+name: Welcome mail
+owner: qa
+purpose: service
+entry: {events: [newsletter.signed_up]}
+steps:
+  - id: welcome
+    kind: email
+    subject: "Welcome, {{ contact.first_name | default('friend') }}"
+    body: "Thanks for signing up."
+"""
 
 
 def sopflow(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -215,6 +228,8 @@ class Up:
                     str(ui),
                     "--sandbox-port",
                     self.sandbox.rsplit(":", 1)[1],
+                    "--smtp-port",
+                    str(free_port()),
                     "--teams",
                     str(ROOT / "examples" / "teams.yaml"),
                 ],
@@ -245,6 +260,7 @@ def test_up_enrols_stops_cleanly_and_keeps_runs_across_a_restart(tmp_path: Path)
     sops = tmp_path / "sops"
     sops.mkdir()
     (sops / "quick_call.yaml").write_text(SOP)
+    (sops / "welcome_mail.yaml").write_text(MAIL_SOP)
     first = Up(tmp_path, sops)
     try:
         event = {
@@ -325,6 +341,26 @@ def test_up_enrols_stops_cleanly_and_keeps_runs_across_a_restart(tmp_path: Path)
         consent = httpx.get(f"{first.base}/api/v1/contacts/c-2/consent", headers=first.auth).json()
         assert consent["channels"]["sms"]["action"] == "revoke"
         assert consent["history"][0]["method"] == "sms_stop"
+        # An email through the sandbox mail server; its one-click unsubscribe reaches the gateway.
+        signup = {"type": "newsletter.signed_up", "idempotency_key": "m1",
+                  "contact": {"id": "c-9", "first_name": "Mia", "email": "mia@example.com"}}  # fmt: skip
+        assert httpx.post(f"{first.base}/api/v1/events", json=signup, headers=first.auth).is_success
+        for _ in range(100):
+            mail = sopflow(tmp_path, "sandbox", "mail", "mia@example.com", "--url", first.sandbox)
+            if "Welcome, Mia" in mail.stdout:
+                break
+            time.sleep(0.1)
+        assert "#1" in mail.stdout and "Thanks for signing up." in mail.stdout, mail.stdout
+        assert "Unsubscribe: http://127.0.0.1:" in mail.stdout
+        page = httpx.get(f"{first.base}/sandbox/mail/mia@example.com", params={"token": token})
+        assert page.status_code == 200 and "Welcome, Mia" in page.text
+        unsubscribed = sopflow(tmp_path, "sandbox", "unsubscribe", "1", "--url", first.sandbox)
+        assert unsubscribed.returncode == 0 and "answered 200" in unsubscribed.stdout
+        consent = httpx.get(f"{first.base}/api/v1/contacts/c-9/consent", headers=first.auth).json()
+        assert consent["channels"]["email"]["action"] == "revoke"
+        assert "sms" not in consent["channels"]  # email only
+        missing = sopflow(tmp_path, "sandbox", "unsubscribe", "99", "--url", first.sandbox)
+        assert missing.returncode == 1 and "no message 99" in missing.stderr
     finally:
         assert first.stop() == 0
     output = first.log.read_text()

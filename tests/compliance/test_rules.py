@@ -215,7 +215,9 @@ def test_hard_blocks_never_retry() -> None:
     assert (listed.rule, listed.retry_at) == ("do_not_contact", None)
     assert "'national' do-not-contact list" in listed.reason
     sms_only = ContactFacts(opted_out={"sms": at - timedelta(days=1)})
-    assert check(at, zones=zones, regions=regions, facts=sms_only).rule == "opt_out"
+    assert check(at, zones=zones, regions=regions, facts=sms_only).rule == "opt_out_channel"
+    everywhere = ContactFacts(opted_out={"all": at - timedelta(days=1)})
+    assert check(at, zones=zones, regions=regions, facts=everywhere).rule == "opt_out"
     assert check(at, zones=zones, regions=regions, facts=sms_only, channel="call").allowed
 
 

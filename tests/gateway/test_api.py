@@ -158,6 +158,11 @@ async def test_outcomes_are_validated_and_the_run_shows_every_step(
         url, json={"step": "call_lead", "outcome": "booked", "actor": "rep-1"}, headers=AUTH
     )
     assert missing.status_code == 422 and "needs appointment_at" in missing.text
+    for system in ("carrier", "sopflow"):  # nobody reports as the carrier or the engine
+        posing = await api.post(
+            url, json={"step": "call_lead", "outcome": "connected", "actor": system}, headers=AUTH
+        )
+        assert posing.status_code == 422 and f"actor '{system}' is reserved" in posing.text
     good = await api.post(
         url,
         headers=AUTH,

@@ -108,7 +108,8 @@ async def test_stop_opts_out_everywhere_and_ends_the_run_once(hooks: Hooks) -> N
     assert result["result"] == "opted_out"
     book = ConsentBook(hooks.store.engine)
     assert {c: s["action"] for c, s in book.current("c-1").items()} == dict.fromkeys(
-        ("sms", "whatsapp", "call"), "revoke"
+        ("sms", "whatsapp", "call", "email"),
+        "revoke",  # STOP: every channel
     )
     assert [e.method for e in book.history("c-1")] == ["sms_stop"]
     start = await hooks.post("/twilio/inbound", inbound("Start", sid="SM2"))

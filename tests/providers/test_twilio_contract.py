@@ -222,12 +222,18 @@ async def test_a_lost_response_is_resolved_on_retry_and_sent_once(
     params = _touch(ANN)
     await phones.control("/sandbox/faults", {"next": ["lost"]})
     with pytest.raises(ApplicationError) as first:
-        await effects.perform(params.idempotency_key, params, {"text": "See you tomorrow"})
+        await effects.perform(
+            params.idempotency_key, params, {"text": "See you tomorrow", "to": ANN}
+        )
     assert first.value.type == "Provider_in_doubt" and not first.value.non_retryable
-    again = await effects.perform(params.idempotency_key, params, {"text": "See you tomorrow"})
+    again = await effects.perform(
+        params.idempotency_key, params, {"text": "See you tomorrow", "to": ANN}
+    )
     (message,) = [r for r in phones.sandbox.resources.values() if r.kind == "message"]
     assert again.status == "done" and again.detail == {"provider_id": message.sid, "resolved": True}
-    third = await effects.perform(params.idempotency_key, params, {"text": "See you tomorrow"})
+    third = await effects.perform(
+        params.idempotency_key, params, {"text": "See you tomorrow", "to": ANN}
+    )
     assert third.detail["provider_id"] == message.sid and len(phones.sandbox.resources) == 1
 
 
@@ -240,12 +246,13 @@ async def test_a_retry_finds_what_the_first_attempt_sent_even_if_it_renders_othe
     await phones.control("/sandbox/faults", {"next": ["lost"]})
     templated = {
         "text": "See you",
+        "to": ANN,
         "variables": {"1": "c-1"},
         "whatsapp_template": "HX" + "cd" * 16,
     }
     with pytest.raises(ApplicationError):
         await effects.perform(params.idempotency_key, params, templated)
-    again = await effects.perform(params.idempotency_key, params, {"text": "See you"})
+    again = await effects.perform(params.idempotency_key, params, {"text": "See you", "to": ANN})
     (message,) = [r for r in phones.sandbox.resources.values() if r.kind == "message"]
     assert again.detail == {"provider_id": message.sid, "resolved": True}
     assert message.body.startswith("[content HX")
@@ -257,8 +264,12 @@ async def test_a_failure_before_creation_is_sent_on_retry(
     params = _touch(ANN)
     await phones.control("/sandbox/faults", {"next": ["500"]})
     with pytest.raises(ApplicationError):
-        await effects.perform(params.idempotency_key, params, {"text": "See you tomorrow"})
-    again = await effects.perform(params.idempotency_key, params, {"text": "See you tomorrow"})
+        await effects.perform(
+            params.idempotency_key, params, {"text": "See you tomorrow", "to": ANN}
+        )
+    again = await effects.perform(
+        params.idempotency_key, params, {"text": "See you tomorrow", "to": ANN}
+    )
     assert again.status == "done" and len(phones.sandbox.resources) == 1
 
 
@@ -266,10 +277,12 @@ async def test_an_unsubscribed_number_opts_the_contact_out_everywhere(
     phones: Phones, effects: StoreEffects
 ) -> None:
     params = _touch("+15005550004")
-    result = await effects.perform(params.idempotency_key, params, {"text": "See you tomorrow"})
+    result = await effects.perform(
+        params.idempotency_key, params, {"text": "See you tomorrow", "to": "+15005550004"}
+    )
     assert (result.status, result.detail) == ("blocked", {"rule": "opt_out"})
     assert "21610" in result.reason
-    assert set(effects.consent.current("c-1")) == {"sms", "whatsapp", "call"}
+    assert set(effects.consent.current("c-1")) == {"sms", "whatsapp", "call", "email"}
     assert effects.store.opted_out_at("c-1") is not None
 
 
@@ -277,9 +290,13 @@ async def test_a_permanent_refusal_fails_the_touch_once(
     phones: Phones, effects: StoreEffects
 ) -> None:
     params = _touch("+15005550009")
-    first = await effects.perform(params.idempotency_key, params, {"text": "See you tomorrow"})
+    first = await effects.perform(
+        params.idempotency_key, params, {"text": "See you tomorrow", "to": "+15005550009"}
+    )
     assert first.status == "failed" and "21614" in first.reason
-    again = await effects.perform(params.idempotency_key, params, {"text": "See you tomorrow"})
+    again = await effects.perform(
+        params.idempotency_key, params, {"text": "See you tomorrow", "to": "+15005550009"}
+    )
     assert again.status == "failed" and phones.sandbox.resources == {}
 
 
@@ -351,7 +368,7 @@ async def test_upkeep_finds_a_send_no_attempt_saw_and_abandons_one_never_sent(
     await phones.control("/sandbox/faults", {"next": ["lost", "500"]})
     for params, text in ((lost, "See you tomorrow"), (never, "Another text")):
         with pytest.raises(ApplicationError):  # in doubt; suppose no retry ever comes
-            await effects.perform(params.idempotency_key, params, {"text": text})
+            await effects.perform(params.idempotency_key, params, {"text": text, "to": ANN})
     upkeep = Upkeep(effects.store, phones.provider)
     soon = datetime.now(UTC) + timedelta(minutes=10)
     assert await upkeep.reconcile_outbox(soon) == {"found": 1, "abandoned": 0, "waiting": 1}
@@ -363,7 +380,7 @@ async def test_upkeep_finds_a_send_no_attempt_saw_and_abandons_one_never_sent(
     gone = effects.store.outbox_begin(never.idempotency_key, "w", "sms")
     assert gone.status == "failed" and "never sent" in gone.result["reason"]
     # A retry that comes after all is answered from the row: nothing is sent.
-    again = await effects.perform(never.idempotency_key, never, {"text": "Another text"})
+    again = await effects.perform(never.idempotency_key, never, {"text": "Another text", "to": ANN})
     assert again.status == "failed" and len(phones.sandbox.resources) == 1
 
 

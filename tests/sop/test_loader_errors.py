@@ -58,7 +58,7 @@ BASE = "id: d\nversion: 1\nname: D\nowner: o\nentry: {events: [lead.created]}\ns
 def test_unknown_step_kind_suggests_the_closest() -> None:
     found = messages(BASE + "  - {id: a, kind: wiat, duration: 1h}\n")
     assert found == [
-        "f.yaml:7:19: error: steps[0].kind: unknown step kind 'wiat' (expected one of: sms, whatsapp, "
+        "f.yaml:7:19: error: steps[0].kind: unknown step kind 'wiat' (expected one of: sms, whatsapp, email, "
         "call, task, ladder, wait, wait_for, branch, split, enroll, update, end) (did you mean 'wait'?)"
     ]
 

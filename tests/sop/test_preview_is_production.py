@@ -177,10 +177,16 @@ def test_consent_and_opt_outs_given_to_the_preview_block_as_in_production() -> N
     plan = sop_plan([{"id": "hello", "kind": "sms", "body": "Hello"},
                      {"id": "bye", "kind": "end", "result": "sent"}])  # fmt: skip
     start = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
-    opted = ContactFacts(opted_out={"sms": start - timedelta(days=1)})
-    sim = simulate(plan, {"id": "c", "phone": "+12125550123"}, start, facts=opted)
+    contact = {"id": "c", "phone": "+12125550123"}
+    everywhere = ContactFacts(opted_out={"all": start - timedelta(days=1)})
+    sim = simulate(plan, contact, start, facts=everywhere)
     assert [e.action for e in sim.timeline if e.action in ("sms", "blocked")] == ["blocked"]
-    assert sim.result == "opted_out"
+    assert sim.result == "opted_out"  # out of every channel: the run ends
+    texts_only = ContactFacts(opted_out={"sms": start - timedelta(days=1)})
+    sim = simulate(plan, contact, start, facts=texts_only)
+    blocked = [e for e in sim.timeline if e.action in ("sms", "blocked")]
+    assert [(e.action, e.detail["rule"]) for e in blocked] == [("blocked", "opt_out_channel")]
+    assert sim.result == "sent"  # out of texts only: the touch fails over, the run goes on
 
 
 # ------------------------------------------------------------------ failures, both shells alike

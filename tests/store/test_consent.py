@@ -47,7 +47,12 @@ def test_consent_is_recorded_with_who_how_and_the_disclosure(store: Store) -> No
 def test_an_opt_out_covers_every_channel_unless_the_contact_names_one(store: Store) -> None:
     book = ConsentBook(store.engine)
     book.record("c-1", "revoke", method="sms_stop", at=AT)  # STOP: every channel
-    assert set(book.facts("c-1", PHONE, AT, timedelta(0)).opted_out) == {"sms", "whatsapp", "call"}
+    assert set(book.facts("c-1", PHONE, AT, timedelta(0)).opted_out) == {
+        "sms",
+        "whatsapp",
+        "call",
+        "email",
+    }
     assert store.opted_out_at("c-1") == AT
     book.record("c-2", "revoke", channels=["call"], method="api", at=AT)  # "no calls, texts ok"
     facts = book.facts("c-2", PHONE, AT, timedelta(0))
@@ -131,7 +136,7 @@ async def test_recent_touches_by_every_sop_count_for_caps(store: Store) -> None:
     effects = StoreEffects(store, LoopbackProvider())
     for n, sop in enumerate(["promo", "promo", "other"]):
         params = _input(_message(f"hi:{n}:0", AT + timedelta(hours=n)), sop)
-        await effects.perform(params.idempotency_key, params, {"text": "Hi"})
+        await effects.perform(params.idempotency_key, params, {"text": "Hi", "to": PHONE})
     later = AT + timedelta(hours=30)
     facts = await effects.contact_facts(_input(_message("x", later)), later, timedelta(hours=29.5))
     # Inside the lookback: the second "promo" text and the "other" one, by executed time.
@@ -144,10 +149,12 @@ async def test_an_opt_out_landing_after_the_gate_stops_the_send(store: Store) ->
     effects = StoreEffects(store, provider)
     params = _input(_message("hi:1:0", AT))
     ConsentBook(store.engine).record("c-1", "revoke", method="sms_stop", at=AT)
-    result = await effects.perform(params.idempotency_key, params, {"text": "Hi"})
+    result = await effects.perform(params.idempotency_key, params, {"text": "Hi", "to": PHONE})
     assert (result.status, result.detail) == ("blocked", {"rule": "opt_out"})
     assert "as the touch was going out" in result.reason
-    again = await effects.perform(params.idempotency_key, params, {"text": "Hi"})  # a retry
+    again = await effects.perform(
+        params.idempotency_key, params, {"text": "Hi", "to": PHONE}
+    )  # a retry
     assert again.status == "blocked" and provider.sent == []
 
 

@@ -1,9 +1,10 @@
 """Preview is production, proven by difference: hypothesis draws SOPs, contacts (regions, zones,
 missing fields) and rep outcome scripts; each runs through the simulator and through the
 production path on the time-skipping server (SopRun → activities → StoreEffects → SQL store →
-the real `twilio` SDK → the sandbox network, with the law's rules table). The stored step events
-and the texts the sandbox received must be what the preview showed: same steps, same actions,
-same texts, the same times within the dev server's timer floor (never early). The seed SOPs run
+the real `twilio` SDK → the sandbox network, and the SMTP mailer → the sandbox mail server, with
+the law's rules table). The stored step events, the texts the sandbox received and the emails
+the mail server took must be what the preview showed: same steps, same actions, same texts and
+subjects, the same times within the dev server's timer floor (never early). The seed SOPs run
 the same way with drawn contacts and scripts."""
 
 from __future__ import annotations
@@ -31,10 +32,13 @@ from temporalio.service import RPCError
 from temporalio.testing import TimeSkipper, TimeSkippingConfig, WorkflowEnvironment
 
 from sopflow.asgi import free_port, start_server
+from sopflow.channels.unsubscribe import UnsubscribeLinks
 from sopflow.compliance.rules import load_rules
 from sopflow.enrolment import enrolment_for, start_enrolment
+from sopflow.providers.smtp import SmtpConfig, SmtpMailer
 from sopflow.providers.twilio import TwilioConfig, TwilioProvider
 from sopflow.runtime import build_worker
+from sopflow.sandbox.mail import MailSandbox
 from sopflow.sandbox.server import SANDBOX_ACCOUNT, SANDBOX_FROM, Sandbox
 from sopflow.sop.plan import Plan, compile_plan
 from sopflow.sop.protocol import RunState
@@ -49,6 +53,7 @@ from workflows.contracts import ContactEventSignal, OutcomeRequest, SopRunResult
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "sandbox-secret"
 RULES = load_rules()
+LINKS = UnsubscribeLinks("http://127.0.0.1:9", b"differential")  # both shells sign alike
 # The rep production assigns is the simulator's sample rep, so texts naming the rep agree.
 TEAMS = [
     {
@@ -74,7 +79,7 @@ SEEDS = {p.stem: load_plan(p) for p in sorted((ROOT / "sop_definitions").glob("*
 @st.composite
 def windows(draw: st.DrawFn) -> dict[str, Any]:
     found = {}
-    for channel in ("sms", "call"):
+    for channel in ("sms", "call", "email"):
         if draw(st.booleans()):
             start = draw(st.integers(7, 12))
             end = draw(st.integers(start + 2, 22))
@@ -98,12 +103,17 @@ def generated_sops(draw: st.DrawFn) -> dict[str, Any]:
     steps: list[dict[str, Any]] = []
     for i, step_id in enumerate(ids):
         later = [*ids[i + 1 :], "done"]
-        kind = draw(st.sampled_from(["sms", "task", "wait", "wait_for", "update", "branch"]))
-        if kind == "sms":
+        kind = draw(
+            st.sampled_from(["sms", "email", "task", "wait", "wait_for", "update", "branch"])
+        )
+        if kind in ("sms", "email"):
             body = "Hi {{ contact.first_name | default('there') }}, " + draw(
                 st.sampled_from(BODIES)
             )
-            steps.append({"id": step_id, "kind": "sms", "body": body})
+            steps.append({"id": step_id, "kind": kind, "body": body})
+            if kind == "email":
+                steps[-1]["subject"] = "News for {{ contact.first_name | default('you') }}"
+                steps[-1]["on_failed"] = draw(st.sampled_from(later))
         elif kind == "task":
             step: dict[str, Any] = {
                 "id": step_id, "kind": "task", "title": "Call the lead",
@@ -158,6 +168,8 @@ def contacts(draw: st.DrawFn) -> dict[str, Any]:
     }
     if draw(st.booleans()):
         contact["first_name"] = draw(st.sampled_from(["Ann", "Zoë", "李雷"]))
+    if draw(st.booleans()):  # else an email step fails for want of an address, in both shells
+        contact["email"] = f"{contact['id']}@Example.com"
     return contact
 
 
@@ -196,6 +208,7 @@ _NEEDS_DATA = {"new_lead_callback": ("booked",), "script_pilot": ("booked",)}
 class Stack:
     store: Store
     sandbox: Sandbox
+    mail: MailSandbox
     skipper: TimeSkipper
     task_queue: str
 
@@ -212,6 +225,9 @@ async def stack(skipping_env: WorkflowEnvironment) -> AsyncIterator[Stack]:
         port = free_port()
         sandbox = Sandbox({SANDBOX_ACCOUNT: TOKEN}, callbacks=False)
         server, task = await start_server(sandbox.app(), port)
+        mail, smtp_port = MailSandbox(), free_port()
+        smtp = await mail.serve("127.0.0.1", smtp_port)
+        mailer = SmtpMailer(SmtpConfig("127.0.0.1", smtp_port, "news@acme.example", starttls=False))
         provider = TwilioProvider(
             TwilioConfig(
                 SANDBOX_ACCOUNT,
@@ -227,10 +243,13 @@ async def stack(skipping_env: WorkflowEnvironment) -> AsyncIterator[Stack]:
             Client(**{**config, "interceptors": []}), config=TimeSkippingConfig(enabled=False)
         )
         try:
-            async with build_worker(skipping_env.client, store, task_queue, RULES, provider):
-                yield Stack(store, sandbox, skipper, task_queue)
+            async with build_worker(
+                skipping_env.client, store, task_queue, RULES, provider, mailer, LINKS
+            ):
+                yield Stack(store, sandbox, mail, skipper, task_queue)
         finally:
             await provider.close()
+            smtp.close()
             server.should_exit = True
             await task
 
@@ -345,6 +364,7 @@ async def assert_same(
         ),
         zones=result.state.zones,
         rules=RULES,
+        links=LINKS,
     )
     assert result.result == preview.result, _story(preview)
     await _until_recorded(stack.store, workflow_id, len(preview.timeline))
@@ -365,6 +385,12 @@ async def assert_same(
         assert timedelta(0) <= late <= TIMER_FLOOR, f"{key} late by {late}\n{story}"
     previewed = [e.detail["text"] for e in preview.timeline if e.action == "sms"]
     assert _received(stack, workflow_id, contact["phone"]) == previewed, _story(preview)
+    emailed = [
+        (e.detail["to"], e.detail["subject"], e.detail["text"])
+        for e in preview.timeline
+        if e.action == "email"
+    ]
+    assert _mailed(stack, workflow_id) == emailed, _story(preview)
 
 
 def _received(stack: Stack, workflow_id: str, phone: str) -> list[str]:
@@ -373,6 +399,14 @@ def _received(stack: Stack, workflow_id: str, phone: str) -> list[str]:
     messages = [stack.sandbox.resources[sid] for sid in ids if sid]
     assert all(m.to == phone for m in messages)
     return [m.body for m in messages]
+
+
+def _mailed(stack: Stack, workflow_id: str) -> list[tuple[str, str, str]]:
+    """The emails the mail server took from this run (each send names its Message-ID)."""
+    ids = [e.provider_id for e in stack.store.step_events(workflow_id) if e.action == "email"]
+    by_id = {m.view()["message_id"]: m.view() for m in stack.mail.inbox}
+    views = [by_id[i] for i in ids if i]
+    return [(v["to"][0], v["subject"], v["text"].removesuffix("\n")) for v in views]
 
 
 async def _until_recorded(store: Store, workflow_id: str, count: int) -> None:

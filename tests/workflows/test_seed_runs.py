@@ -13,7 +13,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.sop_activities import MemoryEffects, SopActivities
-from sopflow.sop.simulator import sample_contact, simulate
+from sopflow.sop.simulator import PREVIEW_LINKS, sample_contact, simulate
 from sopflow.sop.validate import load_plan
 from workflows.contracts import SopRunInput, SopRunResult
 from workflows.sandbox import workflow_runner
@@ -42,7 +42,7 @@ async def test_seed_sop_runs_as_previewed(
         skipping_env.client,
         task_queue=task_queue,
         workflows=[SopRun],
-        activities=SopActivities(effects).all(),
+        activities=SopActivities(effects, links=PREVIEW_LINKS).all(),
         workflow_runner=workflow_runner(),
         workflow_failure_exception_types=[Exception],
     ):

@@ -193,7 +193,12 @@ async def test_continue_as_new_carries_the_state_and_never_repeats_a_touch(
     async with worker(live_env, task_queue, effects):
         result = await live_env.client.execute_workflow(
             SopRun.run,
-            SopRunInput(plan=plan, contact={"id": "c-3"}, zones=["UTC"], continue_every=2),
+            SopRunInput(
+                plan=plan,
+                contact={"id": "c-3", "phone": "+12125550123"},
+                zones=["UTC"],
+                continue_every=2,
+            ),
             id=f"sop:drip:c-3:{task_queue}",
             task_queue=task_queue,
             result_type=SopRunResult,
@@ -202,7 +207,9 @@ async def test_continue_as_new_carries_the_state_and_never_repeats_a_touch(
     texts = [r["text"] for _, r, _ in effects.performed.values() if "text" in r]
     assert texts == ["Touch 0", "Touch 1", "Touch 2"]  # each once, in order, across runs
     assert all(n == 1 for n in effects.attempts.values())
-    preview = simulate(plan, {"id": "c-3"}, result.state.enrolled_at, zones=["UTC"])
+    preview = simulate(
+        plan, {"id": "c-3", "phone": "+12125550123"}, result.state.enrolled_at, zones=["UTC"]
+    )
     produced = {key.split("/", 1)[1] for key in [*effects.performed, *effects.records]}
     assert produced == {
         e.key for e in preview.timeline
@@ -270,7 +277,7 @@ async def test_a_paused_run_waits_past_its_timer_until_resumed(
     async with worker(live_env, task_queue, effects):
         handle = await live_env.client.start_workflow(
             SopRun.run,
-            SopRunInput(plan=plan, contact={"id": "c-6"}, zones=["UTC"]),
+            SopRunInput(plan=plan, contact={"id": "c-6", "phone": "+12125550123"}, zones=["UTC"]),
             id=f"sop:drip:c-6:{task_queue}",
             task_queue=task_queue,
             result_type=SopRunResult,

@@ -108,7 +108,8 @@ async def test_a_killed_worker_loses_and_repeats_nothing(
                 worker.stop()
     assert result.result == "completed"
     events = store.step_events(workflow_id)
-    preview = simulate(plan, {"id": "c-5"}, result.state.enrolled_at, zones=["UTC"])
+    contact = {"id": "c-5", "phone": "+12125550123"}
+    preview = simulate(plan, contact, result.state.enrolled_at, zones=["UTC"])
     assert [e.key for e in events] == [e.key for e in preview.timeline]  # none lost, none twice
     assert sends(store, workflow_id) == 5
 
