@@ -328,3 +328,24 @@ def test_the_readme_lead_renders_its_first_call_without_name_or_source() -> None
     instructions = plan.step("first_call").instructions  # type: ignore[union-attr]
     text = render(instructions, {"contact": {"id": "c-2", "phone": "+12125550199"}})
     assert text.startswith("Call the lead on +12125550199 (from an unknown source).")
+
+
+def test_an_update_cannot_write_the_id_tags_or_what_intake_checks() -> None:
+    found = check_sop(
+        sop(
+            [
+                {"id": "mark", "kind": "update", "add_tags": ["ok"],
+                 "set": {"tags": "vip", "phone": "{{ event.phone }}", "stage": "won"}},
+            ]
+        )
+    )  # fmt: skip
+    assert [(loc, message) for loc, message in found] == [
+        (
+            ("steps", 0, "set", "tags"),
+            "`set` cannot write 'tags': tags are a list: add them with add_tags",
+        ),
+        (
+            ("steps", 0, "set", "phone"),
+            "`set` cannot write 'phone': a phone number comes through intake, where it is checked",
+        ),
+    ]
