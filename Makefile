@@ -44,6 +44,7 @@ bench: install
 	$(BIN)/python bench/bench_runs.py
 	$(BIN)/python bench/bench_scores.py
 	$(BIN)/python bench/bench_twilio.py
+	$(BIN)/python bench/bench_email.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
