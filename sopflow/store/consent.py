@@ -1,7 +1,8 @@
 """Consent, opt-outs and do-not-contact lists, and the facts the touch gate needs about a contact.
 
 An opt-out on one channel is an opt-out on every channel unless the contact said otherwise
-(`only` channels given explicitly). The latest event per channel decides.
+(`only` channels given explicitly). The latest event received per channel decides: the order
+is sopflow's, never the sender's claimed time, so a STOP beats every grant received before it.
 """
 
 from __future__ import annotations
@@ -11,15 +12,17 @@ import io
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Engine, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine, Select, select
+from sqlalchemy.orm import QueryableAttribute, Session
 
 from sopflow.compliance.gate import ContactFacts, Touch
 from sopflow.errors import SopflowError, read_user_file
 from sopflow.phones import e164
 from sopflow.sop.schema import CHANNELS
 from sopflow.store.models import ConsentEvent, Contact, DoNotContact, Run, StepEvent
+from sopflow.store.text import checked, fitted
 
 INTERNAL_LIST = "internal"
 
@@ -39,6 +42,17 @@ def check_channels(channels: Sequence[str]) -> list[str]:
     return list(channels)
 
 
+def _events(contact_id: str) -> Select[ConsentEvent]:
+    """A contact's consent events in the order sopflow received them."""
+    return (
+        select(ConsentEvent).where(ConsentEvent.contact_id == contact_id).order_by(ConsentEvent.id)
+    )
+
+
+def _refuse_unstorable(value: str | None, column: QueryableAttribute[Any]) -> str | None:
+    return checked(value, column, column.key)
+
+
 class ConsentBook:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -56,53 +70,59 @@ class ConsentBook:
         actor: str | None = None,
     ) -> bool:
         """Append a grant or revoke. False when it changes nothing (a repeated STOP): the first
-        time is kept. Keeps contacts.opted_out_at = since when every channel is opted out."""
+        time is kept. Keeps contacts.opted_out_at = since when every channel is opted out.
+
+        It takes effect after every event received before it, whatever `at` it claims.
+        Text the database cannot keep (too long, NUL characters): a revoke is recorded with it
+        cut and cleaned, as losing an opt-out is worse than a clipped `method`; a grant is
+        refused (SopflowError) before anything is written, as consent evidence must be exact.
+        A contact id that cannot be stored is refused either way (no contact can have it)."""
         if action not in ("grant", "revoke"):
             raise SopflowError(f"consent action {action!r}: use grant or revoke")
         check_channels(channels)
-        at = at or _now()
+        checked(contact_id, ConsentEvent.contact_id, "contact id")
+        keep = fitted if action == "revoke" else _refuse_unstorable
+        received = _now()
+        row = ConsentEvent(
+            contact_id=contact_id,
+            action=action,
+            channels=list(channels),
+            at=at or received,
+            method=keep(method, ConsentEvent.method),
+            disclosure_text=keep(disclosure_text, ConsentEvent.disclosure_text),
+            disclosure_version=keep(disclosure_version, ConsentEvent.disclosure_version),
+            actor=keep(actor, ConsentEvent.actor),
+            received_at=received,
+        )
         with Session(self.engine) as session, session.begin():
+            # The contact's row lock makes its consent events take turns: ids follow receipt.
+            contact = session.get(Contact, contact_id, with_for_update=True)
+            if contact is None:
+                contact = Contact(id=contact_id, fields={}, updated_at=received)
+                session.add(contact)
+                session.flush()
             before = self._state(session, contact_id)
             covered = CHANNELS if "all" in channels else tuple(channels)
-            if all(before.get(c, ("", at))[0] == action for c in covered):
+            if all(before.get(c, ("", received))[0] == action for c in covered):
                 return False
-            session.add(
-                ConsentEvent(
-                    contact_id=contact_id,
-                    action=action,
-                    channels=list(channels),
-                    at=at,
-                    method=method,
-                    disclosure_text=disclosure_text,
-                    disclosure_version=disclosure_version,
-                    actor=actor,
-                )
-            )
+            session.add(row)
             session.flush()
             after = self._state(session, contact_id)
-            contact = session.get(Contact, contact_id)
-            if contact is None:
-                contact = Contact(id=contact_id, fields={}, updated_at=at)
-                session.add(contact)
-            everything = all(after.get(c, ("", at))[0] == "revoke" for c in CHANNELS)
-            if everything:
-                contact.opted_out_at = contact.opted_out_at or at
-            else:
-                contact.opted_out_at = None
+            revoked = [after[c][1] for c in CHANNELS if after.get(c, ("", received))[0] == "revoke"]
+            # Out of everything since the last channel closed (None: some channel is open).
+            contact.opted_out_at = max(revoked) if len(revoked) == len(CHANNELS) else None
         return True
 
     @staticmethod
     def _state(session: Session, contact_id: str) -> dict[str, tuple[str, datetime]]:
+        """Per channel: the action in force and since when. Events apply in the order received;
+        an event is in force from the time it claims, but not before sopflow received it."""
         state: dict[str, tuple[str, datetime]] = {}
-        events = session.scalars(
-            select(ConsentEvent)
-            .where(ConsentEvent.contact_id == contact_id)
-            .order_by(ConsentEvent.at, ConsentEvent.id)
-        )
-        for event in events:
+        for event in session.scalars(_events(contact_id)):
+            since = min(event.at, event.received_at)
             for channel in CHANNELS if "all" in event.channels else event.channels:
-                if state.get(channel, ("", event.at))[0] != event.action:  # keep the first time
-                    state[channel] = (event.action, event.at)
+                if state.get(channel, ("", since))[0] != event.action:  # keep the first time
+                    state[channel] = (event.action, since)
         return state
 
     def opted_out_since(self, contact_id: str, channel: str) -> datetime | None:
@@ -118,18 +138,15 @@ class ConsentBook:
 
     def history(self, contact_id: str) -> list[ConsentEvent]:
         with Session(self.engine, expire_on_commit=False) as session:
-            return list(
-                session.scalars(
-                    select(ConsentEvent)
-                    .where(ConsentEvent.contact_id == contact_id)
-                    .order_by(ConsentEvent.at, ConsentEvent.id)
-                )
-            )
+            return list(session.scalars(_events(contact_id)))
 
     # ------------------------------------------------------------ do-not-contact lists
     def add_to_list(self, phones: Iterable[str], list_name: str, source: str | None = None) -> int:
         """Add numbers to a list (all or nothing); returns how many were new. A number that is
-        not a valid phone number is refused with its line."""
+        not a valid phone number is refused with its line, a list name the store cannot keep
+        up front; `source` (a note: a file, "sms_stop") is kept cut to fit."""
+        checked(list_name, DoNotContact.list_name, "list name")
+        source = fitted(source, DoNotContact.source)
         normalised = []
         for line, phone in enumerate(phones, start=1):
             number = e164(phone.strip())

@@ -134,7 +134,8 @@ class OutboxEntry(Base):
 
 class InboundEvent(Base):
     """An event received by the API, by idempotency key: the same key again gets the stored
-    answer and changes nothing. `answer` is NULL while the first request is being processed."""
+    answer and changes nothing. `answer` is NULL while the first request is being processed;
+    `received_at` is when that attempt claimed the key (a later one may take over a stale claim)."""
 
     __tablename__ = "inbound_events"
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
@@ -147,7 +148,9 @@ class InboundEvent(Base):
 
 class ConsentEvent(Base):
     """A consent given or withdrawn: who, when, how, under which disclosure, for which channels.
-    The latest event per channel decides; "all" covers every channel."""
+    The latest event received per channel decides; "all" covers every channel. `at` is when the
+    sender says it was given (the audit record); `received_at` when sopflow got it. The order of
+    effect is the order received (`id`): a claimed `at` cannot put a grant after a later STOP."""
 
     __tablename__ = "consent_events"
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
@@ -159,6 +162,7 @@ class ConsentEvent(Base):
     disclosure_text: Mapped[str | None] = mapped_column(String(2000))
     disclosure_version: Mapped[str | None] = mapped_column(String(40))
     actor: Mapped[str | None] = mapped_column(String(64))
+    received_at: Mapped[datetime]
 
 
 class WhatsAppSession(Base):

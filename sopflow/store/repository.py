@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, create_engine, event, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from sopflow.errors import ConflictError, NotFoundError, SopflowError, UnknownSopError
+from sopflow.errors import (
+    ConflictError,
+    InvalidContactError,
+    InvalidEventError,
+    NotFoundError,
+    SopflowError,
+    UnknownSopError,
+)
 from sopflow.sop.plan import Plan
 from sopflow.sop.protocol import (
     AssignTask,
@@ -32,6 +39,13 @@ from sopflow.store.models import (
     StepEvent,
     WhatsAppSession,
 )
+from sopflow.store.text import checked, fitted
+
+# A claimed idempotency key not answered within this long was left by a process that died:
+# longer than any request takes (a workflow start or signal is seconds), short enough that a
+# webhook sender's retries (Twilio: within minutes) still land.
+CLAIM_LEASE = timedelta(minutes=2)
+CONTACT_COLUMNS = ("phone", "timezone", "owner")  # a contact's fields with columns of their own
 
 
 class VersionConflictError(ConflictError):
@@ -84,6 +98,15 @@ def connect(url: str) -> Engine:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _contact_column(contact_id: str, name: str, value: Any) -> Any:
+    """`value` for the contact's column `name`, or InvalidContactError if it cannot be kept."""
+    if not isinstance(value, str):
+        return value
+    return checked(
+        value, getattr(Contact, name), f"`{name}`", lambda why: InvalidContactError(why, contact_id)
+    )
 
 
 def event_fields(command: Command) -> dict[str, Any]:
@@ -211,18 +234,23 @@ class Store:
         return [Plan.model_validate(plan) for plan in newest.values()]
 
     def upsert_contact(self, contact: dict[str, Any]) -> None:
-        """Keep the latest known fields of a contact (the CRM stays the source of truth)."""
+        """Keep the latest known fields of a contact (the CRM stays the source of truth). An
+        event carries what changed, not the whole record: a field it leaves out or empty keeps
+        its stored value (an event without a phone must not forget the number STOP is matched
+        by; an owner claimed by a rep stays until the CRM names one). A value the store cannot
+        keep is refused (InvalidContactError) before anything is written."""
+        given = {k: v for k, v in contact.items() if v not in (None, "")}
+        contact_id = _contact_column(contact["id"], "id", contact["id"])
         with Session(self.engine) as session, session.begin():
-            row = session.get(Contact, contact["id"])
+            row = session.get(Contact, contact_id)
             if row is None:
-                row = Contact(id=contact["id"], fields={}, updated_at=_now())
+                row = Contact(id=contact_id, fields={}, updated_at=_now())
                 session.add(row)
-            row.phone, row.timezone = contact.get("phone"), contact.get("timezone")
-            if contact.get("owner"):  # an owner claimed by a rep stays until the CRM names one
-                row.owner = contact["owner"]
-            row.fields = {
-                k: v for k, v in contact.items() if k not in ("id", "phone", "timezone", "owner")
-            }
+            for name in CONTACT_COLUMNS:
+                if name in given:
+                    setattr(row, name, _contact_column(contact_id, name, given[name]))
+            news = {k: v for k, v in given.items() if k not in ("id", *CONTACT_COLUMNS)}
+            row.fields = {**(row.fields or {}), **news}
             row.updated_at = _now()
 
     def update_contact(
@@ -230,6 +258,7 @@ class Store:
     ) -> None:
         """An SOP's update step: merge fields and tags into the contact (created if unknown).
         phone, timezone and owner have columns of their own; the rest lives in `fields`."""
+        _contact_column(contact_id, "id", contact_id)
         with Session(self.engine) as session, session.begin():
             row = session.get(Contact, contact_id)
             if row is None:
@@ -237,8 +266,8 @@ class Store:
                 session.add(row)
             fields = dict(row.fields or {})
             for name, value in changes.items():
-                if name in ("phone", "timezone", "owner"):
-                    setattr(row, name, value or None)
+                if name in CONTACT_COLUMNS:
+                    setattr(row, name, _contact_column(contact_id, name, value or None))
                 elif name != "id":
                     fields[name] = value
             tags = list(fields.get("tags") or [])
@@ -301,6 +330,9 @@ class Store:
         fields |= {name: value for name, value in overrides.items() if value is not None}
         if detail:
             fields["detail"] = {**fields.get("detail", {}), **detail}
+        for name in ("actor", "outcome", "reason"):  # reports' and errors' free text: an audit
+            if isinstance(fields.get(name), str):  # line cut to fit beats a write failing forever
+                fields[name] = fitted(fields[name], getattr(StepEvent, name))
         row = StepEvent(
             workflow_id=workflow_id,
             temporal_run_id=temporal_run_id,
@@ -364,18 +396,38 @@ class Store:
         self, key: str, type_: str, contact_id: str, data: dict[str, Any]
     ) -> tuple[bool, dict[str, Any] | None]:
         """Claim an idempotency key. (True, None): new, process it. (False, answer): seen
-        before; answer is None while the first request is still being processed."""
+        before; answer is None while the first request is still being processed. A claim left
+        unanswered for CLAIM_LEASE (its process died between claim and finish) is taken over
+        by the next attempt, else the event would be refused as "in progress" forever.
+        A key, type or contact id the store cannot keep: InvalidEventError, nothing written."""
+        checked(key, InboundEvent.key, "idempotency key", InvalidEventError)
+        checked(type_, InboundEvent.type, "event type", InvalidEventError)
+        checked(contact_id, InboundEvent.contact_id, "contact id", InvalidEventError)
+        now = _now()
         with Session(self.engine) as session:
             session.add(
-                InboundEvent(
-                    key=key, type=type_, contact_id=contact_id, data=data, received_at=_now()
-                )
+                InboundEvent(key=key, type=type_, contact_id=contact_id, data=data, received_at=now)
             )
             try:
                 session.commit()
                 return True, None
             except IntegrityError:
                 session.rollback()
+            # One conditional update: of attempts racing for a stale claim, only one matches
+            # (PostgreSQL re-checks the row after the winner's commit; SQLite writes in turn).
+            taken = session.scalar(
+                update(InboundEvent)
+                .where(
+                    InboundEvent.key == key,
+                    InboundEvent.answer.is_(None),
+                    InboundEvent.received_at < now - CLAIM_LEASE,
+                )
+                .values(type=type_, contact_id=contact_id, data=data, received_at=now)
+                .returning(InboundEvent.key)
+            )
+            session.commit()
+            if taken is not None:
+                return True, None
             row = session.get(InboundEvent, key)
             return False, (row.answer if row is not None else None)
 

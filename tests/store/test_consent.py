@@ -12,7 +12,7 @@ from activities.store_effects import StoreEffects
 from sopflow.errors import SopflowError
 from sopflow.providers.loopback import LoopbackProvider
 from sopflow.sop.protocol import AssignTask, SendMessage
-from sopflow.sop.schema import AssignRule
+from sopflow.sop.schema import CHANNELS, AssignRule
 from sopflow.store.consent import ConsentBook
 from sopflow.store.repository import Store
 from workflows.contracts import CommandInput
@@ -182,3 +182,70 @@ async def test_rep_notices_still_reach_reps_of_an_opted_out_contact(store: Store
     params = _input(task)
     await effects.perform(params.idempotency_key, params, {"title": "Call", "instructions": ""})
     assert [to for _, _, to, _ in provider.sent] == ["+12125550101"]
+
+
+def test_a_stop_received_after_a_grant_wins_whatever_time_the_grant_claims(store: Store) -> None:
+    book = ConsentBook(store.engine)
+    future = datetime(2099, 1, 1, tzinfo=UTC)
+    assert book.record("c-1", "grant", method="web_form", at=future)
+    assert book.record("c-1", "revoke", method="sms_stop")  # STOP, received later
+    facts = book.facts("c-1", PHONE, AT, timedelta(0))
+    assert set(facts.opted_out) == set(CHANNELS) and facts.consented == frozenset()
+    since = store.opted_out_at("c-1")
+    assert since is not None and since < future
+    assert book.history("c-1")[0].at == future  # the claim stays for the audit
+    # A grant received after the STOP re-opens, even one claiming an earlier time (START).
+    assert book.record("c-1", "grant", channels=["sms"], method="sms_start", at=AT)
+    assert book.opted_out_since("c-1", "sms") is None and book.opted_out_since("c-1", "call")
+
+
+def test_a_future_dated_opt_out_is_in_force_from_when_it_was_received(store: Store) -> None:
+    book = ConsentBook(store.engine)
+    before = datetime.now(UTC)
+    assert book.record("c-1", "revoke", method="api", at=datetime(2099, 1, 1, tzinfo=UTC))
+    since = book.opted_out_since("c-1", "sms")
+    assert since is not None and before <= since <= datetime.now(UTC)
+    assert store.opted_out_at("c-1") == since
+
+
+def test_an_opt_out_with_text_the_database_cannot_keep_is_recorded_cleaned(store: Store) -> None:
+    """PostgreSQL refuses NULs and over-long VARCHARs: the opt-out must not fail on every retry."""
+    book = ConsentBook(store.engine)
+    assert book.record(
+        "c-1",
+        "revoke",
+        method="sms\x00_stop" + "x" * 500,
+        actor="a" * 100,
+        disclosure_version="\x00" * 3,
+        disclosure_text="t" * 5000,
+    )
+    assert store.opted_out_at("c-1") is not None
+    (event,) = book.history("c-1")
+    assert event.method == ("sms_stop" + "x" * 500)[:40] and event.actor == "a" * 64
+    assert event.disclosure_version == "" and len(event.disclosure_text or "") == 2000
+
+
+def test_a_grant_with_text_the_database_cannot_keep_is_refused_before_writing(
+    store: Store,
+) -> None:
+    """Consent evidence must be exact: a clipped disclosure would misstate what was agreed."""
+    book = ConsentBook(store.engine)
+    with pytest.raises(SopflowError, match="disclosure_text is longer than 2000 characters"):
+        book.record("c-1", "grant", method="web_form", disclosure_text="t" * 2001)
+    with pytest.raises(SopflowError, match="method contains a NUL character"):
+        book.record("c-1", "grant", method="web\x00form")
+    with pytest.raises(SopflowError, match="contact id is longer than 64"):
+        book.record("c" * 65, "revoke", method="sms_stop")  # no contact can have this id
+    assert book.history("c-1") == [] and store.contact("c-1") is None
+
+
+def test_a_list_name_that_cannot_be_kept_is_refused_and_a_long_source_is_cut(
+    store: Store,
+) -> None:
+    book = ConsentBook(store.engine)
+    with pytest.raises(SopflowError, match="list name is longer than 64"):
+        book.add_to_list([PHONE], "n" * 65)
+    with pytest.raises(SopflowError, match="list name contains a NUL"):
+        book.add_to_list([PHONE], "nat\x00ional")
+    assert book.add_to_list([PHONE], "national", source="/" + "d" * 300 + "\x00")
+    assert book.listed(PHONE) == "national"

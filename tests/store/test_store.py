@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy.orm import Session
 
-from sopflow.errors import UnknownSopError
+from sopflow.errors import InvalidContactError, InvalidEventError, UnknownSopError
 from sopflow.sop import engine
 from sopflow.sop.plan import compile_plan
+from sopflow.sop.protocol import Record
 from sopflow.sop.schema import Sop
 from sopflow.sop.validate import load_plan
-from sopflow.store.repository import Store, VersionConflictError
+from sopflow.store.models import InboundEvent
+from sopflow.store.repository import CLAIM_LEASE, Store, VersionConflictError
 
 ROOT = Path(__file__).resolve().parents[2]
 CALLBACK = load_plan(ROOT / "sop_definitions" / "new_lead_callback.yaml")
@@ -103,3 +108,85 @@ def test_the_migrations_build_exactly_the_models_schema(store: Store) -> None:
         context = MigrationContext.configure(connection)
         differences = [d for d in compare_metadata(context, Base.metadata)]
     assert differences == []
+
+
+def test_a_contact_event_without_a_field_keeps_the_stored_value(store: Store) -> None:
+    store.upsert_contact({**CONTACT, "timezone": "America/New_York", "owner": "ana"})
+    store.upsert_contact({"id": "c-1", "phone": "", "lead_source": None, "score": 3})
+    row = store.contact("c-1")
+    assert row is not None
+    assert (row.phone, row.timezone, row.owner) == ("+12125550123", "America/New_York", "ana")
+    assert row.fields == {"first_name": "Ann", "lead_source": "web", "score": 3}
+    assert store.contacts_with_phone("+12125550123") == ["c-1"]  # a STOP still finds them
+    store.upsert_contact({"id": "c-1", "phone": "+12125550199", "first_name": "Anna"})
+    row = store.contact("c-1")
+    assert row is not None and (row.phone, row.fields["first_name"]) == ("+12125550199", "Anna")
+
+
+def test_contact_values_the_database_cannot_keep_are_refused_before_writing(store: Store) -> None:
+    with pytest.raises(InvalidContactError, match="contact 'c-1': `owner` is longer than 64"):
+        store.upsert_contact({"id": "c-1", "owner": "o" * 65})
+    with pytest.raises(InvalidContactError, match="`timezone` contains a NUL"):
+        store.upsert_contact({"id": "c-1", "timezone": "UTC\x00"})
+    with pytest.raises(InvalidContactError, match="`id` is longer than 64"):
+        store.update_contact("c" * 65, {"score": 1})
+    with pytest.raises(InvalidContactError, match="`owner` is not valid Unicode"):
+        store.update_contact("c-1", {"owner": "\ud800"})
+    assert store.contact("c-1") is None
+    store.upsert_contact({"id": "c-1", "note": "a\x00b" * 1000})  # JSON fields keep anything
+    row = store.contact("c-1")
+    assert row is not None and row.fields["note"] == "a\x00b" * 1000
+
+
+def test_step_event_free_text_is_cut_to_fit_rather_than_failing(store: Store) -> None:
+    store.start_run("wf-1", "run-a", *PINNED, "c-1", START)
+    report = Record(at=START, step="call", key="outcome:1", action="outcome", detail={})
+    assert store.record_command(
+        "wf-1", "run-a", report, actor="rep\x00" + "r" * 100, outcome="o" * 70, reason="x" * 900
+    )
+    (event,) = store.step_events("wf-1")
+    assert (event.actor, event.outcome) == ("rep" + "r" * 61, "o" * 64)
+    assert event.reason == "x" * 500
+
+
+def test_an_idempotency_key_the_database_cannot_keep_is_refused(store: Store) -> None:
+    with pytest.raises(InvalidEventError, match="idempotency key is longer than 200"):
+        store.event_begin("k" * 201, "lead", "c-1", {})
+    with pytest.raises(InvalidEventError, match="event type contains a NUL"):
+        store.event_begin("k", "le\x00ad", "c-1", {})
+    assert store.event_begin("k", "lead", "c-1", {"text": "a\x00b"}) == (True, None)
+
+
+def _age_claim(store: Store, key: str, age: timedelta) -> None:
+    with Session(store.engine) as session, session.begin():
+        row = session.get(InboundEvent, key)
+        assert row is not None
+        row.received_at = datetime.now(UTC) - age
+
+
+def test_a_claim_whose_process_died_is_taken_over_after_its_lease(store: Store) -> None:
+    assert store.event_begin("k1", "lead", "c-1", {}) == (True, None)
+    assert store.event_begin("k1", "lead", "c-1", {}) == (False, None)  # in progress: 409
+    _age_claim(store, "k1", CLAIM_LEASE - timedelta(seconds=10))
+    assert store.event_begin("k1", "lead", "c-1", {}) == (False, None)  # still within its lease
+    _age_claim(store, "k1", CLAIM_LEASE + timedelta(seconds=1))  # its process crashed
+    assert store.event_begin("k1", "lead", "c-1", {}) == (True, None)  # the retry takes over
+    assert store.event_begin("k1", "lead", "c-1", {}) == (False, None)  # a fresh lease
+    store.event_finish("k1", {"ok": True})
+    _age_claim(store, "k1", CLAIM_LEASE * 10)
+    assert store.event_begin("k1", "lead", "c-1", {}) == (False, {"ok": True})  # answered: kept
+
+
+def test_two_retries_racing_for_a_stale_claim_cannot_both_take_it(store: Store) -> None:
+    store.event_begin("k1", "lead", "c-1", {})
+    _age_claim(store, "k1", CLAIM_LEASE * 2)
+    attempts = 8
+    barrier = threading.Barrier(attempts)
+
+    def retry(_: int) -> bool:
+        barrier.wait()
+        return store.event_begin("k1", "lead", "c-1", {})[0]
+
+    with ThreadPoolExecutor(attempts) as pool:
+        fresh = list(pool.map(retry, range(attempts)))
+    assert fresh.count(True) == 1
