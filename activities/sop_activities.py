@@ -7,6 +7,7 @@ Only worker.py and tests build the backend (MemoryEffects here, StoreEffects for
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -83,7 +84,11 @@ class SopActivities:
                 )
                 return _result(refusal(verdict))
         rep = await self.effects.rep_for(params)
-        ready = clear(command, verdict, rep, params.workflow_id, facts, self.links)
+        # Rendering runs user templates: in a thread, so a slow one never stalls the event loop
+        # the worker shares (under `sopflow up`, with the gateway and its /healthz).
+        ready = await asyncio.to_thread(
+            clear, command, verdict, rep, params.workflow_id, facts, self.links
+        )
         if isinstance(ready, Refused):
             activity.logger.warning("command %s failed: %s", params.idempotency_key, ready.reason)
             return _result(ready)

@@ -6,7 +6,9 @@ Everything is checked before anything starts, so a bad request changes nothing.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
 
 from temporalio.client import Client
@@ -19,8 +21,13 @@ from sopflow.phones import E164_HINT, e164
 from sopflow.sop import clock, engine
 from sopflow.sop.plan import Plan
 from sopflow.sop.protocol import BUILTIN_EVENTS
-from sopflow.sop.schema import MAX_CONTACT_ID, WaitForStep
+from sopflow.sop.schema import MAX_CONTACT_ID, Sop, WaitForStep
 from workflows.contracts import SopRunInput
+
+# Dates a contact field may hold. Outside are typos and placeholders (0001-01-01, 9999-12-31),
+# and the engine's arithmetic on them (offsets, time zones) overflows: the run would fail for good.
+EARLIEST_YEAR, LATEST_YEAR = 1900, 2200
+MAX_OWNER = 64  # a rep id: the store's contacts.owner
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,9 @@ def normalise_contact(contact: Mapping[str, Any]) -> dict[str, Any]:
             clock.zone(str(zone_name))
         except (ValueError, KeyError):
             raise InvalidContactError(f"unknown time zone {zone_name!r}", result["id"]) from None
+    owner = result.get("owner")
+    if owner is not None and (not isinstance(owner, str) or len(owner) > MAX_OWNER):
+        raise InvalidContactError(f"`owner` must be a rep id of at most {MAX_OWNER} characters")
     tags = result.get("tags", [])
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise InvalidContactError("`tags` must be a list of strings", result["id"])
@@ -98,8 +108,41 @@ def enrolment_for(plan: Plan, contact: Mapping[str, Any], key: str) -> Enrolment
     ]
     if missing:
         raise InvalidContactError(f"SOP {plan.sop.id!r} needs {', '.join(missing)}", person["id"])
+    check_dates(plan.sop, person)
     zones, _ = clock.contact_zones(person, plan.sop.policy.timezone)
     return Enrolment(plan, workflow_id(plan.sop.id, person["id"], key), person, zones)
+
+
+def _as_date(value: Any) -> date | None:
+    """A date or date-time field's value read as the engine reads it (clock._parse_instant,
+    the templates' localtime): a date, or ISO 8601 text. None when it is neither."""
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        with suppress(ValueError):
+            return datetime.fromisoformat(value)
+    return None
+
+
+def check_dates(sop: Sop, contact: Mapping[str, Any]) -> None:
+    """The SOP's date and date-time fields of the contact parse, within sane years: the engine
+    reads them later (schedules, conditions, templates), when a bad one fails the run for good."""
+    for name, spec in sop.contact_fields.items():
+        value = contact.get(name)
+        if spec.type not in ("date", "datetime") or value in (None, ""):
+            continue
+        parsed = _as_date(value)
+        if parsed is None:
+            raise InvalidContactError(
+                f"field {name!r} is {value!r}, not an ISO 8601 {spec.type} "
+                "(e.g. 2026-03-01 or 2026-03-01T09:30:00+01:00)",
+                str(contact.get("id")),
+            )
+        if not EARLIEST_YEAR <= parsed.year <= LATEST_YEAR:
+            raise InvalidContactError(
+                f"field {name!r} is {value!r}: the year must be {EARLIEST_YEAR} to {LATEST_YEAR}",
+                str(contact.get("id")),
+            )
 
 
 async def start_enrolment(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sopflow.channels.unsubscribe import UnsubscribeLinks
+from sopflow.errors import ConfigurationError
 
 
 class Secret:
@@ -45,15 +46,14 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         data_dir = Path(env.get("SOPFLOW_DATA_DIR", ".sopflow"))
-        token = env.get("SOPFLOW_API_TOKEN")
         return cls(
             data_dir=data_dir,
             database_url=env.get("SOPFLOW_DATABASE_URL", f"sqlite:///{data_dir / 'sopflow.db'}"),
             task_queue=env.get("SOPFLOW_TASK_QUEUE", "sopflow"),
-            api_token=Secret(token) if token else None,
+            api_token=_env_secret(env, "SOPFLOW_API_TOKEN"),
             rules_file=Path(env["SOPFLOW_RULES"]) if env.get("SOPFLOW_RULES") else None,
             public_url=env.get("SOPFLOW_PUBLIC_URL") or None,
-            unsubscribe_key=Secret(key) if (key := env.get("SOPFLOW_UNSUBSCRIBE_KEY")) else None,
+            unsubscribe_key=_env_secret(env, "SOPFLOW_UNSUBSCRIBE_KEY"),
         )
 
     def kept_secret(self, name: str) -> Secret:
@@ -63,7 +63,12 @@ class Settings:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(secrets.token_urlsafe(24))
             path.chmod(0o600)
-        return Secret(path.read_text().strip())
+        value = path.read_text().strip()
+        if not value:  # an empty API token would let every request in
+            raise ConfigurationError(
+                f"{path} is empty: write a secret in it, or delete it to have one generated"
+            )
+        return Secret(value)
 
     def unsubscribe_links(self, public_url: str) -> UnsubscribeLinks:
         """Email unsubscribe links to the gateway at `public_url`. Every worker and gateway of one
@@ -71,6 +76,17 @@ class Settings:
         dir, enough when they share it, as under `sopflow up`)."""
         key = self.unsubscribe_key or self.kept_secret("unsubscribe_key")
         return UnsubscribeLinks(public_url, key.reveal().encode())
+
+
+def _env_secret(env: Mapping[str, str], name: str) -> Secret | None:
+    """The secret in variable `name`, None when unset. Set but blank is refused: it is a mistake,
+    and an empty API token would let every request in."""
+    value = env.get(name)
+    if value is None:
+        return None
+    if not value.strip():
+        raise ConfigurationError(f"{name} is set but empty: give it a secret, or unset it")
+    return Secret(value)
 
 
 def temporal_connect_config() -> dict[str, Any]:

@@ -1,23 +1,27 @@
-"""REST API. Every route needs `Authorization: Bearer <SOPFLOW_API_TOKEN>`; errors are 4xx with a
-JSON `detail` that says what to fix."""
+"""REST API. Every route under /api/ needs `Authorization: Bearer <SOPFLOW_API_TOKEN>`, checked
+before the body is read (guards.py); errors are 4xx with a JSON `detail` that says what to fix."""
 
 from __future__ import annotations
 
 import asyncio
-import secrets
+import math
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi import Path as FastApiPath
+from fastapi import Query as FastApiQuery
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AwareDatetime, BaseModel, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, Field, field_validator, model_validator
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import FailureError
 from temporalio.service import RPCError, RPCStatusCode
 
+from sopflow.channels.unsubscribe import PATH as UNSUBSCRIBE_PATH
 from sopflow.channels.unsubscribe import UnsubscribeLinks
 from sopflow.compliance.adherence import Grouping
 from sopflow.compliance.rules import Rule
@@ -27,13 +31,17 @@ from sopflow.enrolment import (
     plan_enrolments,
     start_enrolment,
 )
-from sopflow.errors import SopflowError
+from sopflow.errors import ConfigurationError, SopflowError
+from sopflow.gateway import twilio_hooks, unsubscribe
 from sopflow.gateway.click_to_call import click_to_call_router
+from sopflow.gateway.guards import MAX_API_BODY, BearerAuth, BodyLimit
+from sopflow.gateway.inputs import MAX_METHOD, Clean, JsonObject
 from sopflow.gateway.signals import signal_run, tell_runs
 from sopflow.gateway.twilio_hooks import TwilioHooks, twilio_router
 from sopflow.gateway.unsubscribe import unsubscribe_router
 from sopflow.providers.base import Provider
 from sopflow.settings import Secret
+from sopflow.sop.plan import Plan
 from sopflow.sop.protocol import SYSTEM_ACTORS
 from sopflow.sop.schema import MAX_CONTACT_ID
 from sopflow.store.consent import ConsentBook, check_channels
@@ -45,15 +53,30 @@ from workflows.contracts import ContactEventSignal, ControlSignal, OutcomeAnswer
 
 ClientFactory = Callable[[], Awaitable[Client]]
 # Module level: FastAPI resolves the (string) annotations of dependencies in module globals.
-ContactId = Annotated[str, FastApiPath(min_length=1, max_length=MAX_CONTACT_ID)]
-Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(auto_error=False))]
+ContactId = Annotated[Clean, FastApiPath(min_length=1, max_length=MAX_CONTACT_ID)]
+RunId = Annotated[Clean, FastApiPath(min_length=1, max_length=300)]  # the store's workflow ids
+MAX_NAME = 64  # step ids, outcomes, actors: the store's columns for them
+PLANS_TTL = 2.0  # seconds a new deployment may go unseen by new enrolments (PlanCache)
+CONSENT_EVENTS = ("opted_out", "opted_in")
 
 
 class EventIn(BaseModel):
     type: str = Field(pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$", max_length=100)
-    contact: dict[str, Any]
-    data: dict[str, Any] = Field(default_factory=dict)
+    contact: JsonObject
+    data: JsonObject = Field(default_factory=dict)
     idempotency_key: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:-]+$")
+
+    @model_validator(mode="after")
+    def _consent_data(self) -> EventIn:
+        """A consent event's data is recorded as consent: refused here, not by the store."""
+        if self.type in CONSENT_EVENTS:
+            method = self.data.get("method", "api_event")
+            if not isinstance(method, str) or not 1 <= len(method) <= MAX_METHOD:
+                raise ValueError(f"data.method: a text of 1 to {MAX_METHOD} characters")
+            channels = self.data.get("channels", ["all"])
+            if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
+                raise ValueError("data.channels: a list of channel names")
+        return self
 
 
 class EnrolledRun(BaseModel):
@@ -80,19 +103,19 @@ class EventOut(BaseModel):
 class ConsentIn(BaseModel):
     action: Literal["grant", "revoke"]
     channels: list[str] = Field(default_factory=lambda: ["all"], min_length=1)
-    method: str = Field(min_length=1, max_length=40, description="web_form, call, import…")
-    disclosure_text: str | None = Field(None, max_length=2000)
-    disclosure_version: str | None = Field(None, max_length=40)
-    actor: str | None = Field(None, max_length=64)
+    method: Clean = Field(min_length=1, max_length=MAX_METHOD, description="web_form, call…")
+    disclosure_text: Clean | None = Field(None, max_length=2000)
+    disclosure_version: Clean | None = Field(None, max_length=40)
+    actor: Clean | None = Field(None, max_length=MAX_NAME)
     at: AwareDatetime | None = Field(None, description="when it was given; default: now")
 
 
 class OutcomeIn(BaseModel):
-    step: str
-    outcome: str
-    actor: str = Field(min_length=1)
-    note: str = ""
-    data: dict[str, Any] = Field(default_factory=dict)
+    step: Clean = Field(max_length=MAX_NAME)
+    outcome: Clean = Field(max_length=MAX_NAME)
+    actor: Clean = Field(min_length=1, max_length=MAX_NAME)
+    note: Clean = Field("", max_length=2000)
+    data: JsonObject = Field(default_factory=dict)
 
     @field_validator("actor")
     @classmethod
@@ -100,6 +123,41 @@ class OutcomeIn(BaseModel):
         if actor in SYSTEM_ACTORS:  # a reporter cannot speak as the carrier or the engine
             raise ValueError(f"actor {actor!r} is reserved for sopflow's own reports")
         return actor
+
+
+class ControlIn(ControlSignal):
+    actor: Clean = Field(min_length=1, max_length=MAX_NAME)
+    reason: Clean = Field("", max_length=500)  # the store's step_events.reason
+
+
+class PlanCache:
+    """The latest plans, reloaded at most every `ttl` seconds: loading every deployed plan on
+    each request cost ~29 ms. The store has no cheap "has anything been deployed?" answer, so a
+    new deployment (`sopflow deploy`, the upkeep) reaches new enrolments within `ttl`."""
+
+    def __init__(self, store: Store, ttl: float) -> None:
+        self.store, self.ttl = store, ttl
+        self.plans: list[Plan] = []
+        self.loaded_at = -math.inf
+        self.lock = asyncio.Lock()
+
+    async def get(self) -> list[Plan]:
+        async with self.lock:  # one reload at a time; requests meanwhile wait for its answer
+            if time.monotonic() - self.loaded_at >= self.ttl:
+                self.plans = await asyncio.to_thread(self.store.latest_plans)
+                self.loaded_at = time.monotonic()
+            return self.plans
+
+
+def intake(plans: list[Plan], event: EventIn) -> tuple[dict[str, Any], list[Enrolment]]:
+    """The contact normalised and the enrolments the event causes, or a SopflowError. CPU work
+    (entry conditions, contact checks): callers run it in a thread, off the event loop."""
+    if event.type in CONSENT_EVENTS:  # "channels": the contact named some only
+        check_channels(event.data.get("channels", ["all"]))
+    enrolments = plan_enrolments(
+        plans, event.type, event.contact, event.data, event.idempotency_key
+    )
+    return normalise_contact(event.contact), enrolments
 
 
 def update_refusal(exc: WorkflowUpdateFailedError) -> str:
@@ -120,11 +178,18 @@ def create_app(
     provider: Provider | None = None,
     rules: Sequence[Rule] = (),
     links: UnsubscribeLinks | None = None,
+    plans_ttl: float = PLANS_TTL,
 ) -> FastAPI:
     """`twilio`: serve Twilio's webhooks under /twilio (signature-checked with its token);
     `provider` + `rules`: offer rep click-to-call, judged by the touch gate with `rules`;
     `links`: serve email's one-click unsubscribe under /unsubscribe (links signed with it)."""
+    if not api_token.reveal().strip():  # an empty token would open every route
+        raise ConfigurationError("the API token is empty: set SOPFLOW_API_TOKEN to a secret")
     app = FastAPI(title="sopflow", version="0.1.0")
+    limits = [("/twilio/", twilio_hooks.MAX_BODY), (UNSUBSCRIBE_PATH, unsubscribe.MAX_BODY)]
+    app.add_middleware(BodyLimit, limits=limits, default=MAX_API_BODY)
+    app.add_middleware(BearerAuth, token=api_token)  # added last: runs first
+    plans = PlanCache(store, plans_ttl)
     consent = ConsentBook(store.engine)
     scores = Scores(store.engine)
     splits = SplitAssignments(store.engine)
@@ -137,21 +202,20 @@ def create_app(
                 clients.append(await client_factory())
             return clients[0]
 
-    def authorised(credentials: Credentials) -> None:
-        given = credentials.credentials if credentials else ""
-        if not secrets.compare_digest(given.encode(), api_token.reveal().encode()):
-            raise HTTPException(
-                401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"}
-            )
-
     @app.exception_handler(SopflowError)
     async def _user_error(_: Request, exc: SopflowError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=exc.http_status)  # by its class
 
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # Without each error's input: it may be large, or hold a NaN JSON cannot encode (a 500).
+        errors = [{k: v for k, v in error.items() if k != "input"} for error in exc.errors()]
+        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
     if twilio is not None:
         app.include_router(twilio_router(twilio, store, temporal))
     if provider is not None:
-        app.include_router(click_to_call_router(store, temporal, provider, rules, authorised))
+        app.include_router(click_to_call_router(store, temporal, provider, rules))
     if links is not None:
         app.include_router(unsubscribe_router(links, consent))
 
@@ -159,18 +223,12 @@ def create_app(
     async def healthz() -> dict[str, bool]:
         return {"ok": True}
 
-    @app.post("/api/v1/events", status_code=202, dependencies=[Depends(authorised)])
+    @app.post("/api/v1/events", status_code=202)
     async def post_event(event: EventIn) -> EventOut:
         """Start every SOP the event triggers and pass it to the contact's running runs.
         Everything is checked before anything changes; the same idempotency key again gets
         the first answer and changes nothing."""
-        plans = await asyncio.to_thread(store.latest_plans)
-        if event.type in ("opted_out", "opted_in"):  # "channels": the contact named some only
-            check_channels(event.data.get("channels", ["all"]))
-        enrolments = plan_enrolments(
-            plans, event.type, event.contact, event.data, event.idempotency_key
-        )
-        person = normalise_contact(event.contact)
+        person, enrolments = await asyncio.to_thread(intake, await plans.get(), event)
         fresh, answer = await asyncio.to_thread(
             store.event_begin, event.idempotency_key, event.type, person["id"], event.data
         )
@@ -192,7 +250,7 @@ def create_app(
         event: EventIn, person: dict[str, Any], enrolments: list[Enrolment]
     ) -> EventOut:
         await asyncio.to_thread(store.upsert_contact, person)
-        if event.type in ("opted_out", "opted_in"):
+        if event.type in CONSENT_EVENTS:
             await asyncio.to_thread(
                 consent.record,
                 person["id"],
@@ -228,18 +286,14 @@ def create_app(
             out.enrolled.append(
                 EnrolledRun(run_id=enrolment.workflow_id, sop=sop.id, version=started.version)
             )
-        if event.type in ("opted_out", "opted_in") and "all" not in event.data.get(
-            "channels", ["all"]
-        ):
+        if event.type in CONSENT_EVENTS and "all" not in event.data.get("channels", ["all"]):
             return out  # one channel only: the gate honours it; the runs go on on the others
         signal = ContactEventSignal(name=event.type, data=event.data)
         just_started = {run.run_id for run in out.enrolled}
         out.delivered = await tell_runs(client, store, person["id"], signal, just_started)
         return out
 
-    @app.post(
-        "/api/v1/contacts/{contact_id}/consent", status_code=201, dependencies=[Depends(authorised)]
-    )
+    @app.post("/api/v1/contacts/{contact_id}/consent", status_code=201)
     async def post_consent(contact_id: ContactId, given: ConsentIn) -> dict[str, Any]:
         """Record consent given or withdrawn, with how and under which disclosure. A repeat that
         changes nothing is answered `recorded: false`. The touch gate reads it before every touch."""
@@ -257,7 +311,7 @@ def create_app(
         state = await asyncio.to_thread(consent.current, contact_id)
         return {"contact_id": contact_id, "recorded": recorded, "channels": state}
 
-    @app.get("/api/v1/contacts/{contact_id}/consent", dependencies=[Depends(authorised)])
+    @app.get("/api/v1/contacts/{contact_id}/consent")
     async def get_consent(contact_id: ContactId) -> dict[str, Any]:
         """What is in force per channel, and every consent event in order."""
         state = await asyncio.to_thread(consent.current, contact_id)
@@ -276,23 +330,25 @@ def create_app(
         ]
         return {"contact_id": contact_id, "channels": state, "history": history}
 
-    @app.get("/api/v1/reports/compliance", dependencies=[Depends(authorised)])
+    @app.get("/api/v1/reports/compliance")
     async def get_compliance(
-        by: Grouping = "rep", since: str | None = None, sop: str | None = None
+        by: Grouping = "rep",
+        since: Annotated[Clean | None, FastApiQuery(max_length=40)] = None,
+        sop: Annotated[Clean | None, FastApiQuery(max_length=MAX_NAME)] = None,
     ) -> dict[str, Any]:
         """Adherence scores recomputed from the event log, one row per group."""
         start = parse_since(since, datetime.now(UTC))
         rows = await asyncio.to_thread(scores.report, by, start, sop)
         return {"by": by, "since": start.isoformat() if start else None, "rows": rows}
 
-    @app.get("/api/v1/runs/{run_id}/score", dependencies=[Depends(authorised)])
-    async def get_run_score(run_id: str) -> dict[str, Any]:
+    @app.get("/api/v1/runs/{run_id}/score")
+    async def get_run_score(run_id: RunId) -> dict[str, Any]:
         """One run's score, its items and every point lost with the reason."""
         found = await asyncio.to_thread(scores.run, run_id)  # NotFoundError: 404 by its class
         return run_score_view(found)
 
-    @app.post("/api/v1/runs/{run_id}/outcomes", dependencies=[Depends(authorised)])
-    async def post_outcome(run_id: str, report: OutcomeIn) -> OutcomeAnswer:
+    @app.post("/api/v1/runs/{run_id}/outcomes")
+    async def post_outcome(run_id: RunId, report: OutcomeIn) -> OutcomeAnswer:
         handle = (await temporal()).get_workflow_handle(run_id)
         try:
             answer: OutcomeAnswer = await handle.execute_update(
@@ -308,15 +364,15 @@ def create_app(
             raise HTTPException(409, answer.message)
         return answer
 
-    @app.post("/api/v1/runs/{run_id}/control", status_code=202, dependencies=[Depends(authorised)])
-    async def post_control(run_id: str, control: ControlSignal) -> dict[str, str]:
+    @app.post("/api/v1/runs/{run_id}/control", status_code=202)
+    async def post_control(run_id: RunId, control: ControlIn) -> dict[str, str]:
         """Pause, resume or cancel a run; the run records who and why."""
         if not await signal_run(await temporal(), run_id, "control", control):
             raise HTTPException(404, f"unknown or finished run {run_id!r}")
         return {"run_id": run_id, "action": control.action}
 
-    @app.get("/api/v1/runs/{run_id}", dependencies=[Depends(authorised)])
-    async def get_run(run_id: str) -> dict[str, Any]:
+    @app.get("/api/v1/runs/{run_id}")
+    async def get_run(run_id: RunId) -> dict[str, Any]:
         run = await asyncio.to_thread(store.run, run_id)
         if run is None:
             raise HTTPException(404, f"unknown run {run_id!r}")

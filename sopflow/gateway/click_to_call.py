@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 from temporalio.client import Client
 from temporalio.service import RPCError
@@ -21,6 +21,7 @@ from temporalio.service import RPCError
 from sopflow.compliance.gate import TouchRequest, applicable, check_touch, lookback
 from sopflow.compliance.rules import Rule, contact_regions
 from sopflow.errors import InvalidContactError
+from sopflow.gateway.inputs import Clean
 from sopflow.gateway.signals import signal_run
 from sopflow.providers.base import Provider, ProviderError
 from sopflow.sop import clock
@@ -32,7 +33,9 @@ from workflows.contracts import ProviderEventSignal
 
 
 class CallIn(BaseModel):
-    rep: str = Field(min_length=1, description="the rep who clicked (their phone rings first)")
+    rep: Clean = Field(
+        min_length=1, max_length=64, description="the rep who clicked (their phone rings first)"
+    )
 
 
 def click_to_call_router(
@@ -40,13 +43,13 @@ def click_to_call_router(
     temporal: Callable[[], Awaitable[Client]],
     provider: Provider,
     rules: Sequence[Rule],
-    authorised: Callable[..., None],
 ) -> APIRouter:
-    router = APIRouter(prefix="/api/v1", dependencies=[Depends(authorised)])
+    """Its routes are under /api/: the gateway's BearerAuth checks the token."""
+    router = APIRouter(prefix="/api/v1")
     reps, consent = RepDirectory(store.engine), ConsentBook(store.engine)
 
     @router.post("/runs/{run_id}/tasks/{step}/call", status_code=202)
-    async def call(run_id: str, step: str, body: CallIn) -> dict[str, Any]:
+    async def call(run_id: Clean, step: Clean, body: CallIn) -> dict[str, Any]:
         run = await asyncio.to_thread(store.run, run_id)
         if run is None:
             raise HTTPException(404, f"unknown run {run_id!r}")

@@ -1,0 +1,66 @@
+"""What the API accepts in free-form fields, checked before anything is stored or sent to a run:
+no NUL character (PostgreSQL cannot store one), no lone surrogate (JSON can escape one; no
+database driver encodes it), no text longer than a field can sensibly be, no NaN or infinity
+(Python's JSON parser takes them; JSON cannot carry them on). A refusal is a 422 naming the
+field, e.g. `contact.notes: 2500 characters, more than the 2000 allowed`."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, ValidationInfo
+
+MAX_TEXT = 2000  # one text value of a contact field or event data
+MAX_KEY = 64  # a field name (an SOP's contact fields are identifiers of at most 64)
+MAX_DEPTH = 8  # objects and lists nested in contact fields or event data
+MAX_METHOD = 40  # how consent was given or withdrawn: the store's consent_events.method
+
+
+def _problem(text: str) -> str | None:
+    """Why `text` cannot be stored, or None."""
+    if "\x00" in text:
+        return "contains a NUL character (\\u0000)"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return "is not valid Unicode text (a lone surrogate)"
+    return None
+
+
+def clean(text: str) -> str:
+    if why := _problem(text):
+        raise ValueError(why)
+    return text
+
+
+def _check(value: Any, where: str, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise ValueError(f"{where}: nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, str):
+        if len(value) > MAX_TEXT:
+            raise ValueError(f"{where}: {len(value)} characters, more than the {MAX_TEXT} allowed")
+        if why := _problem(value):
+            raise ValueError(f"{where}: {why}")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where}: {value} is not a number JSON can carry")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if len(key) > MAX_KEY:
+                raise ValueError(f"{where}: field name {key[:20]!r}… is longer than {MAX_KEY}")
+            if why := _problem(key):
+                raise ValueError(f"{where}: field name {key!r} {why}")
+            _check(item, f"{where}.{key}", depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check(item, f"{where}[{index}]", depth + 1)
+
+
+def _checked(value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+    _check(value, info.field_name or "value", 0)
+    return value
+
+
+Clean = Annotated[str, AfterValidator(clean)]  # give its length with Field(max_length=…)
+JsonObject = Annotated[dict[str, Any], AfterValidator(_checked)]
