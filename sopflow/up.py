@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import shutil
+import signal
+import socket
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -55,6 +58,36 @@ class Ports:
     sandbox: int = 8300
     smtp: int = 8025  # the sandbox mail server (when SOPFLOW_SMTP_HOST is unset)
 
+    def check_free(self, sandbox: bool, smtp: bool) -> None:
+        """Refuse to start on a taken port, before starting anything: attaching to someone
+        else's Temporal server, or serving half the stack, would be worse than not starting."""
+        wanted = [("temporal-port", self.temporal), ("ui-port", self.ui), ("port", self.gateway)]
+        wanted += [("sandbox-port", self.sandbox)] if sandbox else []
+        wanted += [("smtp-port", self.smtp)] if smtp else []
+        for option, port in wanted:
+            if port_taken(port):
+                raise ConfigurationError(
+                    f"port {port} is taken: stop what listens there or choose another --{option}"
+                )
+
+
+def port_taken(port: int) -> bool:
+    """A listener holds 127.0.0.1:port (SO_REUSEADDR as servers bind: TIME_WAIT does not count)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def _die_with_parent() -> None:
+    """In the dev server's process: Linux sends it SIGTERM when `sopflow up` dies, even by
+    SIGKILL, so no server is left orphaned holding the ports and the data dir."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
 
 def temporal_cli() -> str:
     beside = Path(sys.executable).with_name("temporal")
@@ -95,6 +128,30 @@ async def _wait_for_temporal(address: str, server: asyncio.subprocess.Process) -
     raise ConfigurationError(f"the Temporal dev server did not answer on {address}")
 
 
+async def _until_started(servers: list[_Gateway], serving: list[asyncio.Task[None]]) -> None:
+    """Wait until every server accepts connections; one that stops first stops us (with the
+    others shut down by the caller's cleanup), before anything says "up"."""
+    while not all(server.started for server in servers):
+        for task in serving:
+            if task.done():
+                for server in servers:
+                    server.should_exit = True
+                await asyncio.gather(*serving, return_exceptions=True)
+                raise ConfigurationError("a server of the stack could not start (see the log)")
+        await asyncio.sleep(0.05)
+
+
+async def _until_stopped(stop: asyncio.Event, serving: list[asyncio.Task[None]]) -> str:
+    """Wait for Ctrl-C / SIGTERM, or for a server to end on its own: then the whole stack
+    stops (never half of it left running). Returns why, when it was not asked to."""
+    asked = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([asked, *serving], return_when=asyncio.FIRST_COMPLETED)
+    if asked in done:
+        return ""
+    asked.cancel()
+    return "a server of the stack stopped on its own; everything was stopped (see the log)"
+
+
 async def up(
     settings: Settings,
     sop_dir: Path,
@@ -107,7 +164,17 @@ async def up(
         raise SopflowError("sop_definitions has problems:\n" + "\n".join(map(str, problems)))
     teams = load_teams(teams_file) if teams_file else []
     rules = load_rules(settings.rules_file)  # a bad rules file stops us before anything starts
+    public_url = settings.public_url or f"http://127.0.0.1:{ports.gateway}"
+    config = provider_config(os.environ, public_url)
+    mail_config = smtp_config(os.environ)
+    ports.check_free(sandbox=config is None or mail_config is None, smtp=mail_config is None)
+    # The data dir holds the store, Temporal's database and secrets: its owner's alone.
+    os.umask(0o077)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.chmod(0o700)
+    for kept in settings.data_dir.iterdir():  # files an earlier version left readable to all
+        if kept.is_file():
+            kept.chmod(0o600)
     store = Store(connect(settings.database_url))
     store.migrate()
     for plan in plans.values():
@@ -142,6 +209,7 @@ async def up(
         "warn",
         stdout=server_log,
         stderr=asyncio.subprocess.STDOUT,
+        preexec_fn=_die_with_parent,
     )
     try:
         await _wait_for_temporal(address, server)
@@ -150,8 +218,6 @@ async def up(
         async def client_factory() -> Client:
             return client
 
-        public_url = settings.public_url or f"http://127.0.0.1:{ports.gateway}"
-        config = provider_config(os.environ, public_url)
         sandbox_app: FastAPI | None = None
         if config is None:  # no Twilio account: the sandbox phone network stands in
             config = sandbox_config(settings, public_url, ports.sandbox)
@@ -159,7 +225,6 @@ async def up(
                 {config.account_sid: config.auth_token}, f"{public_url}/twilio/inbound"
             )
             sandbox_app = sandbox.app()
-        mail_config = smtp_config(os.environ)
         mail_server: asyncio.Server | None = None
         if mail_config is None:  # no relay: the sandbox mail server stands in
             mail_sandbox = MailSandbox()
@@ -190,6 +255,7 @@ async def up(
         worker = build_worker(client, store, settings.task_queue, rules, provider, mailer, links)
         async with worker:
             serving = [asyncio.create_task(s.serve()) for s in servers]
+            await _until_started(servers, serving)
             upkeep = start_upkeep(Upkeep(store, provider, sop_dir))  # SOP edits deploy themselves
             pages = f"http://127.0.0.1:{ports.gateway}/sandbox"
             phones = (
@@ -215,11 +281,13 @@ async def up(
                 f"Ctrl-C stops everything; runs continue after a restart.",
                 flush=True,
             )
-            await stop.wait()
+            failed = await _until_stopped(stop, serving)
             upkeep.shutdown(wait=False)
             for server_ in servers:
                 server_.should_exit = True
-            await asyncio.gather(*serving)
+            await asyncio.gather(*serving, return_exceptions=True)
+            if failed:
+                raise ConfigurationError(failed)
         await provider.close()
         if mail_server is not None:
             mail_server.close()

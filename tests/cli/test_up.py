@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import time
@@ -14,6 +16,7 @@ import httpx
 import pytest
 
 from sopflow.asgi import free_port
+from sopflow.up import port_taken
 
 ROOT = Path(__file__).resolve().parents[2]
 SOP = """\
@@ -209,6 +212,7 @@ def test_dnc_import_and_check(tmp_path: Path) -> None:
 class Up:
     def __init__(self, tmp: Path, sops: Path) -> None:
         self.port, temporal, ui = free_port(), free_port(), free_port()
+        self.temporal_port = temporal
         self.sandbox = f"http://127.0.0.1:{free_port()}"
         self.log = tmp / f"up-{time.monotonic_ns()}.log"
         with self.log.open("wb") as sink:
@@ -365,6 +369,9 @@ def test_up_enrols_stops_cleanly_and_keeps_runs_across_a_restart(tmp_path: Path)
         assert first.stop() == 0
     output = first.log.read_text()
     assert "sopflow is up" in output and "Traceback" not in output
+    data = tmp_path / "data"
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700  # the store, Temporal's db, the secrets
+    assert {stat.S_IMODE(f.stat().st_mode) for f in data.iterdir() if f.is_file()} == {0o600}
 
     second = Up(tmp_path, sops)  # same data dir: Temporal's SQLite file and the store
     try:
@@ -384,3 +391,39 @@ def test_up_enrols_stops_cleanly_and_keeps_runs_across_a_restart(tmp_path: Path)
     finally:
         assert second.stop() == 0
     assert "unchanged" in second.log.read_text()  # redeploying the same SOP is a no-op
+
+
+@pytest.mark.parametrize("taken", ["--port", "--temporal-port", "--smtp-port"])
+def test_up_refuses_a_taken_port_in_one_line_and_starts_nothing(tmp_path: Path, taken: str) -> None:
+    sops = tmp_path / "sops"
+    sops.mkdir()
+    (sops / "quick_call.yaml").write_text(SOP)
+    ports = {flag: free_port() for flag in ("--port", "--temporal-port", "--ui-port",
+                                            "--sandbox-port", "--smtp-port")}  # fmt: skip
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", ports[taken]))
+        holder.listen()
+        started = time.monotonic()
+        refused = sopflow(tmp_path, "up", "--sops", str(sops),
+                          *[str(x) for pair in ports.items() for x in pair])  # fmt: skip
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.strip() == (
+        f"error: port {ports[taken]} is taken: stop what listens there or choose another {taken}"
+    )
+    assert "sopflow is up" not in refused.stdout and time.monotonic() - started < 30
+    assert not (tmp_path / "data" / "temporal.db").exists()  # no dev server was started
+
+
+def test_a_killed_up_takes_its_temporal_server_with_it(tmp_path: Path) -> None:
+    sops = tmp_path / "sops"
+    sops.mkdir()
+    (sops / "quick_call.yaml").write_text(SOP)
+    stack = Up(tmp_path, sops)
+    assert port_taken(stack.temporal_port)
+    stack.process.kill()  # SIGKILL: no cleanup runs in `sopflow up` itself
+    stack.process.wait(timeout=30)
+    for _ in range(100):
+        if not port_taken(stack.temporal_port):
+            break
+        time.sleep(0.2)
+    assert not port_taken(stack.temporal_port), "the dev server outlived `sopflow up`"
