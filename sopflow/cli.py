@@ -357,6 +357,41 @@ def _deploy_all(store: Any, plans: dict[Path, Plan]) -> list[tuple[Plan, bool]]:
     return [(plans[path], deployment.created) for path, deployment in zip(paths, done, strict=True)]
 
 
+@app.command("worker")
+def worker_cmd() -> None:
+    """Run a worker until SIGTERM/SIGINT: SopRun workflows and their activities on
+    SOPFLOW_TASK_QUEUE, against TEMPORAL_ADDRESS and SOPFLOW_DATABASE_URL (it runs the store's
+    migrations on start). Run as many as you like. Exit 2 on bad configuration."""
+    from sopflow.worker import main as worker_main
+
+    worker_main()
+
+
+@app.command("gateway")
+@user_errors
+def gateway_cmd(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes")] = 1,
+) -> None:
+    """Serve the REST API and webhooks (no Temporal server, no worker): for deployments of N
+    gateways behind a load balancer. Needs SOPFLOW_API_TOKEN, SOPFLOW_PUBLIC_URL,
+    SOPFLOW_DATABASE_URL and TEMPORAL_ADDRESS; /healthz is liveness, /readyz readiness."""
+    import uvicorn
+
+    from sopflow.gateway.serve import app_from_env
+
+    app_from_env()  # configuration checked here, in one line, before uvicorn starts processes
+    uvicorn.run(
+        "sopflow.gateway.serve:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+    )
+
+
 @app.command("up")
 @user_errors
 def up_cmd(

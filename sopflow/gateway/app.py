@@ -7,7 +7,7 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, HTTPException, Request
@@ -17,6 +17,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, Field, field_validator, model_validator
+from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import FailureError
 from temporalio.service import RPCError, RPCStatusCode
@@ -56,6 +57,7 @@ ClientFactory = Callable[[], Awaitable[Client]]
 ContactId = Annotated[Clean, FastApiPath(min_length=1, max_length=MAX_CONTACT_ID)]
 RunId = Annotated[Clean, FastApiPath(min_length=1, max_length=300)]  # the store's workflow ids
 MAX_NAME = 64  # step ids, outcomes, actors: the store's columns for them
+READY_TIMEOUT = 3.0  # seconds each readiness check may take
 PLANS_TTL = 2.0  # seconds a new deployment may go unseen by new enrolments (PlanCache)
 CONSENT_EVENTS = ("opted_out", "opted_in")
 
@@ -221,7 +223,29 @@ def create_app(
 
     @app.get("/healthz")
     async def healthz() -> dict[str, bool]:
+        """Liveness: the process answers (a load balancer restarts it when it does not)."""
         return {"ok": True}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """Readiness: the store and Temporal answer within a few seconds; 503 names what does
+        not, so a load balancer sends no events to a gateway that would refuse them."""
+        checks: dict[str, str] = {}
+        try:
+            await asyncio.wait_for(asyncio.to_thread(store.ping), READY_TIMEOUT)
+            checks["store"] = "ok"
+        except Exception as exc:  # any failure is the answer: not ready, and why
+            checks["store"] = f"{type(exc).__name__}: {exc}"[:200]
+        try:
+            client = await asyncio.wait_for(temporal(), READY_TIMEOUT)
+            await client.workflow_service.get_system_info(
+                GetSystemInfoRequest(), timeout=timedelta(seconds=READY_TIMEOUT)
+            )
+            checks["temporal"] = "ok"
+        except Exception as exc:
+            checks["temporal"] = f"{type(exc).__name__}: {exc}"[:200]
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
 
     @app.post("/api/v1/events", status_code=202)
     async def post_event(event: EventIn) -> EventOut:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, select, update
+from sqlalchemy import Engine, create_engine, event, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -158,6 +158,11 @@ class Store:
 
     def migrate(self) -> None:
         migrate.upgrade(self.engine)
+
+    def ping(self) -> None:
+        """Raise unless the database answers (readiness)."""
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
 
     # ------------------------------------------------------------ SOP versions
     def deploy(self, plan: Plan) -> Deployment:

@@ -138,8 +138,8 @@ def test_a_bad_configuration_stops_the_worker_with_one_line(tmp_path: Path) -> N
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr  # 2: configuration
     assert "cannot start: " in bad.stderr and "not UTF-8 text" in bad.stderr
-    unreachable = subprocess.run(
-        [sys.executable, "worker.py"],
+    unreachable = subprocess.run(  # the installed entry point: `sopflow worker`
+        [sys.executable, "-c", "from sopflow.cli import main; main()", "worker"],
         cwd=ROOT,
         env={k: v for k, v in env.items() if k != "SOPFLOW_RULES"}
         | {"TEMPORAL_ADDRESS": "127.0.0.1:9"},

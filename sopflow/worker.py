@@ -1,0 +1,91 @@
+"""A sopflow worker: runs SopRun workflows and their activities until SIGTERM/SIGINT.
+
+    sopflow worker          (or: python worker.py, the top-level shim)
+
+Run as many as you like, on any hosts, against the same task queue. Configuration comes from the
+environment (sopflow/settings.py; Temporal's own TEMPORAL_* variables for the connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+
+from sopflow.compliance.rules import load_rules
+from sopflow.errors import ConfigurationError, SopflowError
+from sopflow.providers.smtp import SmtpMailer, smtp_config
+from sopflow.providers.twilio import TwilioProvider, provider_config
+from sopflow.runtime import build_worker, connect_client, hard_exit
+from sopflow.settings import Settings, temporal_connect_config
+from sopflow.store.repository import Store, connect
+from sopflow.upkeep import Upkeep, start_upkeep
+
+log = logging.getLogger("sopflow.worker")
+
+
+async def run(settings: Settings, stop: asyncio.Event) -> None:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(connect(settings.database_url))
+    store.migrate()
+    rules = load_rules(settings.rules_file)  # configuration first: a mistake stops us at once
+    twilio = provider_config(os.environ, settings.public_url or "")
+    mail = smtp_config(os.environ)
+    if mail is not None and not settings.public_url:
+        raise ConfigurationError(
+            "SOPFLOW_SMTP_HOST is set but SOPFLOW_PUBLIC_URL (where unsubscribe links lead) is not"
+        )
+    config = temporal_connect_config()
+    try:
+        client = await connect_client(**config)
+    except RuntimeError as exc:  # the SDK's "Failed client connect"
+        raise ConfigurationError(
+            f"cannot reach Temporal at {config['target_host']}: {exc}"
+        ) from None
+    if twilio is None:
+        log.warning("no TWILIO_ACCOUNT_SID: touches go to the in-memory loopback, not to phones")
+    if mail is None:
+        log.warning("no SOPFLOW_SMTP_HOST: emails go to the in-memory loopback, not to mailboxes")
+    provider = TwilioProvider(twilio) if twilio else None
+    mailer = SmtpMailer(mail) if mail else None
+    # Unsubscribe links lead to the gateways: the same public URL and key as theirs.
+    links = settings.unsubscribe_links(settings.public_url or "http://127.0.0.1:8000")
+    worker = build_worker(client, store, settings.task_queue, rules, provider, mailer, links)
+    async with worker:
+        upkeep = start_upkeep(Upkeep(store, provider)) if provider else None
+        log.info(
+            "worker started task_queue=%s temporal=%s", settings.task_queue, config["target_host"]
+        )
+        await stop.wait()
+        if upkeep is not None:
+            upkeep.shutdown(wait=False)
+        log.info("worker stopping: finishing running activities")
+    log.info("worker stopped")
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="time=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s",
+    )
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run(Settings.from_env(), stop)
+
+    try:
+        asyncio.run(serve())
+    except SopflowError as exc:  # bad configuration (rules file, Twilio settings…): one line
+        log.error("cannot start: %s", exc)
+        hard_exit(
+            ConfigurationError.exit_code
+        )  # whatever failed, a worker at start is misconfigured
+    hard_exit(0)
+
+
+if __name__ == "__main__":
+    main()
