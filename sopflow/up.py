@@ -129,15 +129,11 @@ async def _wait_for_temporal(address: str, server: asyncio.subprocess.Process) -
 
 
 async def _until_started(servers: list[_Gateway], serving: list[asyncio.Task[None]]) -> None:
-    """Wait until every server accepts connections; one that stops first stops us (with the
-    others shut down by the caller's cleanup), before anything says "up"."""
+    """Wait until every server accepts connections, before anything says "up"; one that stops
+    first stops us (the caller shuts the others down)."""
     while not all(server.started for server in servers):
-        for task in serving:
-            if task.done():
-                for server in servers:
-                    server.should_exit = True
-                await asyncio.gather(*serving, return_exceptions=True)
-                raise ConfigurationError("a server of the stack could not start (see the log)")
+        if any(task.done() for task in serving):
+            raise ConfigurationError("a server of the stack could not start (see the log)")
         await asyncio.sleep(0.05)
 
 
@@ -255,37 +251,41 @@ async def up(
         worker = build_worker(client, store, settings.task_queue, rules, provider, mailer, links)
         async with worker:
             serving = [asyncio.create_task(s.serve()) for s in servers]
-            await _until_started(servers, serving)
-            upkeep = start_upkeep(Upkeep(store, provider, sop_dir))  # SOP edits deploy themselves
-            pages = f"http://127.0.0.1:{ports.gateway}/sandbox"
-            phones = (
-                f"  phones     sandbox: {pages}/+12125550123?token={token.reveal()}"
-                "  (any number's inbox; reply as it; or `sopflow sandbox --help`)\n"
-                if config.account_sid == SANDBOX_ACCOUNT
-                else f"  phones     Twilio, callbacks to {public_url}/twilio/*\n"
-            )
-            phones += (
-                f"  email      sandbox SMTP on 127.0.0.1:{ports.smtp}: "
-                f"{pages}/mail/ann@example.com?token={token.reveal()}  (any address's inbox)\n"
-                if mail_server
-                else f"  email      SMTP {mail_config.host}:{mail_config.port}, "
-                f"unsubscribe links to {public_url}/unsubscribe/*\n"
-            )
-            print(
-                f"sopflow is up\n"
-                f"  API        http://127.0.0.1:{ports.gateway}/api/v1  (Authorization: Bearer {token.reveal()})\n"
-                f"  API docs   http://127.0.0.1:{ports.gateway}/docs\n"
-                f"  Temporal   http://127.0.0.1:{ports.ui}  (runs, histories)\n"
-                f"{phones}"
-                f"  data       {settings.data_dir.resolve()}\n"
-                f"Ctrl-C stops everything; runs continue after a restart.",
-                flush=True,
-            )
-            failed = await _until_stopped(stop, serving)
-            upkeep.shutdown(wait=False)
-            for server_ in servers:
-                server_.should_exit = True
-            await asyncio.gather(*serving, return_exceptions=True)
+            try:
+                await _until_started(servers, serving)
+                upkeep = start_upkeep(
+                    Upkeep(store, provider, sop_dir)
+                )  # SOP edits deploy themselves
+                pages = f"http://127.0.0.1:{ports.gateway}/sandbox"
+                phones = (
+                    f"  phones     sandbox: {pages}/+12125550123?token={token.reveal()}"
+                    "  (any number's inbox; reply as it; or `sopflow sandbox --help`)\n"
+                    if config.account_sid == SANDBOX_ACCOUNT
+                    else f"  phones     Twilio, callbacks to {public_url}/twilio/*\n"
+                )
+                phones += (
+                    f"  email      sandbox SMTP on 127.0.0.1:{ports.smtp}: "
+                    f"{pages}/mail/ann@example.com?token={token.reveal()}  (any address's inbox)\n"
+                    if mail_server
+                    else f"  email      SMTP {mail_config.host}:{mail_config.port}, "
+                    f"unsubscribe links to {public_url}/unsubscribe/*\n"
+                )
+                print(
+                    f"sopflow is up\n"
+                    f"  API        http://127.0.0.1:{ports.gateway}/api/v1  (Authorization: Bearer {token.reveal()})\n"
+                    f"  API docs   http://127.0.0.1:{ports.gateway}/docs\n"
+                    f"  Temporal   http://127.0.0.1:{ports.ui}  (runs, histories)\n"
+                    f"{phones}"
+                    f"  data       {settings.data_dir.resolve()}\n"
+                    f"Ctrl-C stops everything; runs continue after a restart.",
+                    flush=True,
+                )
+                failed = await _until_stopped(stop, serving)
+                upkeep.shutdown(wait=False)
+            finally:  # asked to stop, or a server failed: every server stops, once
+                for server_ in servers:
+                    server_.should_exit = True
+                await asyncio.gather(*serving, return_exceptions=True)
             if failed:
                 raise ConfigurationError(failed)
         await provider.close()
