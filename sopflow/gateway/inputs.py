@@ -11,26 +11,16 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, ValidationInfo
 
+from sopflow.store.text import unstorable
+
 MAX_TEXT = 2000  # one text value of a contact field or event data
 MAX_KEY = 64  # a field name (an SOP's contact fields are identifiers of at most 64)
 MAX_DEPTH = 8  # objects and lists nested in contact fields or event data
 MAX_METHOD = 40  # how consent was given or withdrawn: the store's consent_events.method
 
 
-def _problem(text: str) -> str | None:
-    """Why `text` cannot be stored, or None."""
-    if "\x00" in text:
-        return "contains a NUL character (\\u0000)"
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            return "is not valid Unicode text (a lone surrogate)"
-    return None
-
-
 def clean(text: str) -> str:
-    if why := _problem(text):
+    if why := unstorable(text):
         raise ValueError(why)
     return text
 
@@ -41,7 +31,7 @@ def _check(value: Any, where: str, depth: int) -> None:
     if isinstance(value, str):
         if len(value) > MAX_TEXT:
             raise ValueError(f"{where}: {len(value)} characters, more than the {MAX_TEXT} allowed")
-        if why := _problem(value):
+        if why := unstorable(value):
             raise ValueError(f"{where}: {why}")
     elif isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{where}: {value} is not a number JSON can carry")
@@ -49,7 +39,7 @@ def _check(value: Any, where: str, depth: int) -> None:
         for key, item in value.items():
             if len(key) > MAX_KEY:
                 raise ValueError(f"{where}: field name {key[:20]!r}… is longer than {MAX_KEY}")
-            if why := _problem(key):
+            if why := unstorable(key):
                 raise ValueError(f"{where}: field name {key!r} {why}")
             _check(item, f"{where}.{key}", depth + 1)
     elif isinstance(value, list):

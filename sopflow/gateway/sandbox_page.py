@@ -25,11 +25,25 @@ def sandbox_page_router(sandbox_url: str, api_token: Secret) -> APIRouter:
         if not secrets.compare_digest(token.encode(), api_token.reveal().encode()):
             raise HTTPException(401, "add ?token=<the API token> to the address")
 
+    def answered(answer: httpx.Response, expected: int) -> httpx.Response:
+        if answer.status_code != expected:
+            raise HTTPException(502, f"the sandbox said {answer.status_code}: {answer.text}")
+        return answer
+
     async def listing(token: str, path: str) -> list[dict[str, Any]]:
         check(token)
         async with httpx.AsyncClient(timeout=10) as client:
             answer = await client.get(f"{sandbox_url}/sandbox/{path}/messages")
-        return list(answer.json())
+        return list(answered(answer, 200).json())
+
+    async def act(
+        token: str, path: str, body: dict[str, str] | None, expected: int, back: str
+    ) -> RedirectResponse:
+        """Post to the sandbox as the phone or the mail client would, then back to the page."""
+        check(token)
+        async with httpx.AsyncClient(timeout=30) as client:
+            answered(await client.post(f"{sandbox_url}/sandbox/{path}", json=body), expected)
+        return RedirectResponse(f"/sandbox/{back}?token={quote(token)}", status_code=303)
 
     def page(title: str, heading: str, columns: str, rows: str) -> str:
         return (
@@ -80,27 +94,13 @@ def sandbox_page_router(sandbox_url: str, api_token: Secret) -> APIRouter:
     async def unsubscribe(
         mail_id: int, address: Annotated[str, Form()], token: Annotated[str, Form()] = ""
     ) -> RedirectResponse:
-        check(token)
-        async with httpx.AsyncClient(timeout=30) as client:
-            answer = await client.post(f"{sandbox_url}/sandbox/mail/{mail_id}/unsubscribe")
-        if answer.status_code != 200:
-            raise HTTPException(502, f"the sandbox said {answer.status_code}: {answer.text}")
-        return RedirectResponse(
-            f"/sandbox/mail/{quote(address)}?token={quote(token)}", status_code=303
-        )
+        return await act(token, f"mail/{mail_id}/unsubscribe", None, 200, f"mail/{quote(address)}")
 
     @router.post("/{number}/reply")
     async def reply(
         number: str, text: Annotated[str, Form()], token: Annotated[str, Form()] = ""
     ) -> RedirectResponse:
-        check(token)
-        async with httpx.AsyncClient(timeout=30) as client:
-            answer = await client.post(
-                f"{sandbox_url}/sandbox/inbound",
-                json={"from": number, "to": SANDBOX_FROM, "body": text},
-            )
-        if answer.status_code != 201:
-            raise HTTPException(502, f"the sandbox said {answer.status_code}: {answer.text}")
-        return RedirectResponse(f"/sandbox/{quote(number)}?token={quote(token)}", status_code=303)
+        message = {"from": number, "to": SANDBOX_FROM, "body": text}
+        return await act(token, "inbound", message, 201, quote(number))
 
     return router

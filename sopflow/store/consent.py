@@ -116,7 +116,7 @@ class ConsentBook:
     @staticmethod
     def _state(session: Session, contact_id: str) -> dict[str, tuple[str, datetime]]:
         """Per channel: the action in force and since when. Events apply in the order received;
-        an event is in force from the time it claims, but not before sopflow received it."""
+        an event is in force from the time it claims, or from its receipt if it claims a later one."""
         state: dict[str, tuple[str, datetime]] = {}
         for event in session.scalars(_events(contact_id)):
             since = min(event.at, event.received_at)

@@ -23,12 +23,19 @@ def length(column: QueryableAttribute[Any]) -> int:
     return kind.length
 
 
+def unstorable(value: str) -> str | None:
+    """Why no text column can store `value` (a NUL, a lone surrogate), or None."""
+    if "\x00" in value:
+        return "contains a NUL character (\\u0000)"
+    if not value.isascii() and _unencodable(value):
+        return "is not valid Unicode text (a lone surrogate)"
+    return None
+
+
 def problem(value: str, column: QueryableAttribute[Any]) -> str | None:
     """Why `value` cannot be stored in `column` as it is, or None."""
-    if "\x00" in value:
-        return "contains a NUL character"
-    if not value.isascii() and _unencodable(value):
-        return "is not valid Unicode text"
+    if why := unstorable(value):
+        return why
     if len(value) > (limit := length(column)):
         return f"is longer than {limit} characters"
     return None
