@@ -15,13 +15,12 @@ from typing import Any, Protocol
 from temporalio import activity
 
 from sopflow.channels.unsubscribe import UnsubscribeLinks
-from sopflow.compliance.gate import ContactFacts, Touch, check_touch
+from sopflow.compliance.gate import ContactFacts, Touch
 from sopflow.compliance.preflight import (
     Refused,
     RunFacts,
-    clear,
     facts_lookback,
-    refusal,
+    gate_and_clear,
     touch_request,
 )
 from sopflow.compliance.rules import Rule
@@ -65,7 +64,7 @@ class SopActivities:
         does), then the effect. Blocked touches are not performed and not recorded here: the
         engine records the deferral or block with this reason."""
         command = params.command
-        verdict, facts = None, None
+        facts = None
         # Server time of this attempt (virtual under time skipping), never before the engine
         # issued the command.
         at = max(command.at, activity.info().current_attempt_scheduled_time)
@@ -74,23 +73,22 @@ class SopActivities:
             facts = await self.effects.contact_facts(
                 params, at, facts_lookback(request, self.rules)
             )
-            verdict = check_touch(request, facts, self.rules)
-            if not verdict.allowed:
-                activity.logger.info(
-                    "touch %s blocked by %s: %s",
-                    params.idempotency_key,
-                    verdict.rule,
-                    verdict.reason,
-                )
-                return _result(refusal(verdict))
         rep = await self.effects.rep_for(params)
         # Rendering runs user templates: in a thread, so a slow one never stalls the event loop
         # the worker shares (under `sopflow up`, with the gateway and its /healthz).
         ready = await asyncio.to_thread(
-            clear, command, verdict, rep, params.workflow_id, facts, self.links
+            gate_and_clear,
+            command,
+            request,
+            facts,
+            self.rules,
+            rep,
+            params.workflow_id,
+            self.links,
         )
         if isinstance(ready, Refused):
-            activity.logger.warning("command %s failed: %s", params.idempotency_key, ready.reason)
+            log = activity.logger.info if ready.status == "blocked" else activity.logger.warning
+            log("command %s %s: %s", params.idempotency_key, ready.status, ready.reason)
             return _result(ready)
         params = params.model_copy(update={"command": ready.command})
         result = await self.effects.perform(params.idempotency_key, params, ready.rendered)

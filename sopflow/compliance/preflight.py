@@ -20,6 +20,7 @@ from sopflow.compliance.gate import (
     TouchRequest,
     Verdict,
     applicable,
+    check_touch,
     lookback,
 )
 from sopflow.compliance.rules import Rule, contact_regions
@@ -94,10 +95,29 @@ def facts_lookback(request: TouchRequest, rules: Sequence[Rule]) -> timedelta:
     return lookback(applicable(rules, request))
 
 
-def refusal(verdict: Verdict) -> Refused:
+def _refusal(verdict: Verdict) -> Refused:
     """A blocked verdict as the engine receives it (it defers, skips or ends the run)."""
     assert not verdict.allowed
     return Refused("blocked", verdict.reason, verdict.retry_at, {"rule": verdict.rule})
+
+
+def gate_and_clear(
+    command: Command,
+    request: TouchRequest | None,
+    facts: ContactFacts | None,
+    rules: Sequence[Rule],
+    rep: Mapping[str, Any],
+    run_id: str,
+    links: UnsubscribeLinks | None = None,
+) -> Cleared | Refused:
+    """What both shells do once they hold the contact's facts: a touch (`request`, from
+    `touch_request`) goes through the gate, then the command is made ready (`clear`)."""
+    verdict = None
+    if request is not None:
+        verdict = check_touch(request, facts or ContactFacts(), rules)
+        if not verdict.allowed:
+            return _refusal(verdict)
+    return clear(command, verdict, rep, run_id, facts, links)
 
 
 # WhatsApp lets a business write freely only within 24 hours of the person's last message;

@@ -16,13 +16,12 @@ from datetime import datetime, timedelta
 from typing import Any, assert_never
 
 from sopflow.channels.unsubscribe import UnsubscribeLinks
-from sopflow.compliance.gate import ContactFacts, Touch, check_touch
+from sopflow.compliance.gate import ContactFacts, Touch
 from sopflow.compliance.preflight import (
     Refused,
     RunFacts,
-    clear,
     facts_lookback,
-    refusal,
+    gate_and_clear,
     touch_request,
 )
 from sopflow.compliance.rules import Rule
@@ -369,16 +368,12 @@ def _carry_out(
     if is_bookkeeping(command):
         sim.timeline.append(_entry(command, {}))
         return None
-    verdict = None
     request = touch_request(command, run, command.at)
     if request is not None:
         since = command.at - facts_lookback(request, rules)
         history = [t for t in sim.touches if t.at > since]
         facts = replace(facts, touches=[*facts.touches, *history])
-        verdict = check_touch(request, facts, rules)
-        if not verdict.allowed:
-            return _refused(command, refusal(verdict))
-    ready = clear(command, verdict, SAMPLE_REP, "sim-run", facts, links)
+    ready = gate_and_clear(command, request, facts, rules, SAMPLE_REP, "sim-run", links)
     if isinstance(ready, Refused):
         return _refused(command, ready)
     sim.timeline.append(_entry(ready.command, ready.rendered))
