@@ -1,7 +1,9 @@
 """Pages on the gateway for the sandboxes of `sopflow up`: a sandbox number's inbox with a box to
 text sopflow from it, as a lead would; a sandbox mailbox with each email's one-click unsubscribe
 button, as a mail client shows it. It holds the API token in
-its URL (`?token=`): a browser cannot send the bearer header, and a reply is a real webhook."""
+its URL (`?token=`): a browser cannot send the bearer header, and a reply is a real webhook.
+The gateway calls the sandbox server-side with the sandbox's own credential (Basic, its account
+SID and token), which never reaches the browser."""
 
 from __future__ import annotations
 
@@ -18,8 +20,15 @@ from sopflow.sandbox.server import SANDBOX_FROM
 from sopflow.settings import Secret
 
 
-def sandbox_page_router(sandbox_url: str, api_token: Secret) -> APIRouter:
+def sandbox_page_router(
+    sandbox_url: str, api_token: Secret, sandbox_account: str, sandbox_token: Secret
+) -> APIRouter:
     router = APIRouter(prefix="/sandbox", include_in_schema=False)
+
+    def client(timeout: float) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            timeout=timeout, auth=httpx.BasicAuth(sandbox_account, sandbox_token.reveal())
+        )
 
     def check(token: str) -> None:
         if not secrets.compare_digest(token.encode(), api_token.reveal().encode()):
@@ -32,8 +41,8 @@ def sandbox_page_router(sandbox_url: str, api_token: Secret) -> APIRouter:
 
     async def listing(token: str, path: str) -> list[dict[str, Any]]:
         check(token)
-        async with httpx.AsyncClient(timeout=10) as client:
-            answer = await client.get(f"{sandbox_url}/sandbox/{path}/messages")
+        async with client(10) as sandbox:
+            answer = await sandbox.get(f"{sandbox_url}/sandbox/{path}/messages")
         return list(answered(answer, 200).json())
 
     async def act(
@@ -41,8 +50,8 @@ def sandbox_page_router(sandbox_url: str, api_token: Secret) -> APIRouter:
     ) -> RedirectResponse:
         """Post to the sandbox as the phone or the mail client would, then back to the page."""
         check(token)
-        async with httpx.AsyncClient(timeout=30) as client:
-            answered(await client.post(f"{sandbox_url}/sandbox/{path}", json=body), expected)
+        async with client(30) as sandbox:
+            answered(await sandbox.post(f"{sandbox_url}/sandbox/{path}", json=body), expected)
         return RedirectResponse(f"/sandbox/{back}?token={quote(token)}", status_code=303)
 
     def page(title: str, heading: str, columns: str, rows: str) -> str:

@@ -9,11 +9,15 @@ List-Unsubscribe URL). Behaviour per recipient, like Twilio's magic numbers:
 - rules set through `POST /sandbox/mailboxes/{address}` refuse an address with a code, or
   acknowledge its messages only after a delay (the message is kept: a client that timed out is
   in doubt).
+Its HTTP routes ask for the phone sandbox's credential (`auth.AccountAuth`). Every message taken
+is written to the `Keep` it is given before the 250 goes out, and read back on start: a restart
+of the stack keeps the inbox, and ids count on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import email
 import email.policy
 import itertools
@@ -25,12 +29,16 @@ from typing import Any
 
 import httpx
 from aiosmtpd.smtp import SMTP, Envelope, Session
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, Field
+
+from sopflow.sandbox.auth import AccountAuth
+from sopflow.sandbox.keep import Keep
 
 SANDBOX_SENDER = "sopflow@sandbox.sopflow.test"  # the From of `sopflow up`'s emails
 MAGIC_RCPT = {"bounce": "550 5.1.1 No such mailbox", "full": "452 4.2.2 Mailbox full"}
 _URL = re.compile(r"<(https?://[^>]+)>")
+KEPT_MAIL = "mail"  # the keep's kind for the inbox
 
 
 class MailboxRule(BaseModel):
@@ -46,8 +54,29 @@ class Mail:
     received_at: datetime
     sender: str
     to: list[str]
-    message: EmailMessage
+    raw: bytes  # as it came over the wire: what the keep stores, and `message` is parsed from
     unsubscribed: str | None = None  # the gateway's answer to the one-click POST
+    message: EmailMessage = field(init=False)
+
+    def __post_init__(self) -> None:
+        parsed = email.message_from_bytes(self.raw, policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)  # what policy.default builds
+        self.message = parsed
+
+    def doc(self) -> dict[str, Any]:
+        """As the keep stores it (the raw message in base64: it may be 8-bit)."""
+        return {
+            "id": self.id, "received_at": self.received_at.isoformat(), "sender": self.sender,
+            "to": self.to, "raw": base64.b64encode(self.raw).decode(),
+            "unsubscribed": self.unsubscribed,
+        }  # fmt: skip
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Mail:
+        return cls(
+            doc["id"], datetime.fromisoformat(doc["received_at"]), doc["sender"], doc["to"],
+            base64.b64decode(doc["raw"]), doc["unsubscribed"],
+        )  # fmt: skip
 
     def view(self) -> dict[str, Any]:
         body = self.message.get_body(("plain",))
@@ -66,11 +95,15 @@ class Mail:
         }
 
 
-@dataclass
 class MailSandbox:
-    inbox: list[Mail] = field(default_factory=list)
-    rules: dict[str, MailboxRule] = field(default_factory=dict)
-    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    def __init__(self, keep: Keep | None = None) -> None:
+        self.keep = keep or Keep(None)  # not ours to close: `sopflow up` (or a test) owns it
+        self.inbox = [Mail.from_doc(doc) for doc in self.keep.load(KEPT_MAIL)]
+        self.rules: dict[str, MailboxRule] = {}
+        self._ids = itertools.count(max((m.id for m in self.inbox), default=0) + 1)
+
+    def _record(self, mail: Mail) -> None:
+        self.keep.put(KEPT_MAIL, str(mail.id), mail.doc())
 
     # ------------------------------------------------------------ aiosmtpd handler hooks
     async def handle_RCPT(
@@ -87,15 +120,14 @@ class MailSandbox:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
-        parsed = email.message_from_bytes(raw, policy=email.policy.default)
-        assert isinstance(parsed, EmailMessage)
         mail = Mail(
             next(self._ids),
             datetime.now(UTC),
             str(envelope.mail_from),
             list(envelope.rcpt_tos),
-            parsed,
+            raw,
         )
+        self._record(mail)  # kept before the 250: what the sender was told it sent, stays
         self.inbox.append(mail)
         delays = [r.delay for a in mail.to if (r := self.rules.get(a.lower()))]
         if delays:
@@ -127,10 +159,13 @@ class MailSandbox:
                 headers={"Content-Type": "application/x-www-form-urlencoded"},
             )  # fmt: skip
         mail.unsubscribed = f"{answer.status_code} {answer.text[:200]}"
+        self._record(mail)
         return mail
 
-    def router(self) -> APIRouter:
-        router = APIRouter(prefix="/sandbox")
+    def router(self, auth: AccountAuth) -> APIRouter:
+        """The mailbox routes, behind the sandbox's credential (the phone network's, when both
+        are served together)."""
+        router = APIRouter(prefix="/sandbox", dependencies=[Depends(auth)])
 
         @router.get("/mailboxes/{address}/messages")
         async def mailbox(address: str) -> list[dict[str, Any]]:

@@ -15,13 +15,19 @@ talks to it unchanged (only the base URL differs). Behaviour per destination num
 Status callbacks follow Twilio's state machines, are signed with the account's auth token
 (X-Twilio-Signature), and can be duplicated and delivered out of order (`chaos`). Inbound
 messages (`POST /sandbox/inbound`) are signed webhooks to the configured inbound URL.
+
+Every route, the Twilio API's and the `/sandbox/...` controls alike, asks for the same Basic
+credential (`auth.AccountAuth`): a control route open to anyone on the machine would sign a
+forged STOP for them. Messages and calls are written to the `Keep` it is given (`sopflow up`:
+<data dir>/sandbox.db) as they are created and as they change, and read back on start, so a
+restart of the stack loses none of them and SIDs keep counting up.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
+import dataclasses
 import html
 import itertools
 import logging
@@ -30,21 +36,25 @@ import re
 import secrets
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any, Literal
 
 import httpx
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from twilio.request_validator import RequestValidator
+
+from sopflow.sandbox.auth import AccountAuth
+from sopflow.sandbox.keep import Keep
 
 log = logging.getLogger("sopflow.sandbox")
 API = "/2010-04-01/Accounts/{account}"
 SANDBOX_ACCOUNT = "AC" + "5a" * 16  # the embedded default's account on the sandbox
 SANDBOX_FROM = "+15005550006"  # Twilio's magic "valid sender" test number
+KEPT_RESOURCES = "twilio"  # the keep's kind for messages and calls, in one creation order
 MAGIC_TO = {
     "+15005550001": (21211, "The 'To' number {to} is not a valid phone number."),
     "+15005550002": (21612, "The 'To' phone number: {to}, is not currently reachable."),
@@ -107,7 +117,14 @@ class Resource:
     error_code: int | None = None
     answered_by: str | None = None
     duration: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    def doc(self) -> dict[str, Any]:
+        """As the keep stores it."""
+        return {**dataclasses.asdict(self), "created": self.created.isoformat()}
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Resource:
+        return cls(**{**doc, "created": datetime.fromisoformat(doc["created"])})
 
     def view(self) -> dict[str, Any]:
         stamp = format_datetime(self.created)
@@ -153,11 +170,14 @@ class Sandbox:
         inbound_url: str | None = None,
         seed: int = 0,
         callbacks: bool = True,
+        keep: Keep | None = None,
     ) -> None:
-        self.accounts = dict(accounts)  # account sid → auth token
+        self.auth = AccountAuth(accounts)  # the one check of every route
+        self.accounts = self.auth.accounts  # account sid → auth token
         self.callbacks = callbacks  # False: no status callbacks (benchmarks of the API alone)
         self.inbound_url = inbound_url
-        self.resources: dict[str, Resource] = {}
+        self.keep = keep or Keep(None)  # not ours to close: `sopflow up` (or a test) owns it
+        self.resources = {r.sid: r for r in map(Resource.from_doc, self.keep.load(KEPT_RESOURCES))}
         self.rules: dict[str, NumberRule] = {}
         self.faults: deque[str] = deque()
         self.slow_seconds = 5.0
@@ -165,7 +185,11 @@ class Sandbox:
         self.rng = random.Random(seed)
         self.callbacks_sent: list[tuple[str, dict[str, str]]] = []
         self.whatsapp_inbound: dict[str, datetime] = {}  # number → when it last wrote
-        self._counter = itertools.count(1)
+        for kept in self.resources.values():  # a restart does not close a 24-hour window
+            if kept.direction == "inbound" and kept.from_.startswith("whatsapp:"):
+                self.whatsapp_inbound[kept.from_.removeprefix("whatsapp:")] = kept.created
+        # Every SID taken is a kept resource: counting on from them keeps SIDs in creation order.
+        self._counter = itertools.count(len(self.resources) + 1)
         self._tasks: set[asyncio.Task[None]] = set()
         self.http = httpx.AsyncClient(timeout=10)
 
@@ -173,16 +197,10 @@ class Sandbox:
     def _sid(self, prefix: str) -> str:
         return f"{prefix}{next(self._counter):06d}{secrets.token_hex(13)}"
 
-    def _auth(self, request: Request, account: str) -> str:
-        header = request.headers.get("authorization", "")
-        if header.startswith("Basic "):
-            try:
-                user, _, password = base64.b64decode(header[6:]).decode().partition(":")
-            except (ValueError, UnicodeDecodeError):
-                user, password = "", ""
-            if user == account and self.accounts.get(account) == password:
-                return password
-        raise HTTPException(401)
+    def _record(self, resource: Resource) -> None:
+        """A new or changed resource, kept before anyone is told of it."""
+        self.resources[resource.sid] = resource
+        self.keep.put(KEPT_RESOURCES, resource.sid, resource.doc())
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -209,6 +227,7 @@ class Sandbox:
             await asyncio.sleep(self.chaos.step_seconds)
             status = params.get("MessageStatus") or params.get("CallStatus") or resource.status
             resource.status = status
+            self._record(resource)
         for params in order:
             if resource.callback and self.callbacks:
                 await self._post(token, resource.callback, params)
@@ -243,7 +262,6 @@ class Sandbox:
             "message", self._sid("SM"), account, to, sender, body, "queued", datetime.now(UTC),
             form.get("StatusCallback"),
         )  # fmt: skip
-        self.resources[message.sid] = message
         rule = self.rules.get(bare, NumberRule())
         steps = []
         for status in MESSAGE_STEPS[rule.message]:
@@ -254,6 +272,7 @@ class Sandbox:
                 params["ErrorCode"] = str(rule.error_code or 30006)
                 message.error_code = rule.error_code or 30006
             steps.append(params)
+        self._record(message)
         self._spawn(self._progress(message, steps, token))
         if rule.reply and rule.message == "deliver":
             self._spawn(self._reply_later(account, to, sender, rule))
@@ -275,7 +294,7 @@ class Sandbox:
         )  # fmt: skip
         if sender.startswith("whatsapp:"):
             self.whatsapp_inbound[sender.removeprefix("whatsapp:")] = message.created
-        self.resources[message.sid] = message
+        self._record(message)
         if self.inbound_url:
             params = {"MessageSid": message.sid, "SmsSid": message.sid, "AccountSid": account,
                       "From": sender, "To": to, "Body": body, "NumMedia": "0",
@@ -302,9 +321,9 @@ class Sandbox:
             "call", self._sid("CA"), account, to, sender, form.get("Twiml", form.get("Url", "")),
             "queued", datetime.now(UTC), form.get("StatusCallback"),
         )  # fmt: skip
-        self.resources[call.sid] = call
         final, answered_by, duration = CALL_END[self.rules.get(to, NumberRule()).call]
         call.answered_by, call.duration = answered_by, duration
+        self._record(call)
         statuses = ["initiated", "ringing"]
         if final == "completed":
             statuses.append("in-progress")
@@ -342,7 +361,7 @@ class Sandbox:
         leg = Resource("call", self._sid("CA"), call.account, number, call.to, "", "in-progress",
                        datetime.now(UTC), None, direction="outbound-dial")  # fmt: skip
         leg.status, leg.duration = final, duration
-        self.resources[leg.sid] = leg
+        self._record(leg)
         await asyncio.sleep(self.chaos.step_seconds)
         await self._post(token, action, {
             "CallSid": call.sid, "AccountSid": call.account, "From": call.from_, "To": call.to,
@@ -382,23 +401,32 @@ class Sandbox:
         api = FastAPI(title="sopflow sandbox phone network", lifespan=lifespan)
 
         @api.exception_handler(HTTPException)
-        async def _auth_error(_: Request, exc: HTTPException) -> JSONResponse:
-            if exc.status_code == 401:
-                return twilio_error(401, 20003, "Authenticate")
-            return twilio_error(exc.status_code, 20404, str(exc.detail))
+        async def _error(_: Request, exc: HTTPException) -> JSONResponse:
+            code = 20003 if exc.status_code == 401 else 20404
+            answer = twilio_error(exc.status_code, code, str(exc.detail))
+            answer.headers.update(exc.headers or {})  # 401: the WWW-Authenticate challenge
+            return answer
+
+        async def as_account(account: str, request: Request) -> None:
+            """The Twilio API's check: Basic auth as the account in the path."""
+            sandbox.auth.check(request, account)
+
+        # On the router, so no route can forget it; a route reads the token of its (checked)
+        # account from `sandbox.accounts`.
+        twilio = APIRouter(prefix=API, dependencies=[Depends(as_account)])
 
         async def form(request: Request) -> dict[str, str]:
             data = await request.form()
             return {k: str(v) for k, v in data.items()}
 
-        @api.post(API + "/Messages.json")
+        @twilio.post("/Messages.json")
         async def create_message(account: str, request: Request) -> Any:
-            token = sandbox._auth(request, account)
+            token = sandbox.accounts[account]
             return await sandbox.create_message(account, token, await form(request))
 
-        @api.post(API + "/Calls.json")
+        @twilio.post("/Calls.json")
         async def create_call(account: str, request: Request) -> Any:
-            token = sandbox._auth(request, account)
+            token = sandbox.accounts[account]
             return await sandbox.create_call(account, token, await form(request))
 
         def resource(account: str, sid: str, kind: str) -> Resource:
@@ -407,29 +435,26 @@ class Sandbox:
                 raise HTTPException(404, f"The requested resource {sid} was not found")
             return found
 
-        @api.get(API + "/Messages/{sid}.json")
-        async def fetch_message(account: str, sid: str, request: Request) -> Any:
-            sandbox._auth(request, account)
+        @twilio.get("/Messages/{sid}.json")
+        async def fetch_message(account: str, sid: str) -> Any:
             return resource(account, sid, "message").view()
 
-        @api.get(API + "/Calls/{sid}.json")
-        async def fetch_call(account: str, sid: str, request: Request) -> Any:
-            sandbox._auth(request, account)
+        @twilio.get("/Calls/{sid}.json")
+        async def fetch_call(account: str, sid: str) -> Any:
             return resource(account, sid, "call").view()
 
-        @api.post(API + "/Messages/{sid}.json")
+        @twilio.post("/Messages/{sid}.json")
         async def update_message(account: str, sid: str, request: Request) -> Any:
-            sandbox._auth(request, account)
             message = resource(account, sid, "message")
             if (await form(request)).get("Status") == "canceled":
                 if message.status not in ("queued", "scheduled", "accepted"):
                     return twilio_error(400, 30409, "Message cannot be canceled")
                 message.status = "canceled"
+                sandbox._record(message)
             return message.view()
 
-        @api.post(API + "/Calls/{sid}.json")
+        @twilio.post("/Calls/{sid}.json")
         async def update_call(account: str, sid: str, request: Request) -> Any:
-            sandbox._auth(request, account)
             call = resource(account, sid, "call")
             wanted = (await form(request)).get("Status")
             if wanted in ("canceled", "completed") and call.status in (
@@ -439,42 +464,51 @@ class Sandbox:
                 "in-progress",
             ):
                 call.status = wanted
+                sandbox._record(call)
             return call.view()
 
-        @api.get(API + "/Messages.json")
+        @twilio.get("/Messages.json")
         async def list_messages(account: str, request: Request) -> Any:
-            sandbox._auth(request, account)
             return sandbox.listing(account, "message", dict(request.query_params), "messages")
 
-        @api.get(API + "/Calls.json")
+        @twilio.get("/Calls.json")
         async def list_calls(account: str, request: Request) -> Any:
-            sandbox._auth(request, account)
             return sandbox.listing(account, "call", dict(request.query_params), "calls")
 
-        # ---------------------------------------------------------- sandbox controls
-        @api.post("/sandbox/numbers/{number}")
+        api.include_router(twilio)
+        api.include_router(sandbox.control_router())
+        return api
+
+    def control_router(self) -> APIRouter:
+        """The `/sandbox/...` controls, behind the same credential as the API (any account's)."""
+        sandbox = self
+        controls = APIRouter(prefix="/sandbox", dependencies=[Depends(self.auth)])
+
+        @controls.post("/numbers/{number}")
         async def set_rule(number: str, rule: NumberRule) -> dict[str, Any]:
             sandbox.rules[number] = rule
             return {"number": number, **rule.model_dump()}
 
-        @api.post("/sandbox/faults")
+        @controls.post("/faults")
         async def set_faults(faults: Faults) -> dict[str, Any]:
             sandbox.faults.extend(faults.next)
             sandbox.slow_seconds = faults.slow_seconds
             return {"pending": list(sandbox.faults)}
 
-        @api.post("/sandbox/chaos")
+        @controls.post("/chaos")
         async def set_chaos(chaos: Chaos) -> Chaos:
             sandbox.chaos = chaos
             return chaos
 
-        @api.post("/sandbox/inbound", status_code=201)
-        async def post_inbound(message: InboundIn) -> dict[str, Any]:
-            account = next(iter(sandbox.accounts))
+        @controls.post("/inbound", status_code=201)
+        async def post_inbound(message: InboundIn, request: Request) -> dict[str, Any]:
+            """A text from a person's phone to the caller's account: a webhook signed with its
+            token."""
+            account = sandbox.auth.check(request)  # checked already; asked again for whose
             sent = await sandbox.inbound(account, message.from_, message.to, message.body)
             return sent.view()
 
-        @api.get("/sandbox/numbers/{number}/messages")
+        @controls.get("/numbers/{number}/messages")
         async def inbox(number: str) -> list[dict[str, Any]]:
             """Every message to or from the number, SMS and WhatsApp (the gateway's page and
             `sopflow sandbox inbox` show it)."""
@@ -485,4 +519,4 @@ class Sandbox:
                 and number in (r.to.removeprefix("whatsapp:"), r.from_.removeprefix("whatsapp:"))
             ]
 
-        return api
+        return controls

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from sopflow.asgi import free_port
+from sopflow.sandbox.server import SANDBOX_ACCOUNT
 from sopflow.up import port_taken
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -138,6 +139,8 @@ def test_report_compliance_formats_and_bad_options(tmp_path: Path) -> None:
     ):
         bad = sopflow(tmp_path, "report", "compliance", *args)
         assert bad.returncode == 1 and message in bad.stderr, bad.stderr
+    (tmp_path / "data").mkdir(exist_ok=True)
+    (tmp_path / "data" / "sandbox_token").write_text("t")  # as `sopflow up` leaves it
     down = sopflow(tmp_path, "sandbox", "inbox", "+12125550101", "--url", "http://127.0.0.1:9")
     assert down.returncode == 1 and "is `sopflow up` running?" in down.stderr
     missing = sopflow(tmp_path, "report", "run", "nope")
@@ -323,8 +326,12 @@ def test_up_enrols_stops_cleanly_and_keeps_runs_across_a_restart(tmp_path: Path)
         assert shown["sop"] == "quick_call" and shown["steps"][0]["action"] == "enrolled"
         assign = next(s for s in shown["steps"] if s["action"] == "assign")
         assert assign["actor"] == "ana" and assign["detail"]["notified"] == "ana"
-        # The rep's notice went through Twilio's API (the real SDK) to the sandbox network.
-        inbox = httpx.get(f"{first.sandbox}/sandbox/numbers/+12125550101/messages").json()
+        # The rep's notice went through Twilio's API (the real SDK) to the sandbox network, which
+        # shows it only to its account (the token `sopflow up` keeps in the data dir).
+        ann_inbox = f"{first.sandbox}/sandbox/numbers/+12125550101/messages"
+        assert httpx.get(ann_inbox).status_code == 401
+        sandbox_auth = (SANDBOX_ACCOUNT, (tmp_path / "data" / "sandbox_token").read_text().strip())
+        inbox = httpx.get(ann_inbox, auth=sandbox_auth).json()
         assert inbox and "Call" in inbox[0]["body"] and inbox[0]["from"] == "+15005550006"
         assert inbox[0]["sid"] == assign["detail"]["provider_id"]
         token = first.auth["Authorization"].removeprefix("Bearer ")
@@ -375,6 +382,14 @@ def test_up_enrols_stops_cleanly_and_keeps_runs_across_a_restart(tmp_path: Path)
 
     second = Up(tmp_path, sops)  # same data dir: Temporal's SQLite file and the store
     try:
+        # The sandboxes kept their texts and mail (<data dir>/sandbox.db), the reply typed too.
+        kept = httpx.get(
+            f"{second.sandbox}/sandbox/numbers/+12125550101/messages", auth=sandbox_auth
+        )
+        assert [m["sid"] for m in kept.json()][:1] == [inbox[0]["sid"]], kept.text
+        assert "on it" in [m["body"] for m in kept.json()]
+        mail = sopflow(tmp_path, "sandbox", "mail", "mia@example.com", "--url", second.sandbox)
+        assert "#1" in mail.stdout and "Welcome, Mia" in mail.stdout, mail.stdout
         outcome = {"step": "call_lead", "outcome": "booked", "actor": "rep-1"}
         answer = httpx.post(
             f"{second.base}/api/v1/runs/{run_id}/outcomes", json=outcome, headers=second.auth

@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 
-from sopflow.asgi import free_port
+from sopflow.asgi import free_port, start_server
 from sopflow.providers.base import ProviderError
 from sopflow.providers.smtp import SmtpConfig, SmtpMailer, message_id, smtp_config
+from sopflow.sandbox.keep import Keep
 from sopflow.sandbox.mail import MailboxRule, MailSandbox
 
 URL = "http://127.0.0.1:8000/unsubscribe/abc.def"
@@ -83,6 +86,44 @@ async def test_no_server_is_retried_and_a_lost_acknowledgement_is_in_doubt(
     assert (
         await mailer.find_sent_email("slow@example.com", "k4", sandbox.inbox[0].received_at) is None
     )
+
+
+async def test_the_inbox_outlives_a_restart_and_ids_count_on(tmp_path: Path) -> None:
+    gateway, gateway_port = FastAPI(), free_port()
+
+    @gateway.post("/unsubscribe/{token}")
+    async def unsubscribe(token: str) -> dict[str, str]:
+        return {"unsubscribed": token}
+
+    web, web_task = await start_server(gateway, gateway_port)
+    link = f"http://127.0.0.1:{gateway_port}/unsubscribe/abc.def"
+    path, port = tmp_path / "sandbox.db", free_port()
+    keep = Keep(path)
+    sandbox = MailSandbox(keep)
+    server = await sandbox.serve("127.0.0.1", port)
+    mailer = SmtpMailer(SmtpConfig("127.0.0.1", port, "Acme <hello@acme.example>", starttls=False))
+    await mailer.send_email("zoe@example.com", "Bonjour Zoë", "Merci ☕", "run:s1:1:0", link)
+    await sandbox.one_click(1)  # pressed before the restart: the gateway's answer is kept too
+    before = [m.view() for m in sandbox.inbox]
+    server.close()
+    await server.wait_closed()
+    keep.close()
+
+    keep = Keep(path)
+    again = MailSandbox(keep)
+    server = await again.serve("127.0.0.1", port)
+    try:
+        assert [m.view() for m in again.mailbox("zoe@example.com")] == before
+        assert before[0]["subject"] == "Bonjour Zoë" and before[0]["text"].startswith("Merci ☕")
+        assert before[0]["unsubscribed"] == '200 {"unsubscribed":"abc.def"}'
+        await mailer.send_email("zoe@example.com", "Encore", "Re-bonjour", "run:s1:2:0", None)
+        assert [m.id for m in again.inbox] == [1, 2]  # ids count on: `sandbox unsubscribe 1` holds
+    finally:
+        server.close()
+        await server.wait_closed()
+        keep.close()
+        web.should_exit = True
+        await web_task
 
 
 def test_smtp_settings_are_checked() -> None:

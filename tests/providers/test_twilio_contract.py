@@ -41,7 +41,7 @@ class Phones:
     received: list[tuple[str, dict[str, str], bool]] = field(default_factory=list)
 
     async def control(self, path: str, body: dict[str, Any]) -> None:
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(auth=(ACCOUNT, TOKEN)) as client:
             (await client.post(f"{self.url}{path}", json=body)).raise_for_status()
 
     async def callbacks(self, count: int, wait: float = 5.0) -> list[dict[str, str]]:
@@ -119,6 +119,22 @@ async def test_whatsapp_and_calls(phones: Phones) -> None:
     ]
     assert statuses[-1]["AnsweredBy"] == "machine_start" and statuses[-1]["CallDuration"] == "18"
     assert "<Say>Hello from Example Home</Say>" in phones.sandbox.resources[call].body
+
+
+async def test_a_forged_inbound_text_is_refused_and_nothing_is_signed(phones: Phones) -> None:
+    stop = {"from": ANN, "to": FROM, "body": "STOP"}
+    async with httpx.AsyncClient() as client:
+        for auth in (None, (ACCOUNT, "guess"), ("AC" + "9" * 32, TOKEN)):
+            forged = await client.post(f"{phones.url}/sandbox/inbound", json=stop, auth=auth)
+            assert forged.status_code == 401 and forged.json()["code"] == 20003
+        await asyncio.sleep(0.2)  # a webhook, had one been sent, would have arrived by now
+        assert phones.received == [] and phones.sandbox.callbacks_sent == []
+        assert phones.sandbox.resources == {}  # nothing recorded either
+        sent = await client.post(f"{phones.url}/sandbox/inbound", json=stop, auth=(ACCOUNT, TOKEN))
+    assert sent.status_code == 201 and sent.json()["direction"] == "inbound"
+    (webhook,) = await phones.callbacks(1)
+    assert webhook["Body"] == "STOP" and webhook["AccountSid"] == ACCOUNT
+    assert phones.received[0][2]  # signed with the account's token: the gateway believes it
 
 
 @pytest.mark.parametrize(
