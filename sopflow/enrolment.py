@@ -17,16 +17,17 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from sopflow.emails import EMAIL_HINT, email_address
 from sopflow.errors import InvalidContactError, InvalidEventError
+from sopflow.limits import EARLIEST_YEAR as EARLIEST_YEAR  # dates a contact field may hold
+from sopflow.limits import LATEST_YEAR as LATEST_YEAR
+from sopflow.limits import year_problem
 from sopflow.phones import E164_HINT, e164
 from sopflow.sop import clock, engine
 from sopflow.sop.plan import Plan
 from sopflow.sop.protocol import BUILTIN_EVENTS
 from sopflow.sop.schema import MAX_CONTACT_ID, Sop, WaitForStep
+from sopflow.store.repository import Store
 from workflows.contracts import SopRunInput
 
-# Dates a contact field may hold. Outside are typos and placeholders (0001-01-01, 9999-12-31),
-# and the engine's arithmetic on them (offsets, time zones) overflows: the run would fail for good.
-EARLIEST_YEAR, LATEST_YEAR = 1900, 2200
 MAX_OWNER = 64  # a rep id: the store's contacts.owner
 
 
@@ -124,9 +125,10 @@ def _as_date(value: Any) -> date | None:
     return None
 
 
-def check_dates(sop: Sop, contact: Mapping[str, Any]) -> None:
+def check_dates(sop: Sop, contact: Mapping[str, Any], where: str = "field") -> None:
     """The SOP's date and date-time fields of the contact parse, within sane years: the engine
-    reads them later (schedules, conditions, templates), when a bad one fails the run for good."""
+    reads them later (schedules, conditions, templates), when a bad one fails the run for good.
+    `where` names what holds them in the message ("data field": an event's or a report's)."""
     for name, spec in sop.contact_fields.items():
         value = contact.get(name)
         if spec.type not in ("date", "datetime") or value in (None, ""):
@@ -134,15 +136,29 @@ def check_dates(sop: Sop, contact: Mapping[str, Any]) -> None:
         parsed = _as_date(value)
         if parsed is None:
             raise InvalidContactError(
-                f"field {name!r} is {value!r}, not an ISO 8601 {spec.type} "
+                f"{where} {name!r} is {value!r}, not an ISO 8601 {spec.type} "
                 "(e.g. 2026-03-01 or 2026-03-01T09:30:00+01:00)",
                 str(contact.get("id")),
             )
-        if not EARLIEST_YEAR <= parsed.year <= LATEST_YEAR:
+        if why := year_problem(parsed):
             raise InvalidContactError(
-                f"field {name!r} is {value!r}: the year must be {EARLIEST_YEAR} to {LATEST_YEAR}",
-                str(contact.get("id")),
+                f"{where} {name!r} is {value!r}: {why}", str(contact.get("id"))
             )
+
+
+def check_data_dates(plans: Iterable[Plan], contact_id: str, data: Mapping[str, Any]) -> None:
+    """An event's or an outcome report's data: runs merge it into their contact, so the fields
+    any of `plans` reads as dates are checked as a contact's are (a run of any SOP may get it)."""
+    for plan in plans:
+        check_dates(plan.sop, {**data, "id": contact_id}, "data field")
+
+
+def check_report_dates(store: Store, workflow_id: str, data: Mapping[str, Any]) -> None:
+    """An outcome report's data, against the plan its run is pinned to. A run the store does not
+    know is left to Temporal, which answers for it (404)."""
+    run = store.run(workflow_id)
+    if run is not None and data:
+        check_data_dates([store.plan(run.digest)], run.contact_id, data)
 
 
 async def start_enrolment(
@@ -196,6 +212,7 @@ def plan_enrolments(
         )
     listening = [p for p in plans if event_type in p.sop.entry.events]
     person = normalise_contact(contact)
+    check_data_dates(plans, person["id"], data)  # the contact's running runs merge it
     return [
         enrolment_for(plan, person, key)
         for plan in listening

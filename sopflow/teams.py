@@ -12,23 +12,39 @@ teams:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
+from sqlalchemy.orm import QueryableAttribute
 
 from sopflow.errors import SopflowError, read_user_file
 from sopflow.phones import E164_HINT, e164
+from sopflow.store.models import Rep, Team
+from sopflow.store.text import problem
 
 Identifier = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def _storable(column: QueryableAttribute[Any]) -> AfterValidator:
+    """Text `column` can keep (no NUL, no lone surrogate, not over its length), or the reason:
+    PostgreSQL would refuse it halfway through the import."""
+
+    def check(value: str) -> str:
+        if why := problem(value, column):
+            raise PydanticCustomError("unstorable", why)
+        return value
+
+    return AfterValidator(check)
 
 
 class RepIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str = Identifier
-    name: str = Field(min_length=1, max_length=200)
+    name: Annotated[str, _storable(Rep.name)] = Field(min_length=1)
     phone: str | None = Field(None, description="E.164; task notices are texted here")
-    email: str | None = None
+    email: Annotated[str, _storable(Rep.email)] | None = None
     active: bool = True
     max_tasks_per_day: int | None = Field(
         None, ge=1, description="at most this many tasks in any 24 hours (default: the team's)"
@@ -48,8 +64,8 @@ class RepIn(BaseModel):
 class TeamIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str = Identifier
-    name: str = ""
-    supervisor: str | None = None
+    name: Annotated[str, _storable(Team.name)] = ""
+    supervisor: Annotated[str, _storable(Team.supervisor_id)] | None = None
     max_tasks_per_day: int | None = Field(None, ge=1, description="each rep's default cap")
     reps: list[RepIn] = Field(default_factory=list)
 

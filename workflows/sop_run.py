@@ -10,13 +10,14 @@ from __future__ import annotations
 import contextlib
 from collections import deque
 from datetime import timedelta
-from typing import assert_never
+from typing import Any, assert_never
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, CancelledError, FailureError
 
 with workflow.unsafe.imports_passed_through():
+    from sopflow.limits import CONTACT_BUDGET, fitting
     from sopflow.sop import engine
     from sopflow.sop.protocol import (
         ActionResult,
@@ -62,6 +63,21 @@ EFFECT_RETRY = RetryPolicy(
     non_retryable_error_types=["TemplateRenderError", "InvalidContactError", "UnknownSopError"],
 )
 RECORD_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=20)
+# Runs that got data over the contact's budget keep what fits (a marker in their history: a run
+# recorded before merged everything, and replays as it ran).
+CONTACT_BUDGET_PATCH = "contact-budget"
+LOCAL_RECORDS_PATCH = "records-as-local-activities"
+
+
+def _over_budget(state: RunState, data: dict[str, Any]) -> str | None:
+    """Why `data` cannot all merge into the run's contact (sopflow.limits), or None."""
+    _, dropped = fitting(state.contact, data)
+    if not dropped:
+        return None
+    return (
+        f"the contact would be over its {CONTACT_BUDGET // 1024} KiB with "
+        f"{', '.join(dropped)}: send less data"
+    )
 
 
 def _summary(command: Command) -> str:
@@ -85,13 +101,33 @@ def _summary(command: Command) -> str:
             assert_never(command)
 
 
+def _within_budget(state: RunState, event: ContactEvent) -> ContactEvent:
+    """The event with the data that fits the run's contact: a signal cannot be refused, and a
+    contact growing with every CRM sync would end in payloads Temporal refuses (2 MB), stalling
+    the run at its next continue-as-new. The event itself still counts (an interrupt, a wait,
+    an opt-out); the gateway kept its full data (inbound_events)."""
+    kept, dropped = fitting(state.contact, event.data)
+    if not dropped or not workflow.patched(CONTACT_BUDGET_PATCH):
+        return event
+    workflow.logger.warning(
+        "event %s: %s left out of the contact, over its %d bytes",
+        event.name,
+        ", ".join(dropped),
+        CONTACT_BUDGET,
+    )
+    return event.model_copy(update={"data": kept})
+
+
 @workflow.defn(name="SopRun")
 class SopRun:
-    def __init__(self) -> None:
+    @workflow.init
+    def __init__(self, params: SopRunInput) -> None:
         self._inbox: deque[tuple[Event, int | None]] = deque()  # (event, outcome request id)
         self._answers: dict[int, OutcomeAnswer] = {}
-        self._state: RunState | None = None
-        self._input: SopRunInput | None = None
+        # Set here, not in run(): an update in a continued run's first task is validated before
+        # run() starts, and would be refused as "not started yet" by a run that is mid-way.
+        self._state: RunState | None = params.state
+        self._input: SopRunInput | None = params
         self._next_request = 0
 
     @workflow.run
@@ -130,9 +166,14 @@ class SopRun:
                     params.model_copy(update={"state": state, "generation": params.generation + 1})
                 )
             event, request_id = await self._next_event(state)
+            if isinstance(event, ContactEvent):
+                event = _within_budget(state, event)
             if request_id is not None:  # re-checked: another report may have won meanwhile
                 assert isinstance(event, OutcomeReported)
                 problem = engine.outcome_problem(plan, state, event.step, event.outcome, event.data)
+                over = problem is None and _over_budget(state, event.data)
+                if over and workflow.patched(CONTACT_BUDGET_PATCH):  # a signal filled it up
+                    problem = over
                 self._answers[request_id] = OutcomeAnswer(
                     accepted=problem is None, message=problem or ""
                 )
@@ -198,12 +239,22 @@ class SopRun:
             params.zones, params.policy = state.zones, sop.policy
             params.purpose, params.priority = sop.purpose, sop.priority
         if is_bookkeeping(command):
-            await workflow.execute_activity(
-                "sopflow.record",
-                params,
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=RECORD_RETRY,
-            )
+            if workflow.patched(LOCAL_RECORDS_PATCH):
+                # A local activity: one insert needs no round trip through the server's task
+                # queue nor a workflow task of its own (about half of a run's workflow tasks).
+                await workflow.execute_local_activity(
+                    "sopflow.record",
+                    params,
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=RECORD_RETRY,
+                )
+            else:  # histories recorded before the patch replay as they ran
+                await workflow.execute_activity(
+                    "sopflow.record",
+                    params,
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=RECORD_RETRY,
+                )
             return None
         try:
             result: CommandResult = await workflow.execute_activity(
@@ -279,7 +330,7 @@ class SopRun:
         problem = engine.outcome_problem(
             self._input.plan, self._state, request.step, request.outcome, request.data
         )
-        if problem:
+        if problem or (problem := _over_budget(self._state, request.data)):
             raise ValueError(problem)
 
     @workflow.query(name="state")

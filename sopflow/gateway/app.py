@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -16,18 +16,20 @@ from fastapi import Query as FastApiQuery
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import FailureError
 from temporalio.service import RPCError, RPCStatusCode
 
+from sopflow import metrics
 from sopflow.channels.unsubscribe import PATH as UNSUBSCRIBE_PATH
 from sopflow.channels.unsubscribe import UnsubscribeLinks
 from sopflow.compliance.adherence import Grouping
 from sopflow.compliance.rules import Rule
 from sopflow.enrolment import (
     Enrolment,
+    check_report_dates,
     normalise_contact,
     plan_enrolments,
     start_enrolment,
@@ -35,8 +37,9 @@ from sopflow.enrolment import (
 from sopflow.errors import ConfigurationError, SopflowError
 from sopflow.gateway import twilio_hooks, unsubscribe
 from sopflow.gateway.click_to_call import click_to_call_router
-from sopflow.gateway.guards import MAX_API_BODY, BearerAuth, BodyLimit
-from sopflow.gateway.inputs import MAX_METHOD, Clean, JsonObject
+from sopflow.gateway.guards import MAX_API_BODY, BearerAuth, BodyLimit, RequestMetrics
+from sopflow.gateway.inputs import MAX_METHOD, Clean, ClientDatetime, ContactObject, EventData
+from sopflow.gateway.readiness import Probe
 from sopflow.gateway.signals import signal_run, tell_runs
 from sopflow.gateway.twilio_hooks import TwilioHooks, twilio_router
 from sopflow.gateway.unsubscribe import unsubscribe_router
@@ -64,8 +67,8 @@ CONSENT_EVENTS = ("opted_out", "opted_in")
 
 class EventIn(BaseModel):
     type: str = Field(pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$", max_length=100)
-    contact: JsonObject
-    data: JsonObject = Field(default_factory=dict)
+    contact: ContactObject
+    data: EventData = Field(default_factory=dict)
     idempotency_key: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:-]+$")
 
     @model_validator(mode="after")
@@ -109,7 +112,7 @@ class ConsentIn(BaseModel):
     disclosure_text: Clean | None = Field(None, max_length=2000)
     disclosure_version: Clean | None = Field(None, max_length=40)
     actor: Clean | None = Field(None, max_length=MAX_NAME)
-    at: AwareDatetime | None = Field(None, description="when it was given; default: now")
+    at: ClientDatetime | None = Field(None, description="when it was given; default: now")
 
 
 class OutcomeIn(BaseModel):
@@ -117,7 +120,7 @@ class OutcomeIn(BaseModel):
     outcome: Clean = Field(max_length=MAX_NAME)
     actor: Clean = Field(min_length=1, max_length=MAX_NAME)
     note: Clean = Field("", max_length=2000)
-    data: JsonObject = Field(default_factory=dict)
+    data: EventData = Field(default_factory=dict)
 
     @field_validator("actor")
     @classmethod
@@ -181,16 +184,20 @@ def create_app(
     rules: Sequence[Rule] = (),
     links: UnsubscribeLinks | None = None,
     plans_ttl: float = PLANS_TTL,
+    probes: Mapping[str, Probe] | None = None,
 ) -> FastAPI:
     """`twilio`: serve Twilio's webhooks under /twilio (signature-checked with its token);
     `provider` + `rules`: offer rep click-to-call, judged by the touch gate with `rules`;
-    `links`: serve email's one-click unsubscribe under /unsubscribe (links signed with it)."""
+    `links`: serve email's one-click unsubscribe under /unsubscribe (links signed with it);
+    `probes`: what /readyz asks besides the store and Temporal (gateway/readiness.py)."""
     if not api_token.reveal().strip():  # an empty token would open every route
         raise ConfigurationError("the API token is empty: set SOPFLOW_API_TOKEN to a secret")
     app = FastAPI(title="sopflow", version="0.1.0")
     limits = [("/twilio/", twilio_hooks.MAX_BODY), (UNSUBSCRIBE_PATH, unsubscribe.MAX_BODY)]
     app.add_middleware(BodyLimit, limits=limits, default=MAX_API_BODY)
-    app.add_middleware(BearerAuth, token=api_token)  # added last: runs first
+    app.add_middleware(BearerAuth, token=api_token)
+    app.add_middleware(RequestMetrics, router=app.router)  # added last: runs first, counts 401s
+    app.add_route("/metrics", metrics.endpoint, ["GET"], include_in_schema=False)  # no secrets
     plans = PlanCache(store, plans_ttl)
     consent = ConsentBook(store.engine)
     scores = Scores(store.engine)
@@ -228,22 +235,29 @@ def create_app(
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        """Readiness: the store and Temporal answer within a few seconds; 503 names what does
-        not, so a load balancer sends no events to a gateway that would refuse them."""
-        checks: dict[str, str] = {}
-        try:
-            await asyncio.wait_for(asyncio.to_thread(store.ping), READY_TIMEOUT)
-            checks["store"] = "ok"
-        except Exception as exc:  # any failure is the answer: not ready, and why
-            checks["store"] = f"{type(exc).__name__}: {exc}"[:200]
-        try:
-            client = await asyncio.wait_for(temporal(), READY_TIMEOUT)
+        """Readiness: the store, Temporal and the `probes` (the phone provider, the mail server)
+        answer within a few seconds, asked together; 503 names what does not, so a load
+        balancer sends no events to a gateway that would refuse them."""
+
+        async def temporal_answers() -> None:
+            client = await temporal()
             await client.workflow_service.get_system_info(
                 GetSystemInfoRequest(), timeout=timedelta(seconds=READY_TIMEOUT)
             )
-            checks["temporal"] = "ok"
-        except Exception as exc:
-            checks["temporal"] = f"{type(exc).__name__}: {exc}"[:200]
+
+        async def store_answers() -> None:
+            await asyncio.to_thread(store.ping)
+
+        async def check(probe: Probe) -> str:
+            try:
+                await asyncio.wait_for(probe(), READY_TIMEOUT)
+            except Exception as exc:  # any failure is the answer: not ready, and why
+                return f"{type(exc).__name__}: {exc}"[:200]
+            return "ok"
+
+        named = {"store": store_answers, "temporal": temporal_answers, **(probes or {})}
+        answers = await asyncio.gather(*(check(probe) for probe in named.values()))
+        checks = dict(zip(named, answers, strict=True))
         ready = all(v == "ok" for v in checks.values())
         return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
 
@@ -253,21 +267,23 @@ def create_app(
         Everything is checked before anything changes; the same idempotency key again gets
         the first answer and changes nothing."""
         person, enrolments = await asyncio.to_thread(intake, await plans.get(), event)
-        fresh, answer = await asyncio.to_thread(
+        token, answer = await asyncio.to_thread(
             store.event_begin, event.idempotency_key, event.type, person["id"], event.data
         )
-        if not fresh:
+        if token is None:
             if answer is None:
                 raise HTTPException(
                     409, "an event with this idempotency_key is still being processed: retry"
                 )
+            metrics.event("replayed")
             return EventOut.model_validate(answer)
         try:
             out = await process(event, person, enrolments)
         except BaseException:
-            await asyncio.to_thread(store.event_abandon, event.idempotency_key)
+            await asyncio.to_thread(store.event_abandon, event.idempotency_key, token)
             raise
-        await asyncio.to_thread(store.event_finish, event.idempotency_key, out.model_dump())
+        await asyncio.to_thread(store.event_finish, event.idempotency_key, token, out.model_dump())
+        metrics.event("accepted")
         return out
 
     async def process(
@@ -275,13 +291,15 @@ def create_app(
     ) -> EventOut:
         await asyncio.to_thread(store.upsert_contact, person)
         if event.type in CONSENT_EVENTS:
-            await asyncio.to_thread(
+            changed = await asyncio.to_thread(
                 consent.record,
                 person["id"],
                 "revoke" if event.type == "opted_out" else "grant",
                 channels=event.data.get("channels", ["all"]),
                 method=str(event.data.get("method", "api_event")),
             )
+            if changed and event.type == "opted_out":
+                metrics.opt_out("event")
         opted_out_at = await asyncio.to_thread(store.opted_out_at, person["id"])
         client = await temporal()
         out = EventOut(enrolled=[], delivered=[], skipped=[])
@@ -290,6 +308,7 @@ def create_app(
             if opted_out_at is not None:
                 reason = f"the contact opted out at {opted_out_at.isoformat()}"
                 out.skipped.append(SkippedSop(sop=sop.id, reason=reason))
+                metrics.enrolment("refused")
                 continue
             # Arms are fixed before the start (the run cannot read the store): balanced per split.
             variants = await asyncio.to_thread(splits.assign, enrolment.plan, person["id"])
@@ -297,6 +316,7 @@ def create_app(
                 client, enrolment, event.type, event.data, task_queue, variants
             )
             if started.created:  # recorded now, so events that follow reach it at once
+                metrics.enrolment("accepted")
                 await asyncio.to_thread(
                     store.start_run,
                     enrolment.workflow_id,
@@ -332,6 +352,8 @@ def create_app(
             disclosure_version=given.disclosure_version,
             actor=given.actor,
         )
+        if recorded and given.action == "revoke":
+            metrics.opt_out("consent_api")
         state = await asyncio.to_thread(consent.current, contact_id)
         return {"contact_id": contact_id, "recorded": recorded, "channels": state}
 
@@ -373,6 +395,8 @@ def create_app(
 
     @app.post("/api/v1/runs/{run_id}/outcomes")
     async def post_outcome(run_id: RunId, report: OutcomeIn) -> OutcomeAnswer:
+        # The run merges the data into its contact: its dates are checked as intake's are.
+        await asyncio.to_thread(check_report_dates, store, run_id, report.data)
         handle = (await temporal()).get_workflow_handle(run_id)
         try:
             answer: OutcomeAnswer = await handle.execute_update(

@@ -1,16 +1,20 @@
 """What the API accepts in free-form fields, checked before anything is stored or sent to a run:
 no NUL character (PostgreSQL cannot store one), no lone surrogate (JSON can escape one; no
 database driver encodes it), no text longer than a field can sensibly be, no NaN or infinity
-(Python's JSON parser takes them; JSON cannot carry them on). A refusal is a 422 naming the
-field, e.g. `contact.notes: 2500 characters, more than the 2000 allowed`."""
+(Python's JSON parser takes them; JSON cannot carry them on), no object over its size budget
+(event data 16 KiB, a contact 64 KiB: sopflow/limits.py), no date-time whose year is outside
+1900–2200. A refusal is a 422 naming the field, e.g.
+`contact.notes: 2500 characters, more than the 2000 allowed`."""
 
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, ValidationInfo
+from pydantic import AfterValidator, AwareDatetime, ValidationInfo
 
+from sopflow.limits import CONTACT_BUDGET, EVENT_DATA_BUDGET, size_problem, year_problem
 from sopflow.store.text import unstorable
 
 MAX_TEXT = 2000  # one text value of a contact field or event data
@@ -52,5 +56,24 @@ def _checked(value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
     return value
 
 
+def _within(budget: int) -> AfterValidator:
+    def check(value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if why := size_problem(value, budget):
+            raise ValueError(f"{info.field_name or 'value'}: {why}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _sane_year(value: datetime, info: ValidationInfo) -> datetime:
+    # Checked as given: 0001-01-01T00:00:00+05:00 has no UTC time (it overflows converting).
+    if why := year_problem(value):
+        raise ValueError(f"{info.field_name or 'value'}: {value.isoformat()}: {why}")
+    return value
+
+
 Clean = Annotated[str, AfterValidator(clean)]  # give its length with Field(max_length=…)
 JsonObject = Annotated[dict[str, Any], AfterValidator(_checked)]
+EventData = Annotated[JsonObject, _within(EVENT_DATA_BUDGET)]  # event or outcome report data
+ContactObject = Annotated[JsonObject, _within(CONTACT_BUDGET)]
+ClientDatetime = Annotated[AwareDatetime, AfterValidator(_sane_year)]

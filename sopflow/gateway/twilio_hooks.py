@@ -25,8 +25,10 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 from twilio.request_validator import RequestValidator
 
+from sopflow import metrics
 from sopflow.channels.adapters import adapter
 from sopflow.gateway.signals import signal_run, tell_runs
+from sopflow.metrics import WebhookKind
 from sopflow.phones import e164
 from sopflow.sop.protocol import CARRIER
 from sopflow.store.consent import INTERNAL_LIST, ConsentBook
@@ -72,10 +74,11 @@ def twilio_router(
     validator = RequestValidator(hooks.auth_token)
     consent = ConsentBook(store.engine)
 
-    async def verified_form(request: Request) -> dict[str, str]:
+    async def verified_form(request: Request, kind: WebhookKind) -> dict[str, str]:
         try:
             form = {k: str(v) for k, v in (await request.form()).items()}
         except Exception:  # malformed multipart / encoding: not Twilio's
+            metrics.twilio_webhook(kind, "malformed")
             raise HTTPException(400, "malformed form body") from None
         url = hooks.public_url.rstrip("/") + request.url.path
         if request.url.query:
@@ -84,37 +87,43 @@ def twilio_router(
         if not signature or not validator.validate(url, form, signature):
             client = request.client.host if request.client else "?"
             log.warning("refused an unsigned or forged Twilio webhook to %s from %s", url, client)
+            metrics.twilio_webhook(kind, "forged")
             raise HTTPException(403, "invalid Twilio signature")
         return form
 
     async def once(
-        key: str, form: Mapping[str, str], work: Callable[[], Awaitable[str]]
+        kind: WebhookKind, key: str, form: Mapping[str, str], work: Callable[[], Awaitable[str]]
     ) -> Response:
         """Run `work` (which answers TwiML) once per key: a duplicate gets an empty answer, one
         that arrives while the first is in flight a 409 (Twilio retries), and a failure forgets
         the key so Twilio's retry is processed afresh — nothing is lost."""
-        fresh, answer = await asyncio.to_thread(store.event_begin, key, "twilio", "", dict(form))
-        if not fresh:
+        token, answer = await asyncio.to_thread(store.event_begin, key, "twilio", "", dict(form))
+        if token is None:
+            metrics.twilio_webhook(kind, "duplicate" if answer is not None else "in_flight")
             if answer is None:
                 raise HTTPException(409, "this webhook is being processed: retry")
             return twiml()
         try:
             inner = await work()
         except BaseException:
-            await asyncio.to_thread(store.event_abandon, key)
+            metrics.twilio_webhook(kind, "failed")
+            await asyncio.to_thread(store.event_abandon, key, token)
             raise
-        await asyncio.to_thread(store.event_finish, key, {"ok": True})
+        await asyncio.to_thread(store.event_finish, key, token, {"ok": True})
+        metrics.twilio_webhook(kind, "processed")
         return twiml(inner)
 
     @router.post("/status")
     async def status(request: Request, key: str, exp: int) -> Response:
-        form = await verified_form(request)  # the signature covers key and exp
+        form = await verified_form(request, "status")  # the signature covers key and exp
         if exp < time.time():
             log.warning("refused a stale Twilio status callback for %s", key)
+            metrics.twilio_webhook("status", "stale")
             raise HTTPException(403, "stale status callback")
         sid = form.get("MessageSid") or form.get("CallSid")
         state = form.get("MessageStatus") or form.get("CallStatus")
         if not sid or not state:
+            metrics.twilio_webhook("status", "malformed")
             raise HTTPException(400, "MessageSid/MessageStatus or CallSid/CallStatus required")
         seen = form.get("SequenceNumber", state) if "CallSid" in form else state
 
@@ -139,19 +148,22 @@ def twilio_router(
                 await _report_call(client, workflow_id, engine_key, state, form.get("AnsweredBy"))
             return ""
 
-        return await once(f"twilio:{sid}:{seen}", form, work)
+        return await once("status", f"twilio:{sid}:{seen}", form, work)
 
     @router.post("/voice")
     async def voice(request: Request, key: str, exp: int) -> Response:
         """The lead leg of a click-to-call (<Dial action>): the carrier's word on the call."""
-        form = await verified_form(request)
+        form = await verified_form(request, "voice")
         if exp < time.time():
+            metrics.twilio_webhook("voice", "stale")
             raise HTTPException(403, "stale voice callback")
         status, leg = form.get("DialCallStatus"), form.get("DialCallSid") or form.get("CallSid")
         if not status or not leg:
+            metrics.twilio_webhook("voice", "malformed")
             raise HTTPException(400, "DialCallStatus and DialCallSid are required")
         workflow_id, _, engine_key = key.partition("/")
         if not engine_key:
+            metrics.twilio_webhook("voice", "malformed")
             raise HTTPException(400, f"key {key!r} names no touch")
         duration = form.get("DialCallDuration", "")
 
@@ -169,15 +181,18 @@ def twilio_router(
                 await _report_call(client, workflow_id, engine_key, status, None)
             return HANGUP
 
-        return await once(f"twilio:{leg}:dial", form, work)
+        return await once("voice", f"twilio:{leg}:dial", form, work)
 
     @router.post("/inbound")
     async def inbound(request: Request) -> Response:
-        form = await verified_form(request)
+        form = await verified_form(request, "inbound")
         sid, sender, body = form.get("MessageSid"), form.get("From", ""), form.get("Body", "")
         if not sid or not sender:
+            metrics.twilio_webhook("inbound", "malformed")
             raise HTTPException(400, "MessageSid and From are required")
-        return await once(f"twilio:{sid}:inbound", form, lambda: answer(sid, sender, body))
+        return await once(
+            "inbound", f"twilio:{sid}:inbound", form, lambda: answer(sid, sender, body)
+        )
 
     async def answer(sid: str, sender: str, body: str) -> str:
         """What an inbound message means: STOP/START/HELP keywords, else a reply to the runs."""
@@ -190,10 +205,17 @@ def twilio_router(
         match channel.keyword(body):
             case "stop":
                 for contact_id in contact_ids:
-                    await asyncio.to_thread(consent.record, contact_id, "revoke", method="sms_stop")
+                    if await asyncio.to_thread(
+                        consent.record, contact_id, "revoke", method="sms_stop"
+                    ):
+                        metrics.opt_out("sms_stop")
                     await tell_runs(client, store, contact_id, ContactEventSignal(name="opted_out"))
                 if not contact_ids and e164(phone):  # a stranger: keep the number off every list
-                    await asyncio.to_thread(consent.add_to_list, [phone], INTERNAL_LIST, "sms_stop")
+                    added = await asyncio.to_thread(
+                        consent.add_to_list, [phone], INTERNAL_LIST, "sms_stop"
+                    )
+                    if added:
+                        metrics.opt_out("sms_stop")
             case "start":
                 for contact_id in contact_ids:
                     await asyncio.to_thread(consent.record, contact_id, "grant", method="sms_start")

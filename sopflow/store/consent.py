@@ -19,9 +19,11 @@ from sqlalchemy.orm import QueryableAttribute, Session
 
 from sopflow.compliance.gate import ContactFacts, Touch
 from sopflow.errors import SopflowError, read_user_file
+from sopflow.limits import year_problem
 from sopflow.phones import e164
 from sopflow.sop.schema import CHANNELS
-from sopflow.store.models import ConsentEvent, Contact, DoNotContact, Run, StepEvent
+from sopflow.store.contacts import locked_contact
+from sopflow.store.models import ConsentEvent, DoNotContact, Run, StepEvent
 from sopflow.store.text import checked, fitted
 
 INTERNAL_LIST = "internal"
@@ -76,11 +78,14 @@ class ConsentBook:
         Text the database cannot keep (too long, NUL characters): a revoke is recorded with it
         cut and cleaned, as losing an opt-out is worse than a clipped `method`; a grant is
         refused (SopflowError) before anything is written, as consent evidence must be exact.
-        A contact id that cannot be stored is refused either way (no contact can have it)."""
+        A contact id that cannot be stored, or an `at` whose year is not 1900 to 2200, is
+        refused either way."""
         if action not in ("grant", "revoke"):
             raise SopflowError(f"consent action {action!r}: use grant or revoke")
         check_channels(channels)
         checked(contact_id, ConsentEvent.contact_id, "contact id")
+        if at is not None and (why := year_problem(at)):  # it would overflow converting to UTC
+            raise SopflowError(f"consent time {at.isoformat()}: {why}")
         keep = fitted if action == "revoke" else _refuse_unstorable
         received = _now()
         row = ConsentEvent(
@@ -95,12 +100,9 @@ class ConsentBook:
             received_at=received,
         )
         with Session(self.engine) as session, session.begin():
-            # The contact's row lock makes its consent events take turns: ids follow receipt.
-            contact = session.get(Contact, contact_id, with_for_update=True)
-            if contact is None:
-                contact = Contact(id=contact_id, fields={}, updated_at=received)
-                session.add(contact)
-                session.flush()
+            # The contact's row lock makes its consent events take turns: ids follow receipt
+            # (and two first events of a new contact both land: locked_contact).
+            contact = locked_contact(session, contact_id, received)
             before = self._state(session, contact_id)
             covered = CHANNELS if "all" in channels else tuple(channels)
             if all(before.get(c, ("", received))[0] == action for c in covered):

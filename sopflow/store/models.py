@@ -135,7 +135,9 @@ class OutboxEntry(Base):
 class InboundEvent(Base):
     """An event received by the API, by idempotency key: the same key again gets the stored
     answer and changes nothing. `answer` is NULL while the first request is being processed;
-    `received_at` is when that attempt claimed the key (a later one may take over a stale claim)."""
+    `received_at` is when that attempt claimed the key (a later one may take over a stale claim),
+    `claim` the random token of the attempt holding it: only that attempt may answer or release
+    it, so a slow attempt whose claim was taken over cannot touch its successor's."""
 
     __tablename__ = "inbound_events"
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
@@ -144,6 +146,7 @@ class InboundEvent(Base):
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     answer: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     received_at: Mapped[datetime]
+    claim: Mapped[str | None] = mapped_column(String(32))  # NULL: claimed before 0008
 
 
 class ConsentEvent(Base):

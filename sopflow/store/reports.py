@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from sopflow.compliance.adherence import Grouping, Report, RunFacts, RunScore, StepRow, score_run
 from sopflow.errors import InvalidContactError, NotFoundError, SopflowError
+from sopflow.limits import year_problem
 from sopflow.sop import clock
 from sopflow.sop.plan import Plan
 from sopflow.sop.protocol import Command
@@ -192,16 +193,17 @@ def run_score_view(score: RunScore) -> dict[str, Any]:
 
 def parse_since(text: str | None, now: datetime) -> datetime | None:
     """`--since`/`since=`: an ISO date or date-time (naive = UTC), or a span back from now
-    such as 7d or 12h."""
+    such as 7d or 12h; its year must be 1900 to 2200 (sopflow.limits), as any client date's."""
     if not text:
         return None
+    hint = "use an ISO date (2026-11-01), a date-time, or a span like 7d"
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
         try:
-            return now - parse_duration(text)
-        except (ValueError, SopflowError):
-            raise SopflowError(
-                f"since {text!r}: use an ISO date (2026-11-01), a date-time, or a span like 7d"
-            ) from None
+            parsed = now - parse_duration(text)
+        except (ValueError, OverflowError, SopflowError):  # OverflowError: a span of eons
+            raise SopflowError(f"since {text!r}: {hint}") from None
+    if why := year_problem(parsed):
+        raise SopflowError(f"since {text!r}: {why}")
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, create_engine, event, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Engine, create_engine, delete, event, make_url, select, text, update
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from sopflow.errors import (
+    ConfigurationError,
     ConflictError,
     InvalidContactError,
     InvalidEventError,
@@ -30,6 +34,7 @@ from sopflow.sop.protocol import (
     SendMessage,
 )
 from sopflow.store import migrate
+from sopflow.store.contacts import check_budget, locked_contact
 from sopflow.store.models import (
     Contact,
     InboundEvent,
@@ -42,9 +47,12 @@ from sopflow.store.models import (
 from sopflow.store.text import checked, fitted
 
 # A claimed idempotency key not answered within this long was left by a process that died:
-# longer than any request takes (a workflow start or signal is seconds), short enough that a
-# webhook sender's retries (Twilio: within minutes) still land.
-CLAIM_LEASE = timedelta(minutes=2)
+# longer than a request takes (a workflow start or signal is seconds), short enough that a
+# client's retries after a gateway was killed land within a minute (bench/fault_suite.py: with
+# two minutes, retries of events caught by the kill gave up first). A slower attempt that
+# outlives it is harmless: its claim token no longer matches, and the workflow start it races
+# is idempotent by its business key.
+CLAIM_LEASE = timedelta(seconds=30)
 CONTACT_COLUMNS = ("phone", "timezone", "owner")  # a contact's fields with columns of their own
 
 
@@ -71,6 +79,14 @@ class Deployment:
     created: bool  # False: the same content was already deployed (a no-op)
 
 
+class EventClaim(NamedTuple):
+    """event_begin's answer: `token` when this attempt holds the claim, else the stored answer
+    (None while another attempt holds it)."""
+
+    token: str | None
+    answer: dict[str, Any] | None
+
+
 @dataclass(frozen=True)
 class OutboxState:
     key: str
@@ -81,9 +97,12 @@ class OutboxState:
     created_at: datetime | None = None
 
 
-def connect(url: str) -> Engine:
-    """An Engine for a URL; SQLite gets WAL and foreign keys, as the embedded default needs."""
-    engine = create_engine(url)
+def connect(url: str, connections: int = 20) -> Engine:
+    """An Engine for a URL, keeping up to `connections` open (Settings.db_connections); SQLite
+    gets WAL and foreign keys, as the embedded default needs."""
+    in_memory = make_url(url).database in (None, "", ":memory:")  # one connection, no pool
+    pool = {} if in_memory else {"pool_size": connections, "max_overflow": 0, "pool_timeout": 60}
+    engine = create_engine(url, **pool)
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")
@@ -94,6 +113,15 @@ def connect(url: str) -> Engine:
             cursor.close()
 
     return engine
+
+
+def use_store_threads(count: int) -> None:
+    """Size the running event loop's `asyncio.to_thread` pool to the store's connections. The
+    default (cores + 4: six here) capped a worker at six store calls in flight: under load its
+    activities waited seconds for a thread while the CPU sat half idle (bench_production)."""
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(count, thread_name_prefix="sopflow-store")
+    )
 
 
 def _now() -> datetime:
@@ -157,7 +185,12 @@ class Store:
         self.engine = engine
 
     def migrate(self) -> None:
-        migrate.upgrade(self.engine)
+        try:
+            migrate.upgrade(self.engine)
+        except OperationalError as exc:  # no server there, login refused…: for ops to fix
+            where = self.engine.url.render_as_string(hide_password=True)
+            why = str(exc.orig).strip().splitlines()[0]
+            raise ConfigurationError(f"cannot reach the store at {where}: {why}") from None
 
     def ping(self) -> None:
         """Raise unless the database answers (readiness)."""
@@ -243,32 +276,34 @@ class Store:
         event carries what changed, not the whole record: a field it leaves out or empty keeps
         its stored value (an event without a phone must not forget the number STOP is matched
         by; an owner claimed by a rep stays until the CRM names one). A value the store cannot
-        keep is refused (InvalidContactError) before anything is written."""
+        keep, or that would take the contact over its budget (64 KiB of JSON), is refused
+        (InvalidContactError) before anything is written."""
         given = {k: v for k, v in contact.items() if v not in (None, "")}
         contact_id = _contact_column(contact["id"], "id", contact["id"])
+        columns = {
+            name: _contact_column(contact_id, name, given[name])
+            for name in CONTACT_COLUMNS
+            if name in given
+        }
         with Session(self.engine) as session, session.begin():
-            row = session.get(Contact, contact_id)
-            if row is None:
-                row = Contact(id=contact_id, fields={}, updated_at=_now())
-                session.add(row)
-            for name in CONTACT_COLUMNS:
-                if name in given:
-                    setattr(row, name, _contact_column(contact_id, name, given[name]))
+            row = locked_contact(session, contact_id, _now())
+            for name, value in columns.items():
+                setattr(row, name, value)
             news = {k: v for k, v in given.items() if k not in ("id", *CONTACT_COLUMNS)}
             row.fields = {**(row.fields or {}), **news}
             row.updated_at = _now()
+            check_budget(row)
 
     def update_contact(
         self, contact_id: str, changes: dict[str, Any], add_tags: list[str] | None = None
     ) -> None:
         """An SOP's update step: merge fields and tags into the contact (created if unknown).
-        phone, timezone and owner have columns of their own; the rest lives in `fields`."""
+        phone, timezone and owner have columns of their own; the rest lives in `fields`. Over
+        the contact's budget: InvalidContactError, nothing written (the run records the failure
+        and goes on)."""
         _contact_column(contact_id, "id", contact_id)
         with Session(self.engine) as session, session.begin():
-            row = session.get(Contact, contact_id)
-            if row is None:
-                row = Contact(id=contact_id, fields={}, updated_at=_now())
-                session.add(row)
+            row = locked_contact(session, contact_id, _now())
             fields = dict(row.fields or {})
             for name, value in changes.items():
                 if name in CONTACT_COLUMNS:
@@ -278,6 +313,7 @@ class Store:
             tags = list(fields.get("tags") or [])
             fields["tags"] = tags + [t for t in add_tags or [] if t not in tags]
             row.fields, row.updated_at = fields, _now()
+            check_budget(row)
 
     def contact(self, contact_id: str) -> Contact | None:
         with Session(self.engine, expire_on_commit=False) as session:
@@ -348,14 +384,15 @@ class Store:
             **fields,
         )
         with Session(self.engine) as session:
-            session.add(row)
-            if isinstance(command, Finish):
-                run = session.get(Run, workflow_id)
-                if run is not None:
-                    run.status, run.result, run.finished_at = "finished", command.result, command.at
             try:
+                if isinstance(command, Finish):  # read before the add: no autoflush of the row
+                    run = session.get(Run, workflow_id)
+                    if run is not None:
+                        run.status, run.result = "finished", command.result
+                        run.finished_at = command.at
+                session.add(row)
                 session.commit()
-            except IntegrityError:
+            except IntegrityError:  # written by an earlier attempt (with the run's status)
                 return False
         return True
 
@@ -399,23 +436,23 @@ class Store:
     # ------------------------------------------------------------ inbound events
     def event_begin(
         self, key: str, type_: str, contact_id: str, data: dict[str, Any]
-    ) -> tuple[bool, dict[str, Any] | None]:
-        """Claim an idempotency key. (True, None): new, process it. (False, answer): seen
-        before; answer is None while the first request is still being processed. A claim left
-        unanswered for CLAIM_LEASE (its process died between claim and finish) is taken over
-        by the next attempt, else the event would be refused as "in progress" forever.
-        A key, type or contact id the store cannot keep: InvalidEventError, nothing written."""
+    ) -> EventClaim:
+        """Claim an idempotency key. (token, None): new, process it and pass `token` to
+        event_finish or event_abandon. (None, answer): seen before; answer is None while another
+        attempt is still processing it. A claim left unanswered for CLAIM_LEASE (its process
+        died between claim and finish) is taken over by the next attempt with a new token, else
+        the event would be refused as "in progress" forever. A key, type or contact id the
+        store cannot keep: InvalidEventError, nothing written."""
         checked(key, InboundEvent.key, "idempotency key", InvalidEventError)
         checked(type_, InboundEvent.type, "event type", InvalidEventError)
         checked(contact_id, InboundEvent.contact_id, "contact id", InvalidEventError)
-        now = _now()
+        now, token = _now(), secrets.token_hex(16)
+        claim = {"type": type_, "contact_id": contact_id, "data": data, "received_at": now}
         with Session(self.engine) as session:
-            session.add(
-                InboundEvent(key=key, type=type_, contact_id=contact_id, data=data, received_at=now)
-            )
+            session.add(InboundEvent(key=key, claim=token, **claim))
             try:
                 session.commit()
-                return True, None
+                return EventClaim(token, None)
             except IntegrityError:
                 session.rollback()
             # One conditional update: of attempts racing for a stale claim, only one matches
@@ -427,27 +464,45 @@ class Store:
                     InboundEvent.answer.is_(None),
                     InboundEvent.received_at < now - CLAIM_LEASE,
                 )
-                .values(type=type_, contact_id=contact_id, data=data, received_at=now)
+                .values(claim=token, **claim)
                 .returning(InboundEvent.key)
             )
             session.commit()
             if taken is not None:
-                return True, None
+                return EventClaim(token, None)
             row = session.get(InboundEvent, key)
-            return False, (row.answer if row is not None else None)
+            return EventClaim(None, row.answer if row is not None else None)
 
-    def event_finish(self, key: str, answer: dict[str, Any]) -> None:
+    def event_finish(self, key: str, token: str, answer: dict[str, Any]) -> bool:
+        """Keep the answer of the attempt holding the claim `token`. False, and nothing changes,
+        when another attempt took the claim over (this one outlived its lease): that one answers."""
         with Session(self.engine) as session, session.begin():
-            row = session.get(InboundEvent, key)
-            assert row is not None
-            row.answer = answer
+            done = session.scalar(
+                update(InboundEvent)
+                .where(
+                    InboundEvent.key == key,
+                    InboundEvent.claim == token,
+                    InboundEvent.answer.is_(None),
+                )
+                .values(answer=answer)
+                .returning(InboundEvent.key)
+            )
+        return done is not None
 
-    def event_abandon(self, key: str) -> None:
-        """Processing failed: forget the key so that a retry is processed afresh."""
+    def event_abandon(self, key: str, token: str) -> bool:
+        """Processing failed: forget the key so that a retry is processed afresh. False, and
+        nothing changes, when the claim is no longer this attempt's."""
         with Session(self.engine) as session, session.begin():
-            row = session.get(InboundEvent, key)
-            if row is not None and row.answer is None:
-                session.delete(row)
+            gone = session.scalar(
+                delete(InboundEvent)
+                .where(
+                    InboundEvent.key == key,
+                    InboundEvent.claim == token,
+                    InboundEvent.answer.is_(None),
+                )
+                .returning(InboundEvent.key)
+            )
+        return gone is not None
 
     # ------------------------------------------------------------ outbox
     def outbox_begin(

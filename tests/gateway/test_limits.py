@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from sopflow.errors import ConfigurationError
 from sopflow.gateway.app import create_app
 from sopflow.gateway.guards import MAX_API_BODY
 from sopflow.gateway.inputs import MAX_TEXT
+from sopflow.limits import CONTACT_BUDGET, EVENT_DATA_BUDGET, json_size
 from sopflow.settings import Secret, Settings
 from sopflow.sop import engine
 from sopflow.sop.plan import compile_plan
@@ -209,6 +211,97 @@ async def test_consent_outcomes_and_controls_refuse_nul_and_over_long_text(
     assert report.status_code == 422
     shown = await http.get("/api/v1/contacts/c-1/consent", headers=AUTH)
     assert shown.json()["history"] == []
+
+
+# ------------------------------------------------------------------ client dates
+OVERFLOWING = ["0001-01-01T00:00:00+05:00", "9999-12-31T23:00:00-05:00"]  # no UTC time exists
+
+
+@pytest.mark.parametrize("at", OVERFLOWING)
+async def test_a_consent_time_with_no_utc_equivalent_is_a_422(
+    http: httpx.AsyncClient, store: Store, at: str
+) -> None:
+    body = {"action": "grant", "method": "web_form", "at": at}
+    answer = await http.post("/api/v1/contacts/c-1/consent", json=body, headers=AUTH)
+    assert answer.status_code == 422, answer.text
+    assert "at: " in answer.text and "the year must be 1900 to 2200" in answer.text
+    edge = body | {"at": "1900-01-01T00:00:00+14:00"}  # 1899 in UTC: still storable
+    assert (await http.post("/api/v1/contacts/c-1/consent", json=edge, headers=AUTH)).is_success
+    (given,) = (await http.get("/api/v1/contacts/c-1/consent", headers=AUTH)).json()["history"]
+    assert given["at"] == "1899-12-31T10:00:00+00:00"
+
+
+async def test_report_since_outside_the_sane_years_is_a_422(http: httpx.AsyncClient) -> None:
+    for since, fragment in [
+        (OVERFLOWING[0], "the year must be 1900 to 2200"),
+        (OVERFLOWING[1], "the year must be 1900 to 2200"),
+        ("100000d", "the year must be 1900 to 2200"),  # a span back to 1752
+        ("9999999w", "use an ISO date"),  # back before year 1
+        ("99999999999d", "use an ISO date"),
+    ]:
+        answer = await http.get("/api/v1/reports/compliance", params={"since": since}, headers=AUTH)
+        assert answer.status_code == 422 and fragment in answer.text, (since, answer.text)
+
+
+@pytest.mark.parametrize("at", OVERFLOWING)
+async def test_dates_in_event_and_outcome_data_are_checked_as_contact_dates(
+    http: httpx.AsyncClient, store: Store, at: str
+) -> None:
+    """Runs merge the data into their contact and schedule from it (appointment_at): a date
+    with no UTC time would fail the run for good, long after the API said yes."""
+    data = {"appointment_at": at, "note": "booked by phone"}
+    for kind in ("lead.created", "reply"):  # enrols, or only reaches running runs
+        answer = await http.post("/api/v1/events", json=event(type=kind, data=data), headers=AUTH)
+        assert answer.status_code == 422, answer.text
+        assert "contact 'c-1': data field 'appointment_at'" in answer.text
+        assert "the year must be 1900 to 2200" in answer.text
+    assert store.contact("c-1") is None
+    plan = store.latest_plan("call_new_lead")
+    run_id = "sop:call_new_lead:c-1:evt-1"
+    store.start_run(run_id, "r-1", plan.sop.id, 1, plan.digest, "c-1", datetime.now(UTC))
+    report = {"step": "call_lead", "outcome": "connected", "actor": "ana", "data": data}
+    answer = await http.post(f"/api/v1/runs/{run_id}/outcomes", json=report, headers=AUTH)
+    assert answer.status_code == 422 and "data field 'appointment_at'" in answer.text
+
+
+# ------------------------------------------------------------------ size budgets
+def filled(size: int, prefix: str = "f") -> dict[str, str]:
+    """An object of about `size` bytes of JSON, every value at the longest text allowed."""
+    count = size // (MAX_TEXT + 12) + 1
+    return {f"{prefix}{n:04}": "x" * MAX_TEXT for n in range(count)}
+
+
+async def test_event_and_outcome_data_over_16_kib_and_contacts_over_64_kib_are_a_422(
+    http: httpx.AsyncClient, store: Store
+) -> None:
+    over = f"more than the {EVENT_DATA_BUDGET} (16 KiB) allowed"
+    big = filled(EVENT_DATA_BUDGET)
+    answer = await http.post("/api/v1/events", json=event(data=big), headers=AUTH)
+    assert answer.status_code == 422 and f"data: {json_size(big)} bytes as JSON, {over}" in (
+        answer.text
+    )
+    contact = {**LEAD, **filled(CONTACT_BUDGET)}
+    answer = await http.post("/api/v1/events", json=event(contact), headers=AUTH)
+    assert answer.status_code == 422 and "contact: " in answer.text
+    assert f"more than the {CONTACT_BUDGET} (64 KiB) allowed" in answer.text
+    report = {"step": "call_lead", "outcome": "connected", "actor": "ana", "data": big}
+    answer = await http.post("/api/v1/runs/r/outcomes", json=report, headers=AUTH)
+    assert answer.status_code == 422 and over in answer.text
+    assert store.contact("c-1") is None
+
+
+async def test_an_event_that_would_take_the_stored_contact_over_64_kib_changes_nothing(
+    http: httpx.AsyncClient, store: Store
+) -> None:
+    stored = {**LEAD, **filled(CONTACT_BUDGET - 8 * 1024)}
+    store.upsert_contact(stored)
+    more = {**LEAD, **filled(10 * 1024, prefix="g")}  # fits alone, not with what is stored
+    answer = await http.post("/api/v1/events", json=event(more, type="reply"), headers=AUTH)
+    assert answer.status_code == 422, answer.text
+    assert "contact 'c-1': with these fields the contact would be" in answer.text
+    row = store.contact("c-1")
+    assert row is not None and not any(k.startswith("g") for k in row.fields)
+    assert store.event_begin("evt-1", "reply", "c-1", {}).token is not None  # key released
 
 
 # ------------------------------------------------------------------ the event loop

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy.orm import Session
 
-from sopflow.errors import InvalidContactError, InvalidEventError, UnknownSopError
+from sopflow.errors import InvalidContactError, UnknownSopError
 from sopflow.sop import engine
 from sopflow.sop.plan import compile_plan
 from sopflow.sop.protocol import Record
 from sopflow.sop.schema import Sop
 from sopflow.sop.validate import load_plan
-from sopflow.store.models import InboundEvent
-from sopflow.store.repository import CLAIM_LEASE, Store, VersionConflictError
+from sopflow.store.repository import Store, VersionConflictError
 
 ROOT = Path(__file__).resolve().parents[2]
 CALLBACK = load_plan(ROOT / "sop_definitions" / "new_lead_callback.yaml")
@@ -147,46 +143,3 @@ def test_step_event_free_text_is_cut_to_fit_rather_than_failing(store: Store) ->
     (event,) = store.step_events("wf-1")
     assert (event.actor, event.outcome) == ("rep" + "r" * 61, "o" * 64)
     assert event.reason == "x" * 500
-
-
-def test_an_idempotency_key_the_database_cannot_keep_is_refused(store: Store) -> None:
-    with pytest.raises(InvalidEventError, match="idempotency key is longer than 200"):
-        store.event_begin("k" * 201, "lead", "c-1", {})
-    with pytest.raises(InvalidEventError, match="event type contains a NUL"):
-        store.event_begin("k", "le\x00ad", "c-1", {})
-    assert store.event_begin("k", "lead", "c-1", {"text": "a\x00b"}) == (True, None)
-
-
-def _age_claim(store: Store, key: str, age: timedelta) -> None:
-    with Session(store.engine) as session, session.begin():
-        row = session.get(InboundEvent, key)
-        assert row is not None
-        row.received_at = datetime.now(UTC) - age
-
-
-def test_a_claim_whose_process_died_is_taken_over_after_its_lease(store: Store) -> None:
-    assert store.event_begin("k1", "lead", "c-1", {}) == (True, None)
-    assert store.event_begin("k1", "lead", "c-1", {}) == (False, None)  # in progress: 409
-    _age_claim(store, "k1", CLAIM_LEASE - timedelta(seconds=10))
-    assert store.event_begin("k1", "lead", "c-1", {}) == (False, None)  # still within its lease
-    _age_claim(store, "k1", CLAIM_LEASE + timedelta(seconds=1))  # its process crashed
-    assert store.event_begin("k1", "lead", "c-1", {}) == (True, None)  # the retry takes over
-    assert store.event_begin("k1", "lead", "c-1", {}) == (False, None)  # a fresh lease
-    store.event_finish("k1", {"ok": True})
-    _age_claim(store, "k1", CLAIM_LEASE * 10)
-    assert store.event_begin("k1", "lead", "c-1", {}) == (False, {"ok": True})  # answered: kept
-
-
-def test_two_retries_racing_for_a_stale_claim_cannot_both_take_it(store: Store) -> None:
-    store.event_begin("k1", "lead", "c-1", {})
-    _age_claim(store, "k1", CLAIM_LEASE * 2)
-    attempts = 8
-    barrier = threading.Barrier(attempts)
-
-    def retry(_: int) -> bool:
-        barrier.wait()
-        return store.event_begin("k1", "lead", "c-1", {})[0]
-
-    with ThreadPoolExecutor(attempts) as pool:
-        fresh = list(pool.map(retry, range(attempts)))
-    assert fresh.count(True) == 1
