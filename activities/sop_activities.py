@@ -24,6 +24,7 @@ from sopflow.compliance.preflight import (
     touch_request,
 )
 from sopflow.compliance.rules import Rule
+from sopflow.metrics import count_touch
 from sopflow.sop.protocol import Finish, Record, UpdateContact, touch_channel
 from sopflow.sop.rep_view import UNASSIGNED_REP
 from workflows.contracts import CommandInput, CommandResult
@@ -86,14 +87,24 @@ class SopActivities:
             params.workflow_id,
             self.links,
         )
+        # Context for JSON logs (run_id, the workflow id, comes from Temporal's own details).
+        who = {"contact_id": params.contact_id, "step": command.step}
         if isinstance(ready, Refused):
             log = activity.logger.info if ready.status == "blocked" else activity.logger.warning
-            log("command %s %s: %s", params.idempotency_key, ready.status, ready.reason)
-            return _result(ready)
+            log("command %s %s: %s", params.idempotency_key, ready.status, ready.reason, extra=who)
+            refused = _result(ready)
+            count_touch(activity.metric_meter(), command, refused)
+            return refused
         params = params.model_copy(update={"command": ready.command})
         result = await self.effects.perform(params.idempotency_key, params, ready.rendered)
         if ready.due_at is not None and result.status == "done":
             result = result.model_copy(update={"due_at": ready.due_at})
+        count_touch(activity.metric_meter(), command, result)
+        if (channel := touch_channel(command)) is not None:
+            activity.logger.info(
+                "touch %s by %s: %s%s", params.idempotency_key, channel, result.status,
+                f" ({result.reason})" if result.reason else "", extra={**who, "channel": channel},
+            )  # fmt: skip
         return result
 
     @activity.defn(name="sopflow.record")

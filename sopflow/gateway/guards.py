@@ -1,21 +1,27 @@
 """The gateway's door: the API token and a cap on request bodies, both checked before a body is
 read. They are ASGI middleware because FastAPI reads and parses a route's body before the route's
 dependencies run: a token check there would let anyone make the gateway buffer and parse any body.
+Outside them, RequestMetrics counts every request, the refused ones too.
 """
 
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Sequence
 
 from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
+from starlette.routing import BaseRoute, Match, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sopflow.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from sopflow.settings import Secret
 
 MAX_API_BODY = 1024 * 1024  # an event or a report is a few kB; this leaves room for big CRMs
 PROTECTED = "/api/"  # the other routes authenticate themselves (signatures, signed links)
+METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+UNMATCHED = "(unmatched)"  # the route label of a path no route takes (a 404)
 
 
 class BearerAuth:
@@ -96,3 +102,55 @@ class BodyLimit:
 
 def _too_large(limit: int) -> JSONResponse:
     return JSONResponse({"detail": f"the request body is over {limit} bytes"}, status_code=413)
+
+
+class RequestMetrics:
+    """Count each HTTP request and time it, by method, route template and status. The label is
+    the template (`/api/v1/runs/{run_id}`), never the path: paths hold ids and tokens, and one
+    series per id would grow without bound."""
+
+    def __init__(self, app: ASGIApp, router: Router) -> None:
+        self.app = app
+        self.router = router
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the client gets if the app raises before answering
+        method = scope["method"] if scope["method"] in METHODS else "other"
+
+        async def watched_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched_send)
+        finally:
+            labels = (method, route_template(self.router.routes, scope), str(status))
+            HTTP_REQUESTS.labels(*labels).inc()
+            HTTP_LATENCY.labels(*labels).observe(time.perf_counter() - started)
+
+
+def route_template(routes: Sequence[BaseRoute], scope: Scope) -> str:
+    """The path template of the route that took `scope` (routing leaves it in the scope, also
+    for a 405). A request refused before routing (a 401, a 413) is matched here against the
+    app's own routes; FastAPI's included routers have no template of their own to give, so such
+    a refusal on one of theirs counts as unmatched."""
+    routed = getattr(scope.get("route"), "path", None)
+    if isinstance(routed, str):
+        return routed
+    partial = None
+    for route in routes:
+        path = getattr(route, "path", None)
+        if not isinstance(path, str):
+            continue
+        match, _ = route.matches(scope)
+        if match == Match.FULL:
+            return path
+        if match == Match.PARTIAL and partial is None:
+            partial = path
+    return partial or UNMATCHED

@@ -19,6 +19,7 @@ from html import escape
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse
 
+from sopflow import metrics
 from sopflow.channels.unsubscribe import PATH, UnsubscribeLinks
 from sopflow.store.consent import ConsentBook
 
@@ -63,6 +64,7 @@ def unsubscribe_router(links: UnsubscribeLinks, consent: ConsentBook) -> APIRout
         )
         if changed:
             log.info("contact %s unsubscribed from email (one click)", contact_id)
+            metrics.opt_out("email_unsubscribe")
         return _page("You are unsubscribed", "<p>We will not email you again.</p>")
 
     return router
