@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: install run preview test lint format bench clean
+.PHONY: install run preview test lint format bench faults clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,12 @@ bench: install
 	$(BIN)/python bench/bench_scores.py
 	$(BIN)/python bench/bench_twilio.py
 	$(BIN)/python bench/bench_email.py
+	$(BIN)/python bench/bench_production.py
+
+# Kill a worker, a gateway and the Temporal server mid-storm, with the sandbox's faults on; then
+# count accepted events without a run, duplicate touches and lost STOPs (exit 1 unless all 0).
+faults: install
+	$(BIN)/python bench/fault_suite.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -60,6 +60,9 @@ sandbox_app = typer.Typer(
 )
 app.add_typer(sandbox_app, name="sandbox")
 SANDBOX_URL = typer.Option(help="the sandbox's base URL", envvar="SOPFLOW_SANDBOX_URL")
+# Not click choices: a bad value, from here or from the environment, gets sopflow's one line.
+LOG_FORMAT = typer.Option(help="text or json lines (default: SOPFLOW_LOG_FORMAT, else text)")
+LOG_LEVEL = typer.Option(help="debug, info, warning, error (default: SOPFLOW_LOG_LEVEL, else info)")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -358,13 +361,29 @@ def _deploy_all(store: Any, plans: dict[Path, Plan]) -> list[tuple[Plan, bool]]:
 
 
 @app.command("worker")
-def worker_cmd() -> None:
+def worker_cmd(
+    log_format: Annotated[str | None, LOG_FORMAT] = None,
+    log_level: Annotated[str | None, LOG_LEVEL] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="serve Prometheus metrics (Temporal's and sopflow's) on this port "
+            "(default: SOPFLOW_METRICS_PORT, else none)"
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str | None,
+        typer.Option(
+            help="address of the metrics port (default: SOPFLOW_METRICS_HOST, else 127.0.0.1)"
+        ),
+    ] = None,
+) -> None:
     """Run a worker until SIGTERM/SIGINT: SopRun workflows and their activities on
     SOPFLOW_TASK_QUEUE, against TEMPORAL_ADDRESS and SOPFLOW_DATABASE_URL (it runs the store's
     migrations on start). Run as many as you like. Exit 2 on bad configuration."""
     from sopflow.worker import main as worker_main
 
-    worker_main()
+    worker_main(log_format, log_level, metrics_port, metrics_host)
 
 
 @app.command("gateway")
@@ -373,23 +392,47 @@ def gateway_cmd(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes")] = 1,
+    log_format: Annotated[str | None, LOG_FORMAT] = None,
+    log_level: Annotated[str | None, LOG_LEVEL] = None,
 ) -> None:
     """Serve the REST API and webhooks (no Temporal server, no worker): for deployments of N
     gateways behind a load balancer. Needs SOPFLOW_API_TOKEN, SOPFLOW_PUBLIC_URL,
-    SOPFLOW_DATABASE_URL and TEMPORAL_ADDRESS; /healthz is liveness, /readyz readiness."""
+    SOPFLOW_DATABASE_URL and TEMPORAL_ADDRESS; /healthz is liveness, /readyz readiness,
+    /metrics Prometheus (with --workers N: added up over the processes, in
+    PROMETHEUS_MULTIPROC_DIR or a temporary directory)."""
+    import os
+
     import uvicorn
 
-    from sopflow.gateway.serve import app_from_env
+    from sopflow.logs import LogSettings, configure_logging, logging_config
+    from sopflow.metrics import multiprocess_dir
 
-    app_from_env()  # configuration checked here, in one line, before uvicorn starts processes
-    uvicorn.run(
-        "sopflow.gateway.serve:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="info",
-    )
+    logs = LogSettings.from_env(os.environ, log_format, log_level)
+    with multiprocess_dir(workers):  # set before the processes start: they read it at import
+        from sopflow.gateway.serve import app_from_env
+
+        app_from_env()  # configuration checked here, in one line, before uvicorn starts processes
+        configure_logging(logs)  # after: importing the app is chatty (alembic's plugins)
+        uvicorn.run(
+            "sopflow.gateway.serve:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=logging_config(logs),  # each --workers process applies it (spawned)
+        )
+
+
+@app.command("migrate")
+@user_errors
+def migrate_cmd() -> None:
+    """Upgrade the store (SOPFLOW_DATABASE_URL) to the newest schema and print its revision.
+    A deployment runs this once per release before starting the new gateways (workers also
+    migrate on start; concurrent upgrades on PostgreSQL wait for each other)."""
+    from sopflow.store.migrate import current_revision
+
+    store = _store()  # migrates
+    typer.echo(f"store at schema revision {current_revision(store.engine)}")
 
 
 @app.command("up")
@@ -410,6 +453,8 @@ def up_cmd(
     teams: Annotated[
         Path | None, typer.Option(help="teams file to import on start (e.g. examples/teams.yaml)")
     ] = None,
+    log_format: Annotated[str | None, LOG_FORMAT] = None,
+    log_level: Annotated[str | None, LOG_LEVEL] = None,
 ) -> None:
     """Run the embedded stack in the foreground: Temporal dev server, worker, gateway, SQLite store,
     the sandbox phone network unless TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and TWILIO_FROM are set,
@@ -418,16 +463,15 @@ def up_cmd(
     Data lives in SOPFLOW_DATA_DIR (default .sopflow); Ctrl-C stops everything cleanly.
     """
     import asyncio
-    import logging
+    import os
     import signal
 
+    from sopflow.logs import LogSettings, configure_logging
     from sopflow.runtime import hard_exit
     from sopflow.settings import Settings
     from sopflow.up import Ports, up
 
-    logging.basicConfig(
-        level=logging.INFO, format="time=%(asctime)s level=%(levelname)s msg=%(message)s"
-    )
+    configure_logging(LogSettings.from_env(os.environ, log_format, log_level))
 
     async def serve() -> None:
         stop = asyncio.Event()
@@ -617,16 +661,37 @@ def report_run_cmd(run_id: str, as_json: Annotated[bool, typer.Option("--json")]
         )
 
 
-def _sandbox(method: str, url: str, path: str, **options: Any) -> Any:
-    """One request to the sandbox of `sopflow up`; a user error when it is not there."""
+def _sandbox(method: str, url: str, path: str, expected: int, **options: Any) -> Any:
+    """One request to the sandbox of `sopflow up`, as its account (the token `sopflow up` keeps
+    in the data dir); a user error when it is not there or says no."""
     import httpx
 
+    from sopflow.sandbox.auth import SANDBOX_TOKEN_FILE
+    from sopflow.sandbox.server import SANDBOX_ACCOUNT
+    from sopflow.settings import Settings
+
+    token_file = Settings.from_env().data_dir / SANDBOX_TOKEN_FILE
+    if not token_file.exists():  # read, never made here: only `sopflow up` makes the sandbox's
+        raise ConfigurationError(
+            f"no sandbox token in {token_file}: run `sopflow up` once with this data dir "
+            "(SOPFLOW_DATA_DIR)"
+        )
+    auth = (SANDBOX_ACCOUNT, token_file.read_text().strip())
     try:
-        return httpx.request(method, f"{url}{path}", timeout=30, **options)
+        answer = httpx.request(method, f"{url}{path}", timeout=30, auth=auth, **options)
     except httpx.HTTPError as exc:
         raise SopflowError(
             f"cannot reach the sandbox at {url} ({exc}): is `sopflow up` running?"
         ) from None
+    if answer.status_code != expected:  # the phone sandbox answers errors in Twilio's shape
+        try:
+            said = answer.json()
+        except ValueError:
+            said = None
+        why = (said.get("detail") or said.get("message")) if isinstance(said, dict) else None
+        why = why or answer.text
+        raise SopflowError(f"the sandbox said {answer.status_code}: {why}")
+    return answer
 
 
 @sandbox_app.command("inbox")
@@ -637,7 +702,7 @@ def sandbox_inbox_cmd(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Every message to or from a number on the sandbox network, oldest first."""
-    messages = _sandbox("GET", url, f"/sandbox/numbers/{number}/messages").json()
+    messages = _sandbox("GET", url, f"/sandbox/numbers/{number}/messages", 200).json()
     if as_json:
         typer.echo(json.dumps(messages, indent=2))
         return
@@ -659,9 +724,7 @@ def sandbox_reply_cmd(
 ) -> None:
     """Text sopflow from a sandbox number: the gateway gets a signed inbound webhook."""
     body = {"from": number, "to": to, "body": text}
-    answer = _sandbox("POST", url, "/sandbox/inbound", json=body)
-    if answer.status_code != 201:
-        raise SopflowError(f"the sandbox said {answer.status_code}: {answer.text}")
+    answer = _sandbox("POST", url, "/sandbox/inbound", 201, json=body)
     typer.echo(f"sent {text!r} from {number} ({answer.json()['sid']})")
 
 
@@ -673,7 +736,7 @@ def sandbox_mail_cmd(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Every email the sandbox mail server took for an address, oldest first."""
-    mails = _sandbox("GET", url, f"/sandbox/mailboxes/{address}/messages").json()
+    mails = _sandbox("GET", url, f"/sandbox/mailboxes/{address}/messages", 200).json()
     if as_json:
         typer.echo(json.dumps(mails, indent=2))
         return
@@ -693,11 +756,7 @@ def sandbox_unsubscribe_cmd(
     url: Annotated[str, SANDBOX_URL] = "http://127.0.0.1:8300",
 ) -> None:
     """Press an email's one-click unsubscribe button, as Gmail does (RFC 8058)."""
-    answer = _sandbox("POST", url, f"/sandbox/mail/{mail_id}/unsubscribe")
-    if answer.status_code != 200:  # the phone sandbox answers errors in Twilio's shape
-        said = answer.json()
-        why = said.get("detail") or said.get("message")
-        raise SopflowError(f"the sandbox said {answer.status_code}: {why}")
+    answer = _sandbox("POST", url, f"/sandbox/mail/{mail_id}/unsubscribe", 200)
     typer.echo(f"unsubscribed: the gateway answered {answer.json()['unsubscribed']}")
 
 

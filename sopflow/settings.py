@@ -41,6 +41,9 @@ class Settings:
     rules_file: Path | None = None  # the organisation's own contact rules (SOPFLOW_RULES)
     public_url: str | None = None  # where Twilio reaches the gateway (SOPFLOW_PUBLIC_URL)
     unsubscribe_key: Secret | None = None  # signs email unsubscribe links (SOPFLOW_UNSUBSCRIBE_KEY)
+    db_connections: int = (
+        20  # store connections, and threads that use them (SOPFLOW_DB_CONNECTIONS)
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -54,6 +57,7 @@ class Settings:
             rules_file=Path(env["SOPFLOW_RULES"]) if env.get("SOPFLOW_RULES") else None,
             public_url=env.get("SOPFLOW_PUBLIC_URL") or None,
             unsubscribe_key=_env_secret(env, "SOPFLOW_UNSUBSCRIBE_KEY"),
+            db_connections=_env_count(env, "SOPFLOW_DB_CONNECTIONS", 20),
         )
 
     def kept_secret(self, name: str) -> Secret:
@@ -96,3 +100,10 @@ def temporal_connect_config() -> dict[str, Any]:
     config = dict(ClientConfigProfile.load().to_client_connect_config())
     config.setdefault("target_host", "localhost:7233")
     return config
+
+
+def _env_count(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name) or str(default)
+    if not raw.isdigit() or not 1 <= int(raw) <= 500:
+        raise ConfigurationError(f"{name}={raw!r}: a whole number from 1 to 500")
+    return int(raw)

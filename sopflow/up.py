@@ -27,16 +27,19 @@ from temporalio.client import Client
 from sopflow.compliance.rules import load_rules
 from sopflow.errors import ConfigurationError, SopflowError
 from sopflow.gateway.app import create_app
+from sopflow.gateway.readiness import smtp_probe, twilio_probe
 from sopflow.gateway.sandbox_page import sandbox_page_router
 from sopflow.gateway.twilio_hooks import TwilioHooks
 from sopflow.providers.smtp import SmtpConfig, SmtpMailer, smtp_config
 from sopflow.providers.twilio import TwilioConfig, TwilioProvider, provider_config
-from sopflow.runtime import build_worker, connect_client
+from sopflow.runtime import build_worker, connect_client, telemetry_runtime
+from sopflow.sandbox.auth import SANDBOX_TOKEN_FILE, AccountAuth
+from sopflow.sandbox.keep import SANDBOX_KEEP, Keep
 from sopflow.sandbox.mail import SANDBOX_SENDER, MailSandbox
 from sopflow.sandbox.server import SANDBOX_ACCOUNT, SANDBOX_FROM, Sandbox
 from sopflow.settings import Secret, Settings
 from sopflow.sop.validate import validate_paths
-from sopflow.store.repository import Store, connect
+from sopflow.store.repository import Store, connect, use_store_threads
 from sopflow.store.reps import RepDirectory
 from sopflow.teams import load_teams
 from sopflow.upkeep import Upkeep, start_upkeep
@@ -101,7 +104,7 @@ def sandbox_config(settings: Settings, public_url: str, port: int) -> TwilioConf
     """The sandbox's account: a fixed test SID and a token kept in the data dir."""
     return TwilioConfig(
         account_sid=SANDBOX_ACCOUNT,
-        auth_token=settings.kept_secret("sandbox_token").reveal(),
+        auth_token=settings.kept_secret(SANDBOX_TOKEN_FILE).reveal(),
         sms_from=SANDBOX_FROM,
         whatsapp_from=SANDBOX_FROM,
         public_url=public_url,
@@ -171,7 +174,8 @@ async def up(
     for kept in settings.data_dir.iterdir():  # files an earlier version left readable to all
         if kept.is_file():
             kept.chmod(0o600)
-    store = Store(connect(settings.database_url))
+    use_store_threads(settings.db_connections)
+    store = Store(connect(settings.database_url, settings.db_connections))
     store.migrate()
     for plan in plans.values():
         deployment = store.deploy(plan)
@@ -185,6 +189,9 @@ async def up(
         team_count, rep_count = RepDirectory(store.engine).import_teams(teams)
         log.info("imported %d teams, %d reps from %s", team_count, rep_count, teams_file)
     token = api_token(settings)
+    sandboxes = config is None or mail_config is None
+    # The sandboxes' texts, calls and mail outlive a restart, as the store's runs do.
+    keep = Keep(settings.data_dir / SANDBOX_KEEP if sandboxes else None)
     address = f"127.0.0.1:{ports.temporal}"
     server_log = (settings.data_dir / "temporal.log").open("ab")  # the server's own chatter
     server = await asyncio.create_subprocess_exec(
@@ -209,43 +216,54 @@ async def up(
     )
     try:
         await _wait_for_temporal(address, server)
-        client = await connect_client(address)
+        client = await connect_client(address, runtime=telemetry_runtime())
 
         async def client_factory() -> Client:
             return client
 
         sandbox_app: FastAPI | None = None
+        # One credential for both sandboxes (the phone network's account), also when only one runs.
+        sandbox_token = settings.kept_secret(SANDBOX_TOKEN_FILE)
+        sandbox_auth = AccountAuth({SANDBOX_ACCOUNT: sandbox_token.reveal()})
         if config is None:  # no Twilio account: the sandbox phone network stands in
             config = sandbox_config(settings, public_url, ports.sandbox)
-            sandbox = Sandbox(
-                {config.account_sid: config.auth_token}, f"{public_url}/twilio/inbound"
-            )
+            sandbox = Sandbox(sandbox_auth.accounts, f"{public_url}/twilio/inbound", keep=keep)
             sandbox_app = sandbox.app()
         mail_server: asyncio.Server | None = None
         if mail_config is None:  # no relay: the sandbox mail server stands in
-            mail_sandbox = MailSandbox()
+            mail_sandbox = MailSandbox(keep)
             mail_server = await mail_sandbox.serve("127.0.0.1", ports.smtp)
             mail_config = SmtpConfig("127.0.0.1", ports.smtp, SANDBOX_SENDER, starttls=False)
             sandbox_app = sandbox_app or FastAPI(title="sopflow sandbox")
-            sandbox_app.include_router(mail_sandbox.router())
+            sandbox_app.include_router(mail_sandbox.router(sandbox_auth))
         provider = TwilioProvider(config)
         mailer = SmtpMailer(mail_config)
         links = settings.unsubscribe_links(public_url)
         hooks = TwilioHooks(config.auth_token, public_url)
+        probes = {"twilio": twilio_probe(provider), "smtp": smtp_probe(mail_config)}
         app = create_app(
-            store, client_factory, token, settings.task_queue, hooks, provider, rules, links
-        )
+            store, client_factory, token, settings.task_queue, hooks, provider, rules, links,
+            probes=probes,
+        )  # fmt: skip
         sandbox_server: _Gateway | None = None
         if sandbox_app is not None:
             sandbox_url = f"http://127.0.0.1:{ports.sandbox}"
-            app.include_router(sandbox_page_router(sandbox_url, token))
+            app.include_router(
+                sandbox_page_router(sandbox_url, token, SANDBOX_ACCOUNT, sandbox_token)
+            )
             sandbox_server = _Gateway(
                 uvicorn.Config(
-                    sandbox_app, host="127.0.0.1", port=ports.sandbox, log_level="warning"
+                    sandbox_app,
+                    host="127.0.0.1",
+                    port=ports.sandbox,
+                    log_level="warning",
+                    log_config=None,  # keep `sopflow up`'s logging (sopflow.logs)
                 )
             )
         gateway = _Gateway(
-            uvicorn.Config(app, host="127.0.0.1", port=ports.gateway, log_level="warning")
+            uvicorn.Config(
+                app, host="127.0.0.1", port=ports.gateway, log_level="warning", log_config=None
+            )
         )
         servers = [gateway, *([sandbox_server] if sandbox_server else [])]
         worker = build_worker(client, store, settings.task_queue, rules, provider, mailer, links)
@@ -299,4 +317,5 @@ async def up(
             except TimeoutError:
                 server.kill()
         server_log.close()
+        keep.close()
         log.info("stopped")

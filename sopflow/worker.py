@@ -1,9 +1,10 @@
 """A sopflow worker: runs SopRun workflows and their activities until SIGTERM/SIGINT.
 
-    sopflow worker          (or: python worker.py, the top-level shim)
+    sopflow worker [--log-format json] [--metrics-port 9464]   (or: python worker.py)
 
 Run as many as you like, on any hosts, against the same task queue. Configuration comes from the
-environment (sopflow/settings.py; Temporal's own TEMPORAL_* variables for the connection).
+environment (sopflow/settings.py; Temporal's own TEMPORAL_* variables for the connection;
+SOPFLOW_LOG_FORMAT, SOPFLOW_LOG_LEVEL, SOPFLOW_METRICS_PORT unless given as options).
 """
 
 from __future__ import annotations
@@ -12,22 +13,27 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 
 from sopflow.compliance.rules import load_rules
 from sopflow.errors import ConfigurationError, SopflowError
+from sopflow.logs import LogSettings, configure_logging
+from sopflow.metrics import metrics_address
 from sopflow.providers.smtp import SmtpMailer, smtp_config
 from sopflow.providers.twilio import TwilioProvider, provider_config
-from sopflow.runtime import build_worker, connect_client, hard_exit
+from sopflow.runtime import build_worker, connect_client, hard_exit, telemetry_runtime
 from sopflow.settings import Settings, temporal_connect_config
-from sopflow.store.repository import Store, connect
+from sopflow.store.repository import Store, connect, use_store_threads
 from sopflow.upkeep import Upkeep, start_upkeep
 
 log = logging.getLogger("sopflow.worker")
 
 
-async def run(settings: Settings, stop: asyncio.Event) -> None:
+async def run(settings: Settings, stop: asyncio.Event, metrics_at: str | None = None) -> None:
+    """Serve until `stop` is set; `metrics_at` (`host:port`): serve Prometheus metrics there."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = Store(connect(settings.database_url))
+    use_store_threads(settings.db_connections)
+    store = Store(connect(settings.database_url, settings.db_connections))
     store.migrate()
     rules = load_rules(settings.rules_file)  # configuration first: a mistake stops us at once
     twilio = provider_config(os.environ, settings.public_url or "")
@@ -37,8 +43,9 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             "SOPFLOW_SMTP_HOST is set but SOPFLOW_PUBLIC_URL (where unsubscribe links lead) is not"
         )
     config = temporal_connect_config()
+    runtime = telemetry_runtime(metrics_at)  # a taken metrics port stops us here, in one line
     try:
-        client = await connect_client(**config)
+        client = await connect_client(**config, runtime=runtime)
     except RuntimeError as exc:  # the SDK's "Failed client connect"
         raise ConfigurationError(
             f"cannot reach Temporal at {config['target_host']}: {exc}"
@@ -57,6 +64,8 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         log.info(
             "worker started task_queue=%s temporal=%s", settings.task_queue, config["target_host"]
         )
+        if metrics_at:
+            log.info("metrics on http://%s/metrics", metrics_at)
         await stop.wait()
         if upkeep is not None:
             upkeep.shutdown(wait=False)
@@ -64,18 +73,28 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     log.info("worker stopped")
 
 
-def main() -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="time=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s",
-    )
+def main(
+    log_format: str | None = None,
+    log_level: str | None = None,
+    metrics_port: int | None = None,
+    metrics_host: str | None = None,
+) -> None:
+    """Run a worker; the options win over SOPFLOW_LOG_FORMAT, SOPFLOW_LOG_LEVEL,
+    SOPFLOW_METRICS_PORT and SOPFLOW_METRICS_HOST."""
+    try:
+        logs = LogSettings.from_env(os.environ, log_format, log_level)
+        metrics_at = metrics_address(os.environ, metrics_port, metrics_host)
+    except ConfigurationError as exc:  # logging is not set up yet: a plain line
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    configure_logging(logs)
 
     async def serve() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await run(Settings.from_env(), stop)
+        await run(Settings.from_env(), stop, metrics_at)
 
     try:
         asyncio.run(serve())

@@ -15,15 +15,18 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 
 from sopflow.compliance.rules import load_rules
 from sopflow.errors import ConfigurationError
 from sopflow.gateway.app import create_app
+from sopflow.gateway.readiness import Probe, smtp_probe, twilio_probe
 from sopflow.gateway.twilio_hooks import TwilioHooks
+from sopflow.providers.smtp import smtp_config
 from sopflow.providers.twilio import TwilioProvider, provider_config
-from sopflow.runtime import connect_client
+from sopflow.runtime import connect_client, telemetry_runtime
 from sopflow.settings import Settings, temporal_connect_config
-from sopflow.store.repository import Store, connect
+from sopflow.store.repository import Store, connect, use_store_threads
 
 
 def app_from_env() -> FastAPI:
@@ -41,15 +44,27 @@ def app_from_env() -> FastAPI:
             "email unsubscribe links with the same key"
         )
     rules = load_rules(settings.rules_file)
-    store = Store(connect(settings.database_url))  # the workers run the migrations
+    # the workers run the migrations
+    store = Store(connect(settings.database_url, settings.db_connections))
     twilio = provider_config(os.environ, settings.public_url)
     provider = TwilioProvider(twilio) if twilio else None
     hooks = TwilioHooks(twilio.auth_token, settings.public_url) if twilio else None
+    # /readyz asks what this gateway's deployment sends through: Twilio, and the SMTP relay the
+    # workers share this environment's settings for (the gateway itself sends no email).
+    probes: dict[str, Probe] = {}
+    if provider is not None:
+        probes["twilio"] = twilio_probe(provider)
+    if (mail := smtp_config(os.environ)) is not None:
+        probes["smtp"] = smtp_probe(mail)
     config = temporal_connect_config()
+    # One runtime per process, made on the first connect: Core's logs come out in our format.
+    runtimes: list[Runtime] = []
 
     async def client_factory() -> Client:
+        if not runtimes:
+            runtimes.append(telemetry_runtime())
         try:
-            return await connect_client(**config)
+            return await connect_client(**config, runtime=runtimes[0])
         except RuntimeError as exc:  # the SDK's "Failed client connect": 503, retried later
             where = config["target_host"]
             raise ConfigurationError(f"cannot reach Temporal at {where}: {exc}") from None
@@ -64,10 +79,12 @@ def app_from_env() -> FastAPI:
         provider,
         rules,
         links,
+        probes=probes,
     )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        use_store_threads(settings.db_connections)
         yield
         if provider is not None:
             await provider.close()

@@ -113,12 +113,24 @@ class TwilioConfig:
 class TwilioProvider:
     def __init__(self, config: TwilioConfig) -> None:
         self.config = config
-        self.http = _BaseUrlClient(config.base_url, config.timeout)
-        self.client = Client(config.account_sid, config.auth_token, http_client=self.http)
+        self._http: _BaseUrlClient | None = None
+        self._client: Client | None = None
         self.limiter = _Limiter(config.rate_per_sender)
 
+    @property
+    def client(self) -> Client:
+        """The SDK client, made on first use: its aiohttp session needs a running event loop,
+        and a gateway is built (`sopflow gateway` checks its configuration) before one runs."""
+        if self._client is None:
+            self._http = _BaseUrlClient(self.config.base_url, self.config.timeout)
+            self._client = Client(
+                self.config.account_sid, self.config.auth_token, http_client=self._http
+            )
+        return self._client
+
     async def close(self) -> None:
-        await self.http.close()
+        if self._http is not None:
+            await self._http.close()
 
     def callback_url(self, hook: str, key: str) -> str:
         """A webhook URL on the gateway that names the touch and expires (Twilio signs it)."""
@@ -243,6 +255,17 @@ def provider_config(env: Mapping[str, str], public_url: str) -> TwilioConfig | N
         raise ProviderError(
             f"TWILIO_ACCOUNT_SID is set but {', '.join(missing)} is not", "configuration"
         )
+    rate = env.get("TWILIO_SEND_RATE", "10")
+    try:
+        per_sender = float(rate)
+    except ValueError:
+        per_sender = -1.0
+    if not 0 <= per_sender <= 10_000:
+        raise ProviderError(
+            f"TWILIO_SEND_RATE={rate!r}: sends per second per sender, a number from 0 (no limit) "
+            "to 10000",
+            "configuration",
+        )
     return TwilioConfig(
         account_sid=env["TWILIO_ACCOUNT_SID"],
         auth_token=env["TWILIO_AUTH_TOKEN"],
@@ -251,4 +274,5 @@ def provider_config(env: Mapping[str, str], public_url: str) -> TwilioConfig | N
         whatsapp_from=env.get("TWILIO_WHATSAPP_FROM"),
         call_from=env.get("TWILIO_CALL_FROM"),
         base_url=env.get("TWILIO_BASE_URL"),
+        rate_per_sender=per_sender,
     )
