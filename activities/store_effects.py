@@ -44,7 +44,7 @@ from sopflow.sop.protocol import (
 from sopflow.sop.rep_view import UNASSIGNED_REP
 from sopflow.sop.schema import AssignRule, Channel
 from sopflow.store.consent import ConsentBook
-from sopflow.store.repository import Store
+from sopflow.store.repository import Store, run_row
 from sopflow.store.reps import RepDirectory, RepInfo, RepsAtCapacity
 from sopflow.store.splits import SplitAssignments
 from workflows.contracts import CommandInput, CommandResult
@@ -112,9 +112,9 @@ class StoreEffects:
             rep = None
         return rep.template_view() if rep else dict(UNASSIGNED_REP)
 
-    def _ensure_run(self, params: CommandInput) -> None:
+    def _record(self, params: CommandInput, provider_id: str | None = None, **learnt: Any) -> None:
         assert params.enrolled_at is not None
-        self.store.start_run(
+        run = run_row(
             params.workflow_id,
             params.run_id,
             params.sop,
@@ -123,11 +123,8 @@ class StoreEffects:
             params.contact_id,
             params.enrolled_at,
         )
-
-    def _record(self, params: CommandInput, provider_id: str | None = None, **learnt: Any) -> None:
-        self._ensure_run(params)
         self.store.record_command(
-            params.workflow_id, params.run_id, params.command, provider_id, **learnt
+            params.workflow_id, params.run_id, params.command, provider_id, run=run, **learnt
         )
 
     async def record(self, key: str, params: CommandInput) -> None:

@@ -62,7 +62,7 @@ TASK_SOP = {
         {"id": "call", "kind": "task", "title": "Call the lead", "channel": "call",
          "due_within": "30m", "assign": {"strategy": "round_robin", "team": "floor"},
          "outcomes": ["connected"], "expires_after": "2h", "on_outcome": {"connected": "done"}},
-        {"id": "done", "kind": "end"},
+        {"id": "done", "kind": "end", "result": "called"},
     ],
 }  # fmt: skip
 REPS = [{"id": "floor", "name": "Floor", "reps": [

@@ -208,6 +208,8 @@ async def up(
         str(settings.data_dir / "temporal.db"),
         "--sqlite-pragma",
         "journal_mode=wal",
+        "--sqlite-pragma",  # as the store: safe from a killed process, no flush per commit
+        "synchronous=normal",
         "--log-level",
         "warn",
         stdout=server_log,

@@ -66,3 +66,30 @@ def test_bytecode_is_cached_aside_when_writing_it_is_off(no_bytecode: None, tmp_
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop("fresh_module_for_cache", None)
+
+
+def test_sqlite_writers_wait_for_the_lock_and_commits_do_not_flush(tmp_path: Path) -> None:
+    """The embedded default under load: many writers at once all get through (each waits for
+    SQLite's one write lock instead of failing with "database is locked" after 5 s)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    from sopflow.store.repository import SQLITE_BUSY_SECONDS, Store
+
+    engine = connect(f"sqlite:///{tmp_path / 'store.db'}", 32)
+    with engine.connect() as connection:
+        assert connection.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
+        assert (
+            connection.execute(text("PRAGMA busy_timeout")).scalar() == SQLITE_BUSY_SECONDS * 1000
+        )
+    store = Store(engine)
+    store.migrate()
+    now = datetime.now(UTC)
+
+    def start(i: int) -> bool:
+        return store.start_run(f"wf-{i}", "r", "sop", 1, "digest", f"c-{i}", now)
+
+    with ThreadPoolExecutor(32) as pool:
+        assert all(pool.map(start, range(2000)))

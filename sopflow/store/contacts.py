@@ -6,12 +6,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from sopflow.errors import InvalidContactError, SopflowError
+from sopflow.errors import InvalidContactError
 from sopflow.limits import CONTACT_BUDGET, size_problem
 from sopflow.store.models import Contact
+from sopflow.store.rows import insert_if_new
 
 
 def locked_contact(session: Session, contact_id: str, now: datetime) -> Contact:
@@ -19,17 +19,7 @@ def locked_contact(session: Session, contact_id: str, now: datetime) -> Contact:
     the transaction's first statement and does nothing when the row exists: two first writes
     for one new contact both succeed (PostgreSQL makes the second wait for the first's commit,
     SQLite's write lock too), where read-then-insert fails one with a unique violation."""
-    dialect = session.get_bind().dialect.name
-    values = {"id": contact_id, "fields": {}, "updated_at": now}
-    match dialect:
-        case "postgresql":
-            pg_new = postgresql.insert(Contact).values(values)
-            session.execute(pg_new.on_conflict_do_nothing(index_elements=[Contact.id]))
-        case "sqlite":
-            lite_new = sqlite.insert(Contact).values(values)
-            session.execute(lite_new.on_conflict_do_nothing(index_elements=[Contact.id]))
-        case _:
-            raise SopflowError(f"the store runs on PostgreSQL or SQLite, not {dialect}")
+    insert_if_new(session, Contact, {"id": contact_id, "fields": {}, "updated_at": now}, Contact.id)
     row = session.get(Contact, contact_id, with_for_update=True, populate_existing=True)
     assert row is not None  # inserted above, or there already; contacts are never deleted
     return row
