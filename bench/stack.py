@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sopflow.asgi import free_port  # noqa: E402
+from sopflow.up import die_with_parent  # noqa: E402
 
 POSTGRES = os.environ.get("SOPFLOW_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1/test")
 TEMPORAL = str(Path(sys.executable).with_name("temporal"))
@@ -108,8 +109,9 @@ class Stack:
         self.work.mkdir(parents=True, exist_ok=True)
         with (self.work / f"{name}.log").open("ab") as sink:
             self.processes[name] = subprocess.Popen(
-                command, cwd=ROOT, env=self.env(), stdout=sink, stderr=subprocess.STDOUT
-            )
+                command, cwd=ROOT, env=self.env(), stdout=sink, stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,  # a benchmark stopped by a signal leaves no orphans
+            )  # fmt: skip
 
     def start_temporal(self) -> None:
         persistence = [] if self.temporal_store == "memory" else [

@@ -85,9 +85,10 @@ def port_taken(port: int) -> bool:
     return False
 
 
-def _die_with_parent() -> None:
-    """In the dev server's process: Linux sends it SIGTERM when `sopflow up` dies, even by
-    SIGKILL, so no server is left orphaned holding the ports and the data dir."""
+def die_with_parent() -> None:
+    """In a child process (the dev server here, the benchmarks' stacks): Linux sends it SIGTERM
+    when its parent dies, even by SIGKILL, so no server is left orphaned holding the ports and
+    the data dir."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
@@ -214,7 +215,7 @@ async def up(
         "warn",
         stdout=server_log,
         stderr=asyncio.subprocess.STDOUT,
-        preexec_fn=_die_with_parent,
+        preexec_fn=die_with_parent,
     )
     try:
         await _wait_for_temporal(address, server)
