@@ -42,6 +42,10 @@ runs_app = typer.Typer(
 app.add_typer(runs_app, name="runs")
 reps_app = typer.Typer(help="Teams and reps who work the tasks SOPs assign.", no_args_is_help=True)
 app.add_typer(reps_app, name="reps")
+contacts_app = typer.Typer(
+    help="Contacts and their purchases and visits, imported from your CRM.", no_args_is_help=True
+)
+app.add_typer(contacts_app, name="contacts")
 events_app = typer.Typer(help="Send business events to a running gateway.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
 dnc_app = typer.Typer(
@@ -551,6 +555,47 @@ def reps_list_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> N
         typer.echo(f"{rep.id:<16} {rep.team_id or '-':<16} {rep.phone or '-':<16} {rep.name}")
     if not reps:
         typer.echo("no reps: import a teams file with `sopflow reps import FILE`")
+
+
+@contacts_app.command("import")
+@user_errors
+def contacts_import_cmd(
+    path: Annotated[Path, typer.Argument(help="a .csv (header row) or .jsonl file")],
+    skip_invalid: Annotated[
+        bool, typer.Option(help="import the good lines and report the bad ones")
+    ] = False,
+) -> None:
+    """Add or update contacts by id (idempotent); every bad line is reported as FILE:LINE:
+    field: why, and by default nothing is imported if there is one."""
+    from sopflow.contact_files import ContactImportError, count_lines, listing, read_file
+    from sopflow.contacts_import import BarProgress, import_contacts
+
+    records = read_file(path)
+    store = _store()
+    plans = store.latest_plans()  # the date fields they read are checked
+    try:
+        if sys.stdout.isatty():
+            from rich.progress import Progress as RichProgress
+
+            with RichProgress(transient=True) as rich_bar:
+                bar = BarProgress(rich_bar)
+                bar.start("check", count_lines(path))
+                report = import_contacts(store.engine, records, str(path), plans, skip_invalid, bar)
+        else:
+            report = import_contacts(store.engine, records, str(path), plans, skip_invalid)
+    except ContactImportError as exc:
+        for line in listing(exc.problems):
+            typer.echo(line, err=True)
+        count = len(exc.problems)
+        typer.echo(f"{count} problem{'s' if count != 1 else ''} found: nothing imported", err=True)
+        raise typer.Exit(1) from None
+    for line in listing(report.skipped):
+        typer.echo(line, err=True)
+    if count := len(report.skipped):
+        typer.echo(
+            f"{count} problem{'s' if count != 1 else ''}: those lines were skipped", err=True
+        )
+    typer.echo(report.summary(str(path)))
 
 
 @dnc_app.command("import")

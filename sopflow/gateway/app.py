@@ -27,6 +27,8 @@ from sopflow.channels.unsubscribe import PATH as UNSUBSCRIBE_PATH
 from sopflow.channels.unsubscribe import UnsubscribeLinks
 from sopflow.compliance.adherence import Grouping
 from sopflow.compliance.rules import Rule
+from sopflow.contact_files import ContactImportError
+from sopflow.contacts_import import api_answer, api_problems, import_contacts
 from sopflow.enrolment import (
     Enrolment,
     check_report_dates,
@@ -103,6 +105,13 @@ class EventOut(BaseModel):
     skipped: list[SkippedSop] = Field(
         default_factory=list, description="SOPs the event triggers but did not start, and why"
     )
+
+
+class ContactsImportIn(BaseModel):
+    contacts: list[dict[str, Any]] = Field(
+        min_length=1, description="as the lines of a .jsonl import; the body cap bounds how many"
+    )
+    skip_invalid: bool = False
 
 
 class ConsentIn(BaseModel):
@@ -336,6 +345,28 @@ def create_app(
         just_started = {run.run_id for run in out.enrolled}
         out.delivered = await tell_runs(client, store, person["id"], signal, just_started)
         return out
+
+    @app.post("/api/v1/contacts/import")
+    async def post_contacts_import(given: ContactsImportIn) -> JSONResponse:
+        """Add or update contacts by id with their purchases and visits, as `sopflow contacts
+        import` does: every item is checked first, and one bad item is a 422 listing the
+        problems (`loc`: body, contacts, index, field) with nothing written, unless
+        `skip_invalid`."""
+        records = list(enumerate(given.contacts))
+        try:
+            report = await asyncio.to_thread(
+                import_contacts,
+                store.engine,
+                records,
+                "contacts",
+                await plans.get(),
+                given.skip_invalid,
+                noun="item",
+            )
+        except ContactImportError as exc:
+            detail = {"detail": api_problems(exc.problems), "count": len(exc.problems)}
+            return JSONResponse(detail, status_code=422)
+        return JSONResponse(api_answer(report))
 
     @app.post("/api/v1/contacts/{contact_id}/consent", status_code=201)
     async def post_consent(contact_id: ContactId, given: ConsentIn) -> dict[str, Any]:

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from decimal import Decimal
+from typing import Any, ClassVar, Literal
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, String, TypeDecorator, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Index,
+    Numeric,
+    String,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -27,6 +37,30 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Amount(TypeDecorator[Decimal]):
+    """Money as NUMERIC(18, 4) (every ISO 4217 minor unit fits): Decimal on PostgreSQL; on
+    SQLite, which keeps a REAL, read back as the Decimal that was written (SQLAlchemy's own
+    conversion warns, and warnings are errors in the tests)."""
+
+    impl = Numeric(18, 4)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(Numeric(18, 4, asdecimal=False))
+        return dialect.type_descriptor(Numeric(18, 4))
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        return float(value) if value is not None and dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None or isinstance(value, Decimal):
+            return value
+        # A double keeps 15 significant digits: an amount under 10**11 with 4 decimals comes
+        # back as written; SQLite cannot keep more (PostgreSQL keeps all 18).
+        return Decimal(repr(value)).quantize(Decimal("0.0001"))
 
 
 class Base(DeclarativeBase):
@@ -60,6 +94,26 @@ class Contact(Base):
     fields: Mapped[dict[str, Any]] = mapped_column(default=dict)
     opted_out_at: Mapped[datetime | None]
     updated_at: Mapped[datetime]
+
+
+ActivityKind = Literal["purchase", "visit"]
+
+
+class ContactActivity(Base):
+    """A purchase or a store visit of a contact (imported: sopflow/contacts_import.py). `key`
+    is what a re-import matches on: the order id of a purchase that has one, else the time."""
+
+    __tablename__ = "contact_activity"
+    __table_args__ = (UniqueConstraint("contact_id", "kind", "key"),)
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    contact_id: Mapped[str] = mapped_column(ForeignKey("contacts.id"))
+    kind: Mapped[ActivityKind] = mapped_column(String(10))
+    key: Mapped[str] = mapped_column(String(100))
+    at: Mapped[datetime]
+    amount: Mapped[Decimal | None] = mapped_column(Amount())
+    currency: Mapped[str | None] = mapped_column(String(3))  # ISO 4217
+    order_id: Mapped[str | None] = mapped_column(String(64))
+    store: Mapped[str | None] = mapped_column(String(64))
 
 
 class SopVersion(Base):
