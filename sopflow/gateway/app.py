@@ -436,9 +436,13 @@ def create_app(
         except WorkflowUpdateFailedError as exc:
             raise HTTPException(422, update_refusal(exc)) from None
         except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+            # Not found: no such run, or one that ended while this report waited to be
+            # delivered (Temporal aborts it: "workflow update was aborted by closing workflow").
+            if await asyncio.to_thread(store.run, run_id) is None:
                 raise HTTPException(404, f"unknown run {run_id!r}") from None
-            raise
+            raise HTTPException(409, "the run has finished: it takes no more reports") from None
         if not answer.accepted:  # another report for this step won a moment earlier
             raise HTTPException(409, answer.message)
         return answer

@@ -261,6 +261,11 @@ async def test_supervisors_pause_and_cancel_runs_and_the_record_says_who_and_why
     )
     late = await api.post(url, json={"action": "resume", "actor": "sup-1"}, headers=AUTH)
     assert late.status_code == 404 and "unknown or finished run" in late.text
+    # A report that comes too late (or lands as the run closes) is a conflict, not "unknown".
+    report = {"step": "call_lead", "outcome": "connected", "actor": "rep-1"}
+    too_late = await api.post(f"/api/v1/runs/{run_id}/outcomes", json=report, headers=AUTH)
+    assert too_late.status_code == 409, too_late.text
+    assert too_late.json() == {"detail": "the run has finished: it takes no more reports"}
 
 
 async def run_events(api: httpx.AsyncClient, run_id: str, action: str, count: int) -> list[Any]:
