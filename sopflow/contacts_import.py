@@ -23,7 +23,7 @@ from sopflow.contact_files import SHOWN, ContactImportError, LineProblem, Raw, U
 from sopflow.enrolment import check_dates, normalise_contact
 from sopflow.errors import InvalidContactError
 from sopflow.gateway.inputs import Clean, ClientDatetime
-from sopflow.gateway.inputs import _check as check_json_value
+from sopflow.gateway.inputs import check_json as check_json_value
 from sopflow.sop.plan import Plan
 from sopflow.sop.schema import Sop
 from sopflow.store.imports import (

@@ -29,7 +29,10 @@ def clean(text: str) -> str:
     return text
 
 
-def _check(value: Any, where: str, depth: int) -> None:
+def check_json(value: Any, where: str, depth: int = 0) -> None:
+    """Client JSON the store can keep (the API's data and the contacts import): strings within
+    MAX_TEXT and storable, finite numbers, short storable keys, nesting within MAX_DEPTH; else
+    a ValueError naming where."""
     if depth > MAX_DEPTH:
         raise ValueError(f"{where}: nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, str):
@@ -45,14 +48,14 @@ def _check(value: Any, where: str, depth: int) -> None:
                 raise ValueError(f"{where}: field name {key[:20]!r}… is longer than {MAX_KEY}")
             if why := unstorable(key):
                 raise ValueError(f"{where}: field name {key!r} {why}")
-            _check(item, f"{where}.{key}", depth + 1)
+            check_json(item, f"{where}.{key}", depth + 1)
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            _check(item, f"{where}[{index}]", depth + 1)
+            check_json(item, f"{where}[{index}]", depth + 1)
 
 
 def _checked(value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-    _check(value, info.field_name or "value", 0)
+    check_json(value, info.field_name or "value", 0)
     return value
 
 
