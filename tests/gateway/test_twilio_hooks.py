@@ -130,12 +130,18 @@ async def test_help_gets_the_help_text_and_other_replies_reach_the_runs(hooks: H
     assert "<Message>Reply STOP to stop messages" in help_answer.text
     run_id = await hooks.enrol("e2")
     await hooks.post("/twilio/inbound", inbound("Call me after 5 please", sid="SM4"))
-    history = await hooks.env.client.get_workflow_handle(run_id).fetch_history()
-    signals = [
-        e.workflow_execution_signaled_event_attributes
-        for e in history.events
-        if e.HasField("workflow_execution_signaled_event_attributes")
-    ]
+    # A signal that arrives while a workflow task is open (the run's first one, recording its
+    # enrolment as a local activity) joins the history when that task completes: wait for it.
+    for _ in range(100):
+        history = await hooks.env.client.get_workflow_handle(run_id).fetch_history()
+        signals = [
+            e.workflow_execution_signaled_event_attributes
+            for e in history.events
+            if e.HasField("workflow_execution_signaled_event_attributes")
+        ]
+        if signals:
+            break
+        await asyncio.sleep(0.1)
     assert [s.signal_name for s in signals] == ["contact_event"]
     assert b"Call me after 5 please" in signals[0].input.payloads[0].data
 
