@@ -13,6 +13,7 @@ import asyncio
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request, Response
 from sqlalchemy import create_engine, text
@@ -29,6 +30,7 @@ assert config is not None, "TWILIO_* must point at the sandbox"
 provider = TwilioProvider(config)
 validator = RequestValidator(config.auth_token)
 app = FastAPI()
+temporal: Any = None  # a temporalio Client, connected on the first /lead_durable
 
 with engine.begin() as connection:
     connection.execute(
@@ -62,6 +64,21 @@ async def lead(request: Request) -> dict[str, str]:
     await asyncio.to_thread(insert, body["id"], body["phone"])
     sid = await provider.send_message("sms", body["phone"], f"Hi {body['id']}", body["id"])
     return {"sid": sid}
+
+
+@app.post("/lead_durable", status_code=202)
+async def lead_durable(request: Request) -> dict[str, str]:
+    """The same lead through floor_worker.py's one-step workflow: the Temporal floor."""
+    from temporalio.client import Client
+
+    global temporal
+    body = await request.json()
+    temporal = temporal or await Client.connect(os.environ["TEMPORAL_ADDRESS"])
+    handle = await temporal.start_workflow(
+        "FloorRun", args=[body["id"], body["phone"]], id=f"floor-{body['id']}",
+        task_queue=os.environ["FLOOR_TASK_QUEUE"],
+    )  # fmt: skip
+    return {"workflow_id": handle.id}
 
 
 @app.post("/twilio/status")

@@ -48,6 +48,7 @@ from sopflow.sop.plan import compile_plan
 from sopflow.sop.schema import Sop
 from sopflow.store.repository import Store, connect
 from sopflow.store.reps import RepDirectory
+from sopflow.up import die_with_parent
 
 IN_FLIGHT = 32
 TEXT_SOP = {
@@ -137,11 +138,16 @@ async def bench_path(leads: int, repeat: int) -> None:
         base_env = stack.env() | {
             "BASELINE_DATABASE_URL": url,
             "BASELINE_PUBLIC_URL": f"http://127.0.0.1:{base_port}",
+            "FLOOR_TASK_QUEUE": f"floor-{stack.task_queue}",
         }
         baseline = subprocess.Popen(  # noqa: ASYNC220 - started once, before the clock
             [sys.executable, "-m", "uvicorn", "--app-dir", str(ROOT / "bench"),
              "baseline_service:app", "--port", str(base_port), "--log-level", "warning"],
             cwd=ROOT, env=base_env,
+        )  # fmt: skip
+        floor = subprocess.Popen(  # noqa: ASYNC220 - started once, before the clock
+            [sys.executable, str(ROOT / "bench" / "floor_worker.py")], cwd=ROOT, env=base_env,
+            preexec_fn=die_with_parent,
         )  # fmt: skip
         client = httpx.AsyncClient(timeout=60)
         try:
@@ -152,20 +158,27 @@ async def bench_path(leads: int, repeat: int) -> None:
                     break
                 except httpx.TransportError:
                     await asyncio.sleep(0.1)
-            rates: dict[str, list[float]] = {"baseline": [], "sopflow": []}
+            rates: dict[str, list[float]] = {"baseline": [], "floor": [], "sopflow": []}
             for round_ in range(repeat):
                 first = round_ * leads
-
-                async def plain(i: int, first: int = first) -> None:
-                    lead = {"id": f"b{first + i}", "phone": phone(first + i)}
-                    answer = await client.post(f"http://127.0.0.1:{base_port}/lead", json=lead)
-                    answer.raise_for_status()
-
-                began = time.perf_counter()
-                await drive(leads, plain)
                 done = (round_ + 1) * leads
-                await reach(url, "SELECT count(*) FROM leads WHERE status = 'delivered'", done, 300)
-                rates["baseline"].append(leads / (time.perf_counter() - began))
+                for name, route in (("baseline", "lead"), ("floor", "lead_durable")):
+
+                    async def plain(i: int, first: int = first, route: str = route) -> None:
+                        lead = {"id": f"{route}{first + i}", "phone": phone(first + i)}
+                        answer = await client.post(
+                            f"http://127.0.0.1:{base_port}/{route}", json=lead
+                        )
+                        answer.raise_for_status()
+
+                    began = time.perf_counter()
+                    await drive(leads, plain)
+                    delivered = (
+                        "SELECT count(*) FROM leads "
+                        f"WHERE status = 'delivered' AND id LIKE '{route}_%'"
+                    )
+                    await reach(url, delivered, done, 300)
+                    rates[name].append(leads / (time.perf_counter() - began))
 
                 async def sop(i: int, first: int = first) -> None:
                     event = {"type": "lead.created", "idempotency_key": f"s{first + i}",
@@ -185,18 +198,20 @@ async def bench_path(leads: int, repeat: int) -> None:
                 await reach(url, delivered, done, 300)
                 rates["sopflow"].append(leads / (time.perf_counter() - began))
                 print(
-                    f"  round {round_ + 1}: baseline {rates['baseline'][-1]:.1f} leads/s, "
-                    f"sopflow {rates['sopflow'][-1]:.1f} leads/s"
+                    f"  round {round_ + 1}: "
+                    + ", ".join(f"{n} {r[-1]:.1f} leads/s" for n, r in rates.items())
                 )
-            b, s = statistics.median(rates["baseline"]), statistics.median(rates["sopflow"])
+            b, f, s = (statistics.median(rates[n]) for n in ("baseline", "floor", "sopflow"))
             print(
                 f"path: {leads} leads per round, {repeat} rounds: baseline {b:.1f} leads/s, "
-                f"sopflow {s:.1f} leads/s, ratio {s / b:.2f} (goal >= 0.7)"
+                f"Temporal floor {f:.1f} leads/s (ratio {f / b:.2f}), sopflow {s:.1f} leads/s, "
+                f"ratio {s / b:.2f} (goal >= 0.7), {s / f:.2f} of the floor"
             )
         finally:
             await client.aclose()
-            baseline.terminate()
-            baseline.wait(timeout=30)
+            for process in (baseline, floor):
+                process.terminate()
+                process.wait(timeout=30)
             stack.stop()
             store.engine.dispose()
             server.should_exit = True
