@@ -53,7 +53,8 @@ dnc_app = typer.Typer(
 )
 app.add_typer(dnc_app, name="dnc")
 report_app = typer.Typer(
-    help="Adherence reports: did reps and the system follow the SOPs, on time?",
+    help="Reports: adherence (did reps and the system follow the SOPs, on time?) and the "
+    "referral funnel.",
     no_args_is_help=True,
 )
 app.add_typer(report_app, name="report")
@@ -63,6 +64,12 @@ sandbox_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(sandbox_app, name="sandbox")
+segments_app = typer.Typer(
+    help="Segments (segments/*.yaml): contacts chosen by tags, fields, lifecycle stage, last "
+    "activity and RFM; validate the files, preview who is in one.",
+    no_args_is_help=True,
+)
+app.add_typer(segments_app, name="segments")
 SANDBOX_URL = typer.Option(help="the sandbox's base URL", envvar="SOPFLOW_SANDBOX_URL")
 # Not click choices: a bad value, from here or from the environment, gets sopflow's one line.
 LOG_FORMAT = typer.Option(help="text or json lines (default: SOPFLOW_LOG_FORMAT, else text)")
@@ -564,9 +571,16 @@ def contacts_import_cmd(
     skip_invalid: Annotated[
         bool, typer.Option(help="import the good lines and report the bad ones")
     ] = False,
+    api: Annotated[
+        str, typer.Option(help="the gateway that tells referrers of their referrals' purchases")
+    ] = "http://127.0.0.1:8000",
 ) -> None:
     """Add or update contacts by id (idempotent); every bad line is reported as FILE:LINE:
-    field: why, and by default nothing is imported if there is one."""
+    field: why, and by default nothing is imported if there is one.
+
+    A purchase of a referred contact after their sign-up converts their referral; the gateway
+    at --api is asked to tell the referrers' runs (if it cannot be reached, the conversions
+    are kept and told at its next referral sign-up or order)."""
     from sopflow.contact_files import ContactImportError, count_lines, listing, read_file
     from sopflow.contacts_import import BarProgress, import_contacts
 
@@ -596,6 +610,30 @@ def contacts_import_cmd(
             f"{count} problem{'s' if count != 1 else ''}: those lines were skipped", err=True
         )
     typer.echo(report.summary(str(path)))
+    if report.imported.purchases:
+        _referral_conversions(store.engine, api)
+
+
+def _referral_conversions(engine: Any, api: str) -> None:
+    """Imported purchases convert referrals; the gateway tells the referrers' runs (this
+    command cannot reach Temporal). An unreachable gateway is a warning: the import is done
+    and the conversions are kept until a gateway tells them."""
+    from sopflow.store.referrals import ReferralBook
+
+    converted = ReferralBook(engine).convert_purchases()
+    if not converted:
+        return
+    typer.echo(f"{converted} referral{'s' if converted != 1 else ''} converted")
+    try:
+        answer = json.loads(_api_post(api, "/api/v1/referrals/announce", {}))
+    except SopflowError as exc:
+        typer.echo(
+            f"warning: the referrers' runs are not told yet ({exc}); the gateway tells them at "
+            f"its next referral sign-up or order, or on POST {api}/api/v1/referrals/announce",
+            err=True,
+        )
+        return
+    typer.echo(f"referrers' runs told: {answer['told']}, still pending: {answer['pending']}")
 
 
 @dnc_app.command("import")
@@ -680,6 +718,74 @@ def report_compliance_cmd(
         )
     if not rows:
         typer.echo("no runs to score")
+
+
+@report_app.command("referrals")
+@user_errors
+def report_referrals_cmd(
+    since: Annotated[
+        str | None,
+        typer.Option(help="cohorts enrolled since: an ISO date/date-time (UTC) or a span like 90d"),
+    ] = None,
+    period: Annotated[
+        str, typer.Option(help="day, week or month (UTC) of the first enrolment in an asking SOP")
+    ] = "month",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The referral funnel: reachable loyal customers × referral rate × forwarded-page visits
+    × page conversion = referred customers who bought, per period.
+
+    Loyal: contacts enrolled in an SOP whose texts carry {{ referral_link }}; asked: a text
+    with it was sent to them; shared: their link was visited; visits: distinct visitors;
+    converted: referred contacts who bought after signing up. Each contact counts in the
+    period of their first enrolment; links no ask sent are shown apart, outside the funnel."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from sopflow.referrals import NOT_ASKED, PERIODS, funnel_view
+    from sopflow.store.referrals import ReferralBook
+    from sopflow.store.reports import parse_since
+
+    if period not in PERIODS:
+        raise SopflowError(f"--period {period!r}: use one of {', '.join(PERIODS)}")
+    start = parse_since(since, datetime.now(UTC))
+    view = funnel_view(ReferralBook(_store().engine).funnel(period, start), period, start)
+    if as_json:
+        typer.echo(json.dumps(view, indent=2))
+        return
+
+    def share(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1%}"
+
+    table = Table(title=f"Referral funnel by {period} of first enrolment", title_justify="left")
+    for header in ("period", "loyal", "asked", "shared", "rate", "visits", "per sharer",
+                   "signed up", "converted", "page conv."):  # fmt: skip
+        table.add_column(header, justify="left" if header == "period" else "right", no_wrap=True)
+    not_asked = view["not_asked"]
+    extra = [not_asked] if not_asked["visits"] or not_asked["signed_up"] else []
+    for row in [*view["rows"], None, view["total"], *extra]:
+        if row is None:  # a line between the periods and the sums
+            table.add_section()
+            continue
+        outside = row["period"] == NOT_ASKED  # no ask, so no loyal or asked to count
+        per_sharer = row["visits_per_sharer"]
+        table.add_row(
+            row["period"],
+            "-" if outside else str(row["loyal"]),
+            "-" if outside else str(row["asked"]),
+            str(row["shared"]),
+            share(row["referral_rate"]),
+            str(row["visits"]),
+            "-" if per_sharer is None else f"{per_sharer:.2f}",
+            str(row["signed_up"]),
+            str(row["converted"]),
+            share(row["page_conversion"]),
+        )
+    console = Console()
+    # Piped or captured, rich assumes 80 columns: the table needs ~110.
+    (console if console.is_terminal else Console(width=120)).print(table)
+    if not view["rows"]:
+        typer.echo("no contact was enrolled in an SOP that asks for referrals")
 
 
 @report_app.command("run")
@@ -846,6 +952,21 @@ def events_send_cmd(
     api: Annotated[str, typer.Option(help="the gateway's base URL")] = "http://127.0.0.1:8000",
 ) -> None:
     """POST an event to the gateway (token from SOPFLOW_API_TOKEN or the data dir)."""
+    person: dict[str, Any] = dict(key_value(p, "--contact") for p in contact)
+    if "tags" in person:
+        person["tags"] = str(person["tags"]).split(",")
+    body = {
+        "type": event_type,
+        "idempotency_key": key,
+        "contact": person,
+        "data": dict(key_value(p, "--data") for p in data or []),
+    }
+    typer.echo(_api_post(api, "/api/v1/events", body))
+
+
+def _api_post(api: str, path: str, body: dict[str, Any]) -> str:
+    """POST JSON to the gateway's API (token from SOPFLOW_API_TOKEN or the data dir); its
+    answer's text, or one SopflowError saying what went wrong."""
     import urllib.error
     import urllib.request
 
@@ -859,24 +980,15 @@ def events_send_cmd(
         token = token_file.read_text().strip()
     else:
         raise ConfigurationError("no API token: set SOPFLOW_API_TOKEN (or run `sopflow up` once)")
-    person: dict[str, Any] = dict(key_value(p, "--contact") for p in contact)
-    if "tags" in person:
-        person["tags"] = str(person["tags"]).split(",")
-    body = {
-        "type": event_type,
-        "idempotency_key": key,
-        "contact": person,
-        "data": dict(key_value(p, "--data") for p in data or []),
-    }
     request = urllib.request.Request(
-        f"{api.rstrip('/')}/api/v1/events",
+        f"{api.rstrip('/')}{path}",
         data=json.dumps(body).encode(),
         method="POST",
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
-            typer.echo(response.read().decode())
+            return str(response.read().decode())
     except urllib.error.HTTPError as exc:
         detail = json.loads(exc.read().decode() or "{}").get("detail", exc.reason)
         raise SopflowError(f"{exc.code}: {detail}") from None
@@ -884,6 +996,62 @@ def events_send_cmd(
         raise SopflowError(
             f"cannot reach the gateway at {api} ({exc.reason}): is `sopflow up` running?"
         ) from None
+
+
+@segments_app.command("validate")
+@user_errors
+def segments_validate_cmd(
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="segment files or folders (default: segments/)")
+    ] = None,
+) -> None:
+    """Check segment files: FILE:LINE:COL: error: MESSAGE per problem, exit 1 if any.
+
+    Each valid file is listed as `ok FILE: ID`."""
+    from sopflow.segmenting.files import SEGMENTS_DIR, validate_paths
+
+    valid, problems = validate_paths(paths or [SEGMENTS_DIR])
+    for problem in problems:
+        typer.echo(str(problem), err=True)
+    for path, segment in valid.items():
+        typer.echo(f"ok {path}: {segment.id}")
+    if problems:
+        count = len(problems)
+        typer.echo(f"{count} problem{'s' if count != 1 else ''} found", err=True)
+        raise typer.Exit(1)
+
+
+@segments_app.command("preview")
+@user_errors
+def segments_preview_cmd(
+    segment_id: Annotated[str, typer.Argument(help="the segment's id, e.g. champions")],
+    sample: Annotated[int, typer.Option(help="members to show (0-100)")] = 10,
+    as_of: Annotated[
+        str | None,
+        typer.Option(help="evaluate at: an ISO date (from 00:00 UTC) or date-time; default now"),
+    ] = None,
+    folder: Annotated[Path, typer.Option("--segments", help="the segments folder")] = Path(
+        "segments"
+    ),
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Who is in a segment: member count, RFM spread, the first members.
+
+    Reads SOPFLOW_DATABASE_URL's contacts: the member count, the spread over named RFM
+    segments when the segment has an RFM rule, and the first members by id with their scores.
+    --as-of evaluates it as it was then (later purchases and visits do not count)."""
+    from rich.console import Console
+
+    from sopflow.segmenting.files import find_segment
+    from sopflow.segmenting.preview import parse_as_of, preview
+    from sopflow.segmenting.table import preview_tables
+
+    segment = find_segment(folder, segment_id)
+    shown = preview(_store().engine, segment, parse_as_of(as_of, datetime.now(UTC)), sample)
+    if as_json:
+        typer.echo(json.dumps(shown.to_json(), indent=2, ensure_ascii=False))
+        return
+    Console(width=max(Console().width, 120)).print(preview_tables(shown))
 
 
 def main() -> None:  # pragma: no cover - console entry point

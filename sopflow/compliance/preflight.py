@@ -171,7 +171,7 @@ def clear(
         due_at = verdict.due_at
         command = command.model_copy(update={"due_at": due_at})
     try:
-        rendered = render_command(command, rep, run_id)
+        rendered = render_command(command, rep, run_id, links)  # links: referral links too
     except TemplateRenderError as exc:
         return Refused("failed", str(exc), detail={"error": "template"})
     if isinstance(command, UpdateContact):

@@ -8,6 +8,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, HTTPException, Request
@@ -37,20 +38,30 @@ from sopflow.enrolment import (
     start_enrolment,
 )
 from sopflow.errors import ConfigurationError, SopflowError
-from sopflow.gateway import twilio_hooks, unsubscribe
+from sopflow.gateway import referral_pages, twilio_hooks, unsubscribe
 from sopflow.gateway.click_to_call import click_to_call_router
 from sopflow.gateway.guards import MAX_API_BODY, BearerAuth, BodyLimit, RequestMetrics
 from sopflow.gateway.inputs import MAX_METHOD, Clean, ClientDatetime, ContactObject, EventData
 from sopflow.gateway.readiness import Probe
+from sopflow.gateway.referral_pages import (
+    ReferralDesk,
+    referral_api_router,
+    referral_page_router,
+)
 from sopflow.gateway.signals import signal_run, tell_runs
 from sopflow.gateway.twilio_hooks import TwilioHooks, twilio_router
 from sopflow.gateway.unsubscribe import unsubscribe_router
 from sopflow.providers.base import Provider
+from sopflow.referrals import PATH as REFERRAL_PATH
+from sopflow.referrals import ReferralLinks
+from sopflow.segmenting.api import segments_router
+from sopflow.segmenting.files import SEGMENTS_DIR
 from sopflow.settings import Secret
 from sopflow.sop.plan import Plan
 from sopflow.sop.protocol import SYSTEM_ACTORS
 from sopflow.sop.schema import MAX_CONTACT_ID
 from sopflow.store.consent import ConsentBook, check_channels
+from sopflow.store.referrals import ReferralBook
 from sopflow.store.reports import Scores, parse_since, run_score_view
 from sopflow.store.repository import Store
 from sopflow.store.splits import SplitAssignments
@@ -194,15 +205,21 @@ def create_app(
     links: UnsubscribeLinks | None = None,
     plans_ttl: float = PLANS_TTL,
     probes: Mapping[str, Probe] | None = None,
+    segments: Path = SEGMENTS_DIR,
 ) -> FastAPI:
     """`twilio`: serve Twilio's webhooks under /twilio (signature-checked with its token);
     `provider` + `rules`: offer rep click-to-call, judged by the touch gate with `rules`;
     `links`: serve email's one-click unsubscribe under /unsubscribe (links signed with it);
-    `probes`: what /readyz asks besides the store and Temporal (gateway/readiness.py)."""
+    `probes`: what /readyz asks besides the store and Temporal (gateway/readiness.py);
+    `segments`: the folder of segment files /api/v1/segments reads."""
     if not api_token.reveal().strip():  # an empty token would open every route
         raise ConfigurationError("the API token is empty: set SOPFLOW_API_TOKEN to a secret")
     app = FastAPI(title="sopflow", version="0.1.0")
-    limits = [("/twilio/", twilio_hooks.MAX_BODY), (UNSUBSCRIBE_PATH, unsubscribe.MAX_BODY)]
+    limits = [
+        ("/twilio/", twilio_hooks.MAX_BODY),
+        (UNSUBSCRIBE_PATH, unsubscribe.MAX_BODY),
+        (REFERRAL_PATH, referral_pages.MAX_BODY),
+    ]
     app.add_middleware(BodyLimit, limits=limits, default=MAX_API_BODY)
     app.add_middleware(BearerAuth, token=api_token)
     app.add_middleware(RequestMetrics, router=app.router)  # added last: runs first, counts 401s
@@ -236,6 +253,17 @@ def create_app(
         app.include_router(click_to_call_router(store, temporal, provider, rules))
     if links is not None:
         app.include_router(unsubscribe_router(links, consent))
+    app.include_router(segments_router(store.engine, segments))
+
+    async def tell_referrer(type_: str, contact_id: str, data: dict[str, Any], key: str) -> None:
+        """A referral's news to the referrer's runs, as POST /api/v1/events would bring it."""
+        contact = {"id": contact_id}
+        await accept_event(EventIn(type=type_, contact=contact, data=data, idempotency_key=key))
+
+    referrals = ReferralDesk(ReferralBook(store.engine), tell_referrer)
+    app.include_router(referral_api_router(referrals))
+    if links is not None:  # referral links are signed with the unsubscribe links' key
+        app.include_router(referral_page_router(referrals, ReferralLinks.sharing(links)))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, bool]:
@@ -275,6 +303,10 @@ def create_app(
         """Start every SOP the event triggers and pass it to the contact's running runs.
         Everything is checked before anything changes; the same idempotency key again gets
         the first answer and changes nothing."""
+        return await accept_event(event)
+
+    async def accept_event(event: EventIn) -> EventOut:
+        """The event intake: the API's events, and the gateway's own (referral news)."""
         person, enrolments = await asyncio.to_thread(intake, await plans.get(), event)
         token, answer = await asyncio.to_thread(
             store.event_begin, event.idempotency_key, event.type, person["id"], event.data
@@ -288,6 +320,8 @@ def create_app(
             return EventOut.model_validate(answer)
         try:
             out = await process(event, person, enrolments)
+            if event.type == "order.created":  # a referred contact's purchase converts
+                await referrals.purchased(person["id"])
         except BaseException:
             await asyncio.to_thread(store.event_abandon, event.idempotency_key, token)
             raise
@@ -366,6 +400,8 @@ def create_app(
         except ContactImportError as exc:
             detail = {"detail": api_problems(exc.problems), "count": len(exc.problems)}
             return JSONResponse(detail, status_code=422)
+        if report.imported.purchases:  # referred contacts' purchases convert
+            await referrals.imported()
         return JSONResponse(api_answer(report))
 
     @app.post("/api/v1/contacts/{contact_id}/consent", status_code=201)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, assert_never
 
+from sopflow.channels.unsubscribe import UnsubscribeLinks
+from sopflow.referrals import template_values as referral_values
 from sopflow.sop.protocol import (
     AssignTask,
     Command,
@@ -19,21 +21,38 @@ from sopflow.sop.protocol import (
 from sopflow.sop.templates import render
 
 
-def command_context(command: Command, rep: Mapping[str, Any], run_id: str) -> dict[str, Any]:
-    return with_rep(getattr(command, "context", {}), rep, run_id)
+def command_context(
+    command: Command,
+    rep: Mapping[str, Any],
+    run_id: str,
+    links: UnsubscribeLinks | None = None,
+) -> dict[str, Any]:
+    return with_rep(getattr(command, "context", {}), rep, run_id, links)
 
 
-def with_rep(context: Mapping[str, Any], rep: Mapping[str, Any], run_id: str) -> dict[str, Any]:
-    """The engine's template variables plus what the shell knows: the rep and the run's id."""
+def with_rep(
+    context: Mapping[str, Any],
+    rep: Mapping[str, Any],
+    run_id: str,
+    links: UnsubscribeLinks | None = None,
+) -> dict[str, Any]:
+    """The engine's template variables plus what the shell knows: the rep, the run's id and,
+    signed with `links`' key, the contact's referral link and code (sopflow/referrals.py)."""
     full = dict(context)
     full["rep"] = dict(rep)
     full["run"] = {**full.get("run", {}), "id": run_id}
+    full |= referral_values(full.get("contact", {}).get("id"), links)
     return full
 
 
-def render_command(command: Command, rep: Mapping[str, Any], run_id: str) -> dict[str, Any]:
+def render_command(
+    command: Command,
+    rep: Mapping[str, Any],
+    run_id: str,
+    links: UnsubscribeLinks | None = None,
+) -> dict[str, Any]:
     """The rendered text of a command's templates; raises TemplateRenderError naming the step."""
-    context = command_context(command, rep, run_id)
+    context = command_context(command, rep, run_id, links)
 
     def one(source: str) -> str:
         return render(source, context, command.step)

@@ -19,7 +19,7 @@ from sopflow.sop.rendering import with_rep
 from sopflow.sop.rep_view import SAMPLE_REP
 from sopflow.sop.schema import LadderStep, MessageStep
 from sopflow.sop.segments import Segments, count_segments
-from sopflow.sop.simulator import sample_contact
+from sopflow.sop.simulator import PREVIEW_LINKS, sample_contact
 from sopflow.sop.templates import render
 
 # Values for declared fields without an `example`, by type, so a body still renders.
@@ -95,4 +95,5 @@ def _sample_context(plan: Plan) -> dict[str, Any]:
     except SopflowError:
         zones = [sop.policy.timezone.default]
     state = engine.start(plan, contact, zones, _SAMPLE_START).state
-    return with_rep(engine.template_context(plan, state), SAMPLE_REP, "sample-run")
+    # Referral links signed as previews sign them: about the length production's take.
+    return with_rep(engine.template_context(plan, state), SAMPLE_REP, "sample-run", PREVIEW_LINKS)

@@ -26,6 +26,9 @@ KNOWN_FIELDS: dict[str, frozenset[str] | None] = {
     "run": frozenset({"id", "enrolled_at", "variant", "attempt", "visit", "step", "timezone"}),
     "sop": frozenset({"id", "name", "version"}),
     "event": None,  # data of the last event or outcome: known only at run time
+    # The contact's signed referral link and code (sopflow/referrals.py): texts, no attributes.
+    "referral_link": frozenset(),
+    "referral_code": frozenset(),
 }
 
 

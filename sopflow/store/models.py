@@ -263,3 +263,25 @@ class SplitCounter(Base):
     sop_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     step: Mapped[str] = mapped_column(String(64), primary_key=True)
     next_seq: Mapped[int]
+
+
+class Referral(Base):
+    """One person a referrer's link brought (sopflow/store/referrals.py): their first visit of
+    the landing page (a visitor id kept in a cookie, so repeat visits count once), their sign-up
+    as a contact, their first purchase after it; and when the referrer's runs were told of the
+    sign-up and of the purchase (told again until they have been). A contact has at most one
+    referrer, the first: `referred_id` is unique."""
+
+    __tablename__ = "referrals"
+    # Also the index of a referrer's referrals (its leading column).
+    __table_args__ = (UniqueConstraint("referrer_id", "visitor"),)
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    referrer_id: Mapped[str] = mapped_column(ForeignKey("contacts.id"))
+    visitor: Mapped[str | None] = mapped_column(String(32))  # NULL: a sign-up without a visit
+    came_from: Mapped[str | None] = mapped_column(String(500))  # the first visit's HTTP Referer
+    referred_id: Mapped[str | None] = mapped_column(ForeignKey("contacts.id"), unique=True)
+    visited_at: Mapped[datetime | None]
+    signed_up_at: Mapped[datetime | None]
+    converted_at: Mapped[datetime | None]
+    signup_told_at: Mapped[datetime | None]
+    conversion_told_at: Mapped[datetime | None]

@@ -11,9 +11,17 @@ import pytest
 
 from sopflow.enrolment import enrolment_for
 from sopflow.errors import InvalidContactError
+from sopflow.referrals import ReferralLinks
 from sopflow.sop import engine, splits
 from sopflow.sop.plan import Plan
-from sopflow.sop.simulator import Script, ScriptedEvent, ScriptedOutcome, Simulation, simulate
+from sopflow.sop.simulator import (
+    PREVIEW_LINKS,
+    Script,
+    ScriptedEvent,
+    ScriptedOutcome,
+    Simulation,
+    simulate,
+)
 from sopflow.sop.validate import load_plan, validate_paths
 
 ROOT = Path(__file__).resolve().parents[2] / "sop_definitions"
@@ -258,7 +266,7 @@ def test_vip_six_touches_a_year_including_anniversary_and_birthday() -> None:
 
 def test_referral_ask_records_the_referrer_and_thanks_on_conversion() -> None:
     p = plan("referral_ask")
-    contact = {"id": "r-1", "first_name": "Di", "phone": "+12125550123", "referral_code": "DI42"}
+    contact = {"id": "r-1", "first_name": "Di", "phone": "+12125550123"}
     assert engine.entry_matches(p, "survey.completed", contact, {"score": 9})
     assert not engine.entry_matches(p, "survey.completed", contact, {"score": 8})
     assert engine.entry_matches(p, "order.created", contact, {"order_count": 2})
@@ -271,11 +279,13 @@ def test_referral_ask_records_the_referrer_and_thanks_on_conversion() -> None:
     )
     sim = simulate(p, contact, local(2026, 12, 1, 12, 0), script)
     ask = next(e for e in sim.timeline if e.step == "ask_sms")
-    assert "https://example.com/r/DI42" in ask.detail["text"]
+    # The personal link is signed (with the preview's key here): sopflow/referrals.py
+    link = ReferralLinks.sharing(PREVIEW_LINKS).url("r-1")
+    assert f"Share your link {link} and" in ask.detail["text"]
     update = next(e for e in sim.timeline if e.action == "update")
     assert update.detail == {
         "target": "c-77",
-        "set": {"referred_by": "r-1", "referral_code": "DI42"},
+        "set": {"referred_by": "r-1"},
         "add_tags": ["referred"],
     }
     thanks = next(e for e in sim.timeline if e.step == "thank_referrer" and e.action == "sms")
@@ -288,7 +298,6 @@ def test_referral_ask_uses_whatsapp_when_the_contact_opted_in() -> None:
         "id": "r-2",
         "first_name": "Fa",
         "phone": "+12125550123",
-        "referral_code": "FA1",
         "whatsapp_opt_in": True,
     }
     sim = simulate(plan("referral_ask"), contact, local(2026, 12, 1, 12, 0))
