@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +46,7 @@ from sopflow.store.models import (
     WhatsAppSession,
 )
 from sopflow.store.rows import insert_if_new
+from sopflow.store.sqlite_writes import serialise_writes
 from sopflow.store.text import checked, fitted
 
 # A claimed idempotency key not answered within this long was left by a process that died:
@@ -123,7 +125,8 @@ def connect(url: str, connections: int = 20) -> Engine:
 
     SQLite, the embedded default, gets foreign keys and WAL with synchronous=NORMAL: a commit
     no longer waits for a disk flush (WAL keeps it safe from a killed process; a power cut may
-    lose the last commits), and writers wait up to SQLITE_BUSY_SECONDS for the one write lock.
+    lose the last commits), and writers wait up to SQLITE_BUSY_SECONDS for the one write lock,
+    queued within the process (sqlite_writes.py) rather than polling it.
     With FULL and pysqlite's 5 s, `sopflow up` under 32 enrolments in flight answered 500
     ("database is locked") and took 19 enrolments/s."""
     in_memory = make_url(url).database in (None, "", ":memory:")  # one connection, no pool
@@ -139,6 +142,10 @@ def connect(url: str, connections: int = 20) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_SECONDS * 1000}")
             cursor.close()
+
+        if not in_memory:
+            path = os.path.realpath(str(engine.url.database))  # one lock per file, any URL
+            serialise_writes(engine, path, SQLITE_BUSY_SECONDS)
 
     return engine
 
