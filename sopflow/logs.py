@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import logging.config
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -107,6 +108,26 @@ def _logfmt(value: Any) -> str:
     return json.dumps(text) if not text or any(c in text for c in ' "=\n') else text
 
 
+# Secrets that travel in URLs: an email's one-click unsubscribe token (a path segment) and the
+# sandbox pages' `?token=`. Access logs keep the route, never the secret.
+_SECRET_IN_PATH = re.compile(r"(/unsubscribe/)[^/?#\s]+|([?&]token=)[^&#\s]+")
+
+
+def redact(path: str) -> str:
+    """`path` with the secrets it may carry replaced by `…`."""
+    return _SECRET_IN_PATH.sub(lambda m: f"{m.group(1) or m.group(2)}…", path)
+
+
+class RedactAccessLog(logging.Filter):
+    """uvicorn's access records carry (client, method, path, http version, status) as args."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            record.args = (*args[:2], redact(args[2]), *args[3:])
+        return True
+
+
 def logging_config(settings: LogSettings) -> dict[str, Any]:
     """A `logging.config.dictConfig` for `settings`: also what uvicorn applies in each of its
     `--workers` processes (they are spawned, so they inherit no logging set up here)."""
@@ -122,6 +143,7 @@ def logging_config(settings: LogSettings) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,  # loggers made at import time must keep logging
         "formatters": {"sopflow": {"()": formatter}},
+        "filters": {"redact": {"()": f"{__name__}.RedactAccessLog"}},
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",
@@ -131,10 +153,8 @@ def logging_config(settings: LogSettings) -> dict[str, Any]:
         },
         # uvicorn's loggers hand their records to ours (its own config would format them itself).
         "loggers": {
-            **{
-                name: {"handlers": [], "propagate": True}
-                for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
-            },
+            **{name: {"handlers": [], "propagate": True} for name in ("uvicorn", "uvicorn.error")},
+            "uvicorn.access": {"handlers": [], "propagate": True, "filters": ["redact"]},
             **{name: {"level": routine} for name in ROUTINE},
         },
         "root": {"handlers": ["stderr"], "level": settings.level.upper()},

@@ -119,6 +119,21 @@ def test_routine_library_lines_show_at_debug_only(
     assert any("Twilio API Request" in e["msg"] for e in lines) is shown
 
 
+@pytest.mark.usefixtures("restored_logging")
+def test_access_lines_keep_the_route_not_the_secrets_in_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging(LogSettings("text", "info"))
+    access = logging.getLogger("uvicorn.access")
+    line = '%s - "%s %s HTTP/%s" %d'
+    access.info(line, "127.0.0.1:5", "POST", "/unsubscribe/s3cr3t.t0ken?x=1", "1.1", 200)
+    access.info(line, "127.0.0.1:5", "GET", "/sandbox/+12125550123?token=abc&n=2", "1.1", 200)
+    access.info(line, "127.0.0.1:5", "GET", "/api/v1/runs/r-1", "1.1", 200)
+    err = capsys.readouterr().err
+    assert "s3cr3t" not in err and "abc" not in err
+    assert "/unsubscribe/…?x=1" in err and "?token=…&n=2" in err and "/api/v1/runs/r-1" in err
+
+
 def sopflow(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", "from sopflow.cli import main; main()", *args],
