@@ -117,6 +117,8 @@ class Resource:
     error_code: int | None = None
     answered_by: str | None = None
     duration: int | None = None
+    # The callbacks still to walk through and post; kept, so a restarted sandbox goes on.
+    plan: list[dict[str, str]] = dataclasses.field(default_factory=list)
 
     def doc(self) -> dict[str, Any]:
         """As the keep stores it."""
@@ -155,6 +157,10 @@ def twilio_error(status: int, code: int, message: str) -> JSONResponse:
          "status": status},
         status_code=status,
     )  # fmt: skip
+
+
+def _status(params: Mapping[str, str]) -> str:
+    return params.get("MessageStatus") or params.get("CallStatus") or ""
 
 
 def sign(token: str, url: str, params: Mapping[str, str]) -> str:
@@ -218,19 +224,44 @@ class Sandbox:
             except httpx.HTTPError as exc:  # Twilio logs and moves on; so do we
                 log.warning("callback to %s failed: %s", url, exc)
 
-    async def _progress(self, resource: Resource, steps: list[dict[str, str]], token: str) -> None:
-        """Walk a resource through its states, posting a callback for each (maybe shuffled)."""
-        order = list(steps)
+    async def _progress(
+        self,
+        resource: Resource,
+        steps: list[dict[str, str]],
+        token: str,
+        last: bool = True,
+        posts: list[dict[str, str]] | None = None,
+    ) -> None:
+        """Walk a resource through its states, posting a callback for each (maybe shuffled);
+        `posts`: other callbacks to post than the steps' (a resumed walk posts them all);
+        `last`: the walk ends the resource's plan."""
+        order = list(steps if posts is None else posts)
         if self.chaos.shuffle:
             self.rng.shuffle(order)
         for params in steps:  # the resource's own state advances in order
             await asyncio.sleep(self.chaos.step_seconds)
-            status = params.get("MessageStatus") or params.get("CallStatus") or resource.status
-            resource.status = status
+            resource.status = _status(params) or resource.status
             self._record(resource)
         for params in order:
             if resource.callback and self.callbacks:
                 await self._post(token, resource.callback, params)
+        if last:
+            resource.plan = []
+            self._record(resource)
+
+    def resume(self) -> int:
+        """Go on with the walks a stopped sandbox left unfinished (kept plans): the states not
+        reached yet, then every callback of the plan: some may go a second time, as Twilio's
+        own retries do, and sopflow takes each (sid, status) once. A click-to-call resumes
+        without its dialled leg. The number of walks resumed."""
+        unfinished = [r for r in self.resources.values() if r.plan and r.account in self.accounts]
+        for resource in unfinished:
+            statuses = [_status(params) for params in resource.plan]
+            reached = statuses.index(resource.status) + 1 if resource.status in statuses else 0
+            token = self.accounts[resource.account]
+            walk = resource.plan[reached:]
+            self._spawn(self._progress(resource, walk, token, posts=list(resource.plan)))
+        return len(unfinished)
 
     # ------------------------------------------------------------ messages
     async def create_message(self, account: str, token: str, form: Mapping[str, str]) -> Any:
@@ -272,6 +303,7 @@ class Sandbox:
                 params["ErrorCode"] = str(rule.error_code or 30006)
                 message.error_code = rule.error_code or 30006
             steps.append(params)
+        message.plan = steps
         self._record(message)
         self._spawn(self._progress(message, steps, token))
         if rule.reply and rule.message == "deliver":
@@ -323,7 +355,6 @@ class Sandbox:
         )  # fmt: skip
         final, answered_by, duration = CALL_END[self.rules.get(to, NumberRule()).call]
         call.answered_by, call.duration = answered_by, duration
-        self._record(call)
         statuses = ["initiated", "ringing"]
         if final == "completed":
             statuses.append("in-progress")
@@ -338,6 +369,8 @@ class Sandbox:
             if status == final:
                 params["CallDuration"] = str(duration)
             steps.append(params)
+        call.plan = steps
+        self._record(call)
         dial = _DIAL.search(call.body)
         if dial and final == "completed" and answered_by == "human":  # the callee bridges on
             self._spawn(self._progress_then_dial(call, steps, token, dial))
@@ -355,7 +388,7 @@ class Sandbox:
         """A call whose TwiML <Dial>s another number (click-to-call: the rep answers, then the
         lead's phone rings): the dialled leg follows the lead's number rule, and its result goes
         to the <Dial action> URL before the first leg completes."""
-        await self._progress(call, steps[:-1], token)
+        await self._progress(call, steps[:-1], token, last=False)
         action, number = html.unescape(dial.group("action")), dial.group("number").strip()
         final, _, duration = CALL_END[self.rules.get(number, NumberRule()).call]
         leg = Resource("call", self._sid("CA"), call.account, number, call.to, "", "in-progress",
@@ -393,6 +426,8 @@ class Sandbox:
 
         @contextlib.asynccontextmanager
         async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+            if resumed := sandbox.resume():
+                log.info("the sandbox goes on with %d unfinished messages and calls", resumed)
             yield
             for task in list(sandbox._tasks):
                 task.cancel()

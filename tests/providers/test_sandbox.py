@@ -132,3 +132,55 @@ async def test_without_a_keep_the_sandbox_lives_in_memory() -> None:
         with pytest.raises(TwilioRestException) as missing:
             await provider.client.messages(sid).fetch_async()
         assert missing.value.status == 404 and sandbox.resources == {}
+
+
+async def test_a_restarted_sandbox_goes_on_with_unfinished_walks(tmp_path: Path) -> None:
+    """A message and a call caught mid-walk by a stop reach their end after the restart, and
+    every callback of their plan goes out (the receipts sopflow's runs wait for)."""
+    path = tmp_path / "sandbox.db"
+
+    @asynccontextmanager
+    async def network(step_seconds: float) -> AsyncIterator[tuple[Sandbox, TwilioProvider]]:
+        keep = Keep(path)
+        sandbox, port = Sandbox({ACCOUNT: TOKEN}, keep=keep), free_port()
+        sandbox.chaos.step_seconds = step_seconds
+        server, task = await start_server(sandbox.app(), port)
+        config = TwilioConfig(
+            ACCOUNT, TOKEN, FROM, "http://127.0.0.1:9", base_url=f"http://127.0.0.1:{port}",
+            timeout=5,
+        )  # fmt: skip
+        provider = TwilioProvider(config)
+        try:
+            yield sandbox, provider
+        finally:
+            await provider.close()
+            server.should_exit = True
+            await task
+            keep.close()
+
+    async with network(step_seconds=60) as (sandbox, provider):  # stopped before any step
+        sms = await provider.send_message("sms", ANN, "Hi Ann", "run-1/hi:1:0")
+        call = await provider.place_call(BOB, "Hello Bob", "run-2/call:1:0")
+        assert sandbox.resources[sms].status == "queued" and sandbox.callbacks_sent == []
+    kept = Keep(path)  # and one the stop caught after its first state: it goes on from there
+    (doc,) = [d for d in kept.load("twilio") if d["sid"] == sms]
+    kept.put("twilio", sms, {**doc, "status": "sent"})
+    kept.close()
+
+    async with network(step_seconds=0.01) as (sandbox, provider):
+        await settled(sandbox, sms, "delivered")
+        await settled(sandbox, call, "completed")
+        for _ in range(200):
+            if not any(r.plan for r in sandbox.resources.values()):
+                break
+            await asyncio.sleep(0.01)
+        told = [(p.get("MessageSid") or p["CallSid"], p.get("MessageStatus") or p["CallStatus"])
+                for _, p in sandbox.callbacks_sent]  # fmt: skip
+        assert sorted(s for sid, s in told if sid == sms) == ["delivered", "sent"]
+        assert sorted(s for sid, s in told if sid == call) == sorted(
+            ["initiated", "ringing", "in-progress", "completed"]
+        )
+        assert all(not r.plan for r in sandbox.resources.values())  # finished walks end
+    async with network(step_seconds=0.01) as (sandbox, _):  # nothing left to resume
+        await asyncio.sleep(0.1)
+        assert sandbox.callbacks_sent == []
