@@ -27,7 +27,14 @@ preview: install
 	  --outcome retry_calls=no_answer@10m \
 	  --outcome 'retry_calls=booked@5m:appointment_at=2026-12-05T11:00,store_name=Downtown,store_address=12 Market St'
 
-test: install
+# tests/browser drive Debian's Chromium; installed when missing (CI runs as root on a fresh
+# machine), `apt-get update` only if the install fails without it.
+CHROMIUM := /usr/bin/chromium
+APT_CHROMIUM := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+$(CHROMIUM):
+	$(APT_CHROMIUM) || (apt-get update -qq && $(APT_CHROMIUM))
+
+test: install $(CHROMIUM)
 	$(BIN)/pytest
 
 lint: install

@@ -4,7 +4,7 @@ memory at a time, so a report over millions of step events runs in flat memory."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,7 +40,9 @@ _EVENT_COLUMNS = (
 )
 
 
-def _runs_query(since: datetime | None, sop: str | None, workflow_id: str | None) -> Select[Any]:
+def _runs_query(
+    since: datetime | None, sop: str | None, workflow_ids: Collection[str] | None
+) -> Select[Any]:
     query = (
         select(
             Run.workflow_id,
@@ -56,18 +58,21 @@ def _runs_query(since: datetime | None, sop: str | None, workflow_id: str | None
         .outerjoin(Contact, Contact.id == Run.contact_id)
         .order_by(Run.workflow_id)
     )
-    return _filtered(query, since, sop, workflow_id)
+    return _filtered(query, since, sop, workflow_ids)
 
 
 def _filtered(
-    query: Select[Any], since: datetime | None, sop: str | None, workflow_id: str | None
+    query: Select[Any],
+    since: datetime | None,
+    sop: str | None,
+    workflow_ids: Collection[str] | None,
 ) -> Select[Any]:
     if since is not None:
         query = query.where(Run.enrolled_at >= since)
     if sop is not None:
         query = query.where(Run.sop_id == sop)
-    if workflow_id is not None:
-        query = query.where(Run.workflow_id == workflow_id)
+    if workflow_ids is not None:
+        query = query.where(Run.workflow_id.in_(workflow_ids))
     return query
 
 
@@ -86,20 +91,24 @@ class Scores:
         since: datetime | None = None,
         sop: str | None = None,
         workflow_id: str | None = None,
+        workflow_ids: Collection[str] | None = None,
     ) -> Iterator[RunScore]:
-        """Every matching run's score, in workflow-id order."""
+        """Every matching run's score, in workflow-id order (`workflow_ids`: those runs only, e.g.
+        a page of a listing)."""
+        if workflow_id is not None:
+            workflow_ids = [workflow_id]
         events_query = _filtered(
             select(*_EVENT_COLUMNS)
             .join(Run, Run.workflow_id == StepEvent.workflow_id)
             .order_by(StepEvent.workflow_id, StepEvent.id),
             since,
             sop,
-            workflow_id,
+            workflow_ids,
         )
         options = {"stream_results": True, "yield_per": _BATCH}
         with Session(self.engine) as run_session, Session(self.engine) as event_session:
             runs = run_session.execute(
-                _runs_query(since, sop, workflow_id), execution_options=options
+                _runs_query(since, sop, workflow_ids), execution_options=options
             )
             events = iter(event_session.execute(events_query, execution_options=options))
             pending = next(events, None)
@@ -191,9 +200,10 @@ def run_score_view(score: RunScore) -> dict[str, Any]:
     }
 
 
-def parse_since(text: str | None, now: datetime) -> datetime | None:
+def parse_since(text: str | None, now: datetime, name: str = "since") -> datetime | None:
     """`--since`/`since=`: an ISO date or date-time (naive = UTC), or a span back from now
-    such as 7d or 12h; its year must be 1900 to 2200 (sopflow.limits), as any client date's."""
+    such as 7d or 12h; its year must be 1900 to 2200 (sopflow.limits), as any client date's.
+    `name`: the parameter's name in the error (the listings' `until` takes the same forms)."""
     if not text:
         return None
     hint = "use an ISO date (2026-11-01), a date-time, or a span like 7d"
@@ -203,7 +213,7 @@ def parse_since(text: str | None, now: datetime) -> datetime | None:
         try:
             parsed = now - parse_duration(text)
         except (ValueError, OverflowError, SopflowError):  # OverflowError: a span of eons
-            raise SopflowError(f"since {text!r}: {hint}") from None
+            raise SopflowError(f"{name} {text!r}: {hint}") from None
     if why := year_problem(parsed):
-        raise SopflowError(f"since {text!r}: {why}")
+        raise SopflowError(f"{name} {text!r}: {why}")
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
