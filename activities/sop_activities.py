@@ -24,9 +24,11 @@ from sopflow.compliance.preflight import (
     touch_request,
 )
 from sopflow.compliance.rules import Rule
+from sopflow.errors import SopflowError
 from sopflow.metrics import count_touch
-from sopflow.sop.protocol import Finish, Record, UpdateContact, touch_channel
+from sopflow.sop.protocol import CheckSegments, Finish, Record, UpdateContact, touch_channel
 from sopflow.sop.rep_view import UNASSIGNED_REP
+from sopflow.sop.segment_routing import answer_detail
 from workflows.contracts import CommandInput, CommandResult
 
 
@@ -46,6 +48,12 @@ class Effects(Protocol):
     ) -> CommandResult: ...
 
     async def record(self, key: str, params: CommandInput) -> None: ...
+
+    async def segment_memberships(
+        self, contact_id: str, segments: Sequence[str], as_of: datetime
+    ) -> dict[str, bool]:
+        """Whether the contact is in each segment at `as_of`; SopflowError for an unknown one."""
+        ...
 
 
 class SopActivities:
@@ -111,8 +119,27 @@ class SopActivities:
     async def record(self, params: CommandInput) -> None:
         await self.effects.record(params.idempotency_key, params)
 
+    @activity.defn(name="sopflow.check_segments")
+    async def check_segments(self, params: CommandInput) -> CommandResult:
+        """A branch asks whether its contact is in segments, as of the engine's time (so both
+        shells ask about the same instant). A segment no file defines any more fails the check
+        at once (retrying cannot fix it): the branch records why and routes without it."""
+        command = params.command
+        assert isinstance(command, CheckSegments)
+        try:
+            found = await self.effects.segment_memberships(
+                command.contact_id, command.segments, command.at
+            )
+        except SopflowError as exc:
+            activity.logger.warning(
+                "segment check %s failed: %s", params.idempotency_key, exc,
+                extra={"contact_id": params.contact_id, "step": command.step},
+            )  # fmt: skip
+            return CommandResult(status="failed", reason=str(exc))
+        return CommandResult(detail=answer_detail(found))
+
     def all(self) -> list[Any]:
-        return [self.perform, self.record]
+        return [self.perform, self.record, self.check_segments]
 
 
 def _run_facts(params: CommandInput) -> RunFacts:
@@ -139,6 +166,7 @@ class MemoryEffects:
         self.attempts: dict[str, int] = {}
         self.opted_out: dict[str, datetime] = {}
         self.contacts: dict[str, dict[str, Any]] = {}  # what update steps wrote, by contact id
+        self.segments: dict[str, set[str]] = {}  # contact id -> the segments it is in
 
     async def contact_facts(
         self, params: CommandInput, at: datetime, lookback: timedelta
@@ -181,3 +209,10 @@ class MemoryEffects:
     async def record(self, key: str, params: CommandInput) -> None:
         assert isinstance(params.command, Record | Finish)
         self.records.setdefault(key, params)
+
+    async def segment_memberships(
+        self, contact_id: str, segments: Sequence[str], as_of: datetime
+    ) -> dict[str, bool]:
+        """From `segments` (contact id -> the segments it is in): any other answers no."""
+        held = self.segments.get(contact_id, set())
+        return {s: s in held for s in segments}

@@ -18,9 +18,10 @@ Rep notifications (new task, reminder, escalation) go through the same outbox un
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, assert_never
 
 from temporalio import activity
@@ -31,8 +32,11 @@ from sopflow.enrolment import enrolment_for, start_enrolment
 from sopflow.errors import SopflowError
 from sopflow.providers.base import Mailer, Provider, ProviderError, Template
 from sopflow.providers.loopback import LoopbackProvider
+from sopflow.segmenting.files import SEGMENTS_DIR
+from sopflow.segmenting.membership import memberships
 from sopflow.sop.protocol import (
     AssignTask,
+    CheckSegments,
     EnrollContact,
     Escalate,
     Finish,
@@ -63,8 +67,16 @@ class Outgoing:
 
 
 class StoreEffects:
-    def __init__(self, store: Store, provider: Provider, mailer: Mailer | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        provider: Provider,
+        mailer: Mailer | None = None,
+        segments: Path = SEGMENTS_DIR,
+    ) -> None:
+        """`segments`: the folder of segment files branches route by (as the gateway's)."""
         self.store = store
+        self.segments = segments
         # No relay configured: emails are claimed and recorded like the loopback's texts.
         self.mailer: Mailer = mailer if mailer is not None else LoopbackProvider()
         self.reps = RepDirectory(store.engine)
@@ -130,6 +142,14 @@ class StoreEffects:
     async def record(self, key: str, params: CommandInput) -> None:
         await asyncio.to_thread(self._record, params)
 
+    async def segment_memberships(
+        self, contact_id: str, segments: Sequence[str], as_of: datetime
+    ) -> dict[str, bool]:
+        """SQL over the store (sopflow.segmenting), in a thread: an RFM rule ranks everyone."""
+        return await asyncio.to_thread(
+            memberships, self.store.engine, self.segments, contact_id, segments, as_of
+        )
+
     async def perform(
         self, key: str, params: CommandInput, rendered: Mapping[str, Any]
     ) -> CommandResult:
@@ -145,6 +165,8 @@ class StoreEffects:
                 return await self._touch(key, params, command, rendered)
             case Record() | Finish():
                 raise AssertionError("bookkeeping is recorded, not performed")
+            case CheckSegments():
+                raise AssertionError("a segment check is asked (check_segments), not performed")
             case _:
                 assert_never(command)
 

@@ -75,6 +75,15 @@ SANDBOX_URL = typer.Option(help="the sandbox's base URL", envvar="SOPFLOW_SANDBO
 LOG_FORMAT = typer.Option(help="text or json lines (default: SOPFLOW_LOG_FORMAT, else text)")
 LOG_LEVEL = typer.Option(help="debug, info, warning, error (default: SOPFLOW_LOG_LEVEL, else info)")
 
+SEGMENTS_FOLDER = Annotated[
+    Path | None,
+    typer.Option(
+        "--segments",
+        help="the segment files segment conditions may name (default: segments/ beside the "
+        "SOP folder, as beside sop_definitions/, else ./segments)",
+    ),
+]
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -100,8 +109,10 @@ def user_errors(func: F) -> F:
 @user_errors
 def validate_cmd(
     paths: Annotated[list[Path], typer.Argument(help="SOP files or folders of them")],
+    segments: SEGMENTS_FOLDER = None,
 ) -> None:
     """Check SOP files; print FILE:LINE:COL: error: MESSAGE for every problem (exit 1 if any).
+    A `segment:` / `not_segment:` condition must name a segment file of the segments folder.
 
     For each valid file, also print about how long each SMS body is and how many segments
     (billed SMS) it takes, rendered with the SOP's contact_fields examples: a single emoji,
@@ -109,7 +120,7 @@ def validate_cmd(
     """
     from sopflow.sop.sms_cost import sms_estimates
 
-    plans, problems = validate_paths(paths)
+    plans, problems = validate_paths(paths, segments=segments)
     for problem in problems:
         typer.echo(str(problem), err=True)
     for path, plan in plans.items():
@@ -203,6 +214,15 @@ def simulate_cmd(
             "(default: the hash of the contact id), repeatable"
         ),
     ] = None,
+    segment: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--segment",
+            "--in-segment",
+            help="ID: the contact is in this segment when a branch routes by it (default: in "
+            "none, as a contact with no history), repeatable",
+        ),
+    ] = None,
     rules_file: Annotated[
         Path | None,
         typer.Option(
@@ -256,7 +276,17 @@ def simulate_cmd(
     # Email's unsubscribe links as the gateway signs them (the data dir's key, or the env's).
     links = settings.unsubscribe_links(settings.public_url or "http://127.0.0.1:8000")
     start_at = _parse_start(start, zones[0])
-    simulation = simulate(plan, person, start_at, script, zones, arms, rules=rules, links=links)
+    simulation = simulate(
+        plan,
+        person,
+        start_at,
+        script,
+        zones,
+        arms,
+        rules=rules,
+        links=links,
+        segments=segment or (),
+    )
     if as_json:
         typer.echo(json.dumps(simulation_json(simulation), indent=2, ensure_ascii=False))
     else:
@@ -302,6 +332,15 @@ def _summary(action: str, detail: dict[str, Any], zone_name: str) -> str:
         return f"{detail['outcome']} by {detail['actor']}{late}"
     if action == "end":
         return f"result: {detail['result']}"
+    if action == "branch" and "segments" in detail:  # routed by segment: say what the store said
+        said = ", ".join(
+            f"{'in' if member else 'not in'} {name}" for name, member in detail["segments"].items()
+        )
+        why = f"; check failed: {detail['segments_error']}" if detail.get("segments_error") else ""
+        return (
+            f"case={detail['case']}, goto={detail['goto']}; {said or 'no answer'} "
+            f"as of {local(detail['segments_as_of'])}{why}"
+        )
     return ", ".join(f"{k}={v}" for k, v in detail.items() if v not in (None, "", [], {}))
 
 
@@ -329,13 +368,15 @@ def format_timeline(simulation: Simulation) -> str:
 @user_errors
 def deploy_cmd(
     paths: Annotated[list[Path], typer.Argument(help="SOP files or folders of them")],
+    segments: SEGMENTS_FOLDER = None,
 ) -> None:
     """Validate SOPs and store them as new versions, all or nothing: one invalid file, an
     `enroll` of an SOP neither deployed nor given, or a changed file whose `version` was not
-    bumped, and nothing is deployed. A file whose content is unchanged is a no-op."""
+    bumped, and nothing is deployed. A file whose content is unchanged is a no-op. An SOP whose
+    entry has a `schedule` gets its Temporal Schedule from the running workers within 10 s."""
     store = _store()
     deployed_ids = {plan.sop.id for plan in store.latest_plans()}  # what `enroll` may name too
-    plans, problems = validate_paths(paths, deployed_ids)
+    plans, problems = validate_paths(paths, deployed_ids, segments)
     if not problems:
         try:
             deployed = _deploy_all(store, plans)
@@ -389,9 +430,11 @@ def worker_cmd(
         ),
     ] = None,
 ) -> None:
-    """Run a worker until SIGTERM/SIGINT: SopRun workflows and their activities on
-    SOPFLOW_TASK_QUEUE, against TEMPORAL_ADDRESS and SOPFLOW_DATABASE_URL (it runs the store's
-    migrations on start). Run as many as you like. Exit 2 on bad configuration."""
+    """Run a worker until SIGTERM/SIGINT: SopRun workflows, scheduled cohorts' CohortRun
+    fan-outs and their activities on SOPFLOW_TASK_QUEUE, against TEMPORAL_ADDRESS and
+    SOPFLOW_DATABASE_URL (it runs the store's migrations on start, and keeps the cohorts'
+    Temporal Schedules in step with the deployed SOPs). Run as many as you like. Exit 2 on bad
+    configuration."""
     from sopflow.worker import main as worker_main
 
     worker_main(log_format, log_level, metrics_port, metrics_host)

@@ -20,6 +20,7 @@ from temporalio.runtime import (
 )
 from temporalio.worker import Worker
 
+from activities.cohort_activities import CohortActivities
 from activities.sop_activities import SopActivities
 from activities.store_effects import StoreEffects
 from sopflow import __version__
@@ -29,6 +30,7 @@ from sopflow.errors import ConfigurationError
 from sopflow.providers.base import Mailer, Provider
 from sopflow.providers.loopback import LoopbackProvider
 from sopflow.store.repository import Store
+from workflows.cohort_run import CohortRun
 from workflows.sandbox import workflow_runner
 from workflows.sop_run import SopRun
 
@@ -73,8 +75,8 @@ def build_worker(
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[SopRun],
-        activities=SopActivities(effects, rules, links).all(),
+        workflows=[SopRun, CohortRun],  # CohortRun: a cohort schedule's fan-out
+        activities=[*SopActivities(effects, rules, links).all(), *CohortActivities(store).all()],
         workflow_runner=workflow_runner(),
         # Named, not derived: the SDK's default hashes the code of every loaded module, which
         # compiles them all from source when bytecode is not written (seconds at each start).

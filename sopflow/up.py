@@ -24,6 +24,7 @@ import uvicorn
 from fastapi import FastAPI
 from temporalio.client import Client
 
+from sopflow.cohorts.schedules import CohortSchedules
 from sopflow.compliance.rules import load_rules
 from sopflow.errors import ConfigurationError, SopflowError
 from sopflow.gateway.app import create_app
@@ -274,9 +275,9 @@ async def up(
             serving = [asyncio.create_task(s.serve()) for s in servers]
             try:
                 await _until_started(servers, serving)
-                upkeep = start_upkeep(
-                    Upkeep(store, provider, sop_dir)
-                )  # SOP edits deploy themselves
+                # SOP edits deploy themselves; cohort schedules follow what is deployed.
+                cohorts = CohortSchedules(client, store, settings.task_queue)
+                upkeep = start_upkeep(Upkeep(store, provider, sop_dir, cohorts))
                 pages = f"http://127.0.0.1:{ports.gateway}/sandbox"
                 phones = (
                     f"  phones     sandbox: {pages}/+12125550123?token={token.reveal()}"

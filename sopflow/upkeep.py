@@ -7,6 +7,8 @@ idempotent, so any number of workers can run them side by side.
   still not found after ABANDON_AFTER → marked failed, so nobody waits on them.
 - redeploy: SOP files in the watched folder are validated and deployed when their digest
   changes (a reused version number with other content is refused and logged, as with deploy).
+- sync_cohorts: Temporal's cohort schedules follow the deployed plans, whatever deployed them
+  (sopflow/cohorts/schedules.py); at start, then every 10 seconds.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -23,18 +26,31 @@ from sopflow.providers.base import Provider, ProviderError
 from sopflow.sop.validate import validate_paths
 from sopflow.store.repository import Store
 
+if TYPE_CHECKING:
+    from sopflow.cohorts.schedules import CohortSchedules
+
 log = logging.getLogger("sopflow.upkeep")
 IDLE_BEFORE_LOOKUP = timedelta(minutes=5)  # longer than an activity attempt may run
 ABANDON_AFTER = timedelta(hours=1)
 
 
 class Upkeep:
-    def __init__(self, store: Store, provider: Provider, sop_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        provider: Provider | None,
+        sop_dir: Path | None = None,
+        cohorts: CohortSchedules | None = None,
+    ) -> None:
+        """`provider` None (touches go to the in-memory loopback): no outbox reconciliation."""
         self.store, self.provider, self.sop_dir = store, provider, sop_dir
+        self.cohorts = cohorts
 
     async def reconcile_outbox(self, now: datetime | None = None) -> dict[str, int]:
         now = now or datetime.now(UTC)
         counts = {"found": 0, "abandoned": 0, "waiting": 0}
+        if self.provider is None:
+            return counts
         for claim in await asyncio.to_thread(self.store.outbox_stale, now - IDLE_BEFORE_LOOKUP):
             recipient = claim.result.get("recipient") or {}
             since = claim.created_at or now
@@ -85,11 +101,26 @@ class Upkeep:
             log.info("deployed %s", name)
         return created
 
+    async def sync_cohorts(self) -> None:
+        """One pass of the cohort schedules' reconciler; a failure waits for the next pass."""
+        if self.cohorts is None:
+            return
+        try:
+            await self.cohorts.sync()
+        except Exception as exc:  # Temporal or the store away: said once a pass, not a traceback
+            log.warning("cohort schedules not synced, retrying in 10 s: %s", exc)
+
     def schedule(self, scheduler: AsyncIOScheduler) -> None:
-        scheduler.add_job(
-            self.reconcile_outbox, "interval", minutes=1, id="reconcile_outbox",
-            max_instances=1, coalesce=True,
-        )  # fmt: skip
+        if self.provider is not None:
+            scheduler.add_job(
+                self.reconcile_outbox, "interval", minutes=1, id="reconcile_outbox",
+                max_instances=1, coalesce=True,
+            )  # fmt: skip
+        if self.cohorts is not None:
+            scheduler.add_job(
+                self.sync_cohorts, "interval", seconds=10, id="sync_cohorts",
+                max_instances=1, coalesce=True, next_run_time=datetime.now(UTC),
+            )  # fmt: skip
         if self.sop_dir is not None:
             scheduler.add_job(
                 self.redeploy, "interval", seconds=10, id="redeploy",

@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 
+from sopflow.cohorts.schedules import CohortSchedules
 from sopflow.compliance.rules import load_rules
 from sopflow.errors import ConfigurationError, SopflowError
 from sopflow.logs import LogSettings, configure_logging
@@ -60,15 +61,16 @@ async def run(settings: Settings, stop: asyncio.Event, metrics_at: str | None = 
     links = settings.unsubscribe_links(settings.public_url or "http://127.0.0.1:8000")
     worker = build_worker(client, store, settings.task_queue, rules, provider, mailer, links)
     async with worker:
-        upkeep = start_upkeep(Upkeep(store, provider)) if provider else None
+        # Cohort schedules follow the deployed plans from every worker (idempotent).
+        cohorts = CohortSchedules(client, store, settings.task_queue)
+        upkeep = start_upkeep(Upkeep(store, provider, cohorts=cohorts))
         log.info(
             "worker started task_queue=%s temporal=%s", settings.task_queue, config["target_host"]
         )
         if metrics_at:
             log.info("metrics on http://%s/metrics", metrics_at)
         await stop.wait()
-        if upkeep is not None:
-            upkeep.shutdown(wait=False)
+        upkeep.shutdown(wait=False)
         log.info("worker stopping: finishing running activities")
     log.info("worker stopped")
 

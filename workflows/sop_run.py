@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from sopflow.sop.protocol import (
         ActionResult,
         AssignTask,
+        CheckSegments,
         Command,
         ContactEvent,
         Control,
@@ -95,6 +96,8 @@ def _summary(command: Command) -> str:
             return f"enrol in {command.sop}"
         case UpdateContact():
             return f"update contact ({command.step})"
+        case CheckSegments():
+            return f"segments {', '.join(command.segments)}"[:200]
         case Record() | Finish():
             return command.kind
         case _:
@@ -256,9 +259,12 @@ class SopRun:
                     retry_policy=RECORD_RETRY,
                 )
             return None
+        # A segment check is a query, not an effect: its own activity, no gate and no rep. New
+        # with the command, so no history recorded before it takes this path.
+        activity = "sopflow.check_segments" if isinstance(command, CheckSegments) else None
         try:
             result: CommandResult = await workflow.execute_activity(
-                "sopflow.perform",
+                activity or "sopflow.perform",
                 params,
                 result_type=CommandResult,
                 start_to_close_timeout=timedelta(seconds=60),

@@ -38,10 +38,12 @@ from sopflow.enrolment import (
     start_enrolment,
 )
 from sopflow.errors import ConfigurationError, SopflowError
-from sopflow.gateway import referral_pages, twilio_hooks, unsubscribe
+from sopflow.gateway import answers, referral_pages, twilio_hooks, unsubscribe
 from sopflow.gateway.click_to_call import click_to_call_router
+from sopflow.gateway.docs_pages import add_docs_pages
 from sopflow.gateway.guards import MAX_API_BODY, BearerAuth, BodyLimit, RequestMetrics
 from sopflow.gateway.inputs import MAX_METHOD, Clean, ClientDatetime, ContactObject, EventData
+from sopflow.gateway.listing import listing_router
 from sopflow.gateway.readiness import Probe
 from sopflow.gateway.referral_pages import (
     ReferralDesk,
@@ -56,11 +58,13 @@ from sopflow.referrals import PATH as REFERRAL_PATH
 from sopflow.referrals import ReferralLinks
 from sopflow.segmenting.api import segments_router
 from sopflow.segmenting.files import SEGMENTS_DIR
+from sopflow.segmenting.membership import admit_soon
 from sopflow.settings import Secret
 from sopflow.sop.plan import Plan
 from sopflow.sop.protocol import SYSTEM_ACTORS
 from sopflow.sop.schema import MAX_CONTACT_ID
 from sopflow.store.consent import ConsentBook, check_channels
+from sopflow.store.listing import Listing
 from sopflow.store.referrals import ReferralBook
 from sopflow.store.reports import Scores, parse_since, run_score_view
 from sopflow.store.repository import Store
@@ -214,7 +218,8 @@ def create_app(
     `segments`: the folder of segment files /api/v1/segments reads."""
     if not api_token.reveal().strip():  # an empty token would open every route
         raise ConfigurationError("the API token is empty: set SOPFLOW_API_TOKEN to a secret")
-    app = FastAPI(title="sopflow", version="0.1.0")
+    app = FastAPI(title="sopflow", version="0.1.0", docs_url=None, redoc_url=None)
+    add_docs_pages(app)  # /docs and /redoc from vendored assets: FastAPI's load from a CDN
     limits = [
         ("/twilio/", twilio_hooks.MAX_BODY),
         (UNSUBSCRIBE_PATH, unsubscribe.MAX_BODY),
@@ -250,10 +255,11 @@ def create_app(
     if twilio is not None:
         app.include_router(twilio_router(twilio, store, temporal))
     if provider is not None:
-        app.include_router(click_to_call_router(store, temporal, provider, rules))
+        app.include_router(answers.document(click_to_call_router(store, temporal, provider, rules)))
     if links is not None:
         app.include_router(unsubscribe_router(links, consent))
-    app.include_router(segments_router(store.engine, segments))
+    app.include_router(answers.document(segments_router(store.engine, segments)))
+    app.include_router(listing_router(Listing(store.engine, scores)))
 
     async def tell_referrer(type_: str, contact_id: str, data: dict[str, Any], key: str) -> None:
         """A referral's news to the referrer's runs, as POST /api/v1/events would bring it."""
@@ -261,7 +267,7 @@ def create_app(
         await accept_event(EventIn(type=type_, contact=contact, data=data, idempotency_key=key))
 
     referrals = ReferralDesk(ReferralBook(store.engine), tell_referrer)
-    app.include_router(referral_api_router(referrals))
+    app.include_router(answers.document(referral_api_router(referrals)))
     if links is not None:  # referral links are signed with the unsubscribe links' key
         app.include_router(referral_page_router(referrals, ReferralLinks.sharing(links)))
 
@@ -346,7 +352,10 @@ def create_app(
         opted_out_at = await asyncio.to_thread(store.opted_out_at, person["id"])
         client = await temporal()
         out = EventOut(enrolled=[], delivered=[], skipped=[])
-        for enrolment in enrolments:
+        # Entry conditions naming a segment: SQL over the contact just stored (layering).
+        admitted = await admit_soon(store.engine, segments, enrolments, event.type, event.data)
+        out.skipped += [SkippedSop(sop=sop, reason=why) for sop, why in admitted.refused]
+        for enrolment in admitted.enrolments:
             sop = enrolment.plan.sop
             if opted_out_at is not None:
                 reason = f"the contact opted out at {opted_out_at.isoformat()}"
@@ -380,7 +389,7 @@ def create_app(
         out.delivered = await tell_runs(client, store, person["id"], signal, just_started)
         return out
 
-    @app.post("/api/v1/contacts/import")
+    @app.post("/api/v1/contacts/import", response_model=answers.ContactsImported)
     async def post_contacts_import(given: ContactsImportIn) -> JSONResponse:
         """Add or update contacts by id with their purchases and visits, as `sopflow contacts
         import` does: every item is checked first, and one bad item is a 422 listing the
@@ -404,7 +413,11 @@ def create_app(
             await referrals.imported()
         return JSONResponse(api_answer(report))
 
-    @app.post("/api/v1/contacts/{contact_id}/consent", status_code=201)
+    @app.post(
+        "/api/v1/contacts/{contact_id}/consent",
+        status_code=201,
+        response_model=answers.ConsentRecorded,
+    )
     async def post_consent(contact_id: ContactId, given: ConsentIn) -> dict[str, Any]:
         """Record consent given or withdrawn, with how and under which disclosure. A repeat that
         changes nothing is answered `recorded: false`. The touch gate reads it before every touch."""
@@ -424,7 +437,7 @@ def create_app(
         state = await asyncio.to_thread(consent.current, contact_id)
         return {"contact_id": contact_id, "recorded": recorded, "channels": state}
 
-    @app.get("/api/v1/contacts/{contact_id}/consent")
+    @app.get("/api/v1/contacts/{contact_id}/consent", response_model=answers.ConsentView)
     async def get_consent(contact_id: ContactId) -> dict[str, Any]:
         """What is in force per channel, and every consent event in order."""
         state = await asyncio.to_thread(consent.current, contact_id)
@@ -443,7 +456,7 @@ def create_app(
         ]
         return {"contact_id": contact_id, "channels": state, "history": history}
 
-    @app.get("/api/v1/reports/compliance")
+    @app.get("/api/v1/reports/compliance", response_model=answers.ComplianceReport)
     async def get_compliance(
         by: Grouping = "rep",
         since: Annotated[Clean | None, FastApiQuery(max_length=40)] = None,
@@ -454,7 +467,7 @@ def create_app(
         rows = await asyncio.to_thread(scores.report, by, start, sop)
         return {"by": by, "since": start.isoformat() if start else None, "rows": rows}
 
-    @app.get("/api/v1/runs/{run_id}/score")
+    @app.get("/api/v1/runs/{run_id}/score", response_model=answers.RunScoreView)
     async def get_run_score(run_id: RunId) -> dict[str, Any]:
         """One run's score, its items and every point lost with the reason."""
         found = await asyncio.to_thread(scores.run, run_id)  # NotFoundError: 404 by its class
@@ -483,14 +496,16 @@ def create_app(
             raise HTTPException(409, answer.message)
         return answer
 
-    @app.post("/api/v1/runs/{run_id}/control", status_code=202)
+    @app.post(
+        "/api/v1/runs/{run_id}/control", status_code=202, response_model=answers.ControlAccepted
+    )
     async def post_control(run_id: RunId, control: ControlIn) -> dict[str, str]:
         """Pause, resume or cancel a run; the run records who and why."""
         if not await signal_run(await temporal(), run_id, "control", control):
             raise HTTPException(404, f"unknown or finished run {run_id!r}")
         return {"run_id": run_id, "action": control.action}
 
-    @app.get("/api/v1/runs/{run_id}")
+    @app.get("/api/v1/runs/{run_id}", response_model=answers.RunView)
     async def get_run(run_id: RunId) -> dict[str, Any]:
         run = await asyncio.to_thread(store.run, run_id)
         if run is None:

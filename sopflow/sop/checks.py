@@ -18,16 +18,24 @@ from sopflow.sop.schema import (
     ENGINE_OUTCOMES,
     STANDARD_CONTACT_FIELDS,
     Condition,
+    ContactDateSchedule,
     Moment,
     Sop,
     Step,
 )
+from sopflow.sop.segment_checks import segment_problems, segments_in_working_folder
 from sopflow.sop.steps import handler_for
 from sopflow.sop.steps.base import Loc, hint
 from sopflow.sop.templates import template_problems
 
 
-def check_sop(sop: Sop, known_sops: Collection[str] | None = None) -> list[Finding]:
+def check_sop(
+    sop: Sop,
+    known_sops: Collection[str] | None = None,
+    known_segments: Collection[str] | None = None,
+) -> list[Finding]:
+    """`known_segments`: the segment ids a schedule may name (default: the valid files of
+    segments/ in the working directory, where the gateway and the CLI read them)."""
     findings: list[Finding] = []
     ids = [s.id for s in sop.steps]
     first_index: dict[str, int] = {}
@@ -62,6 +70,8 @@ def check_sop(sop: Sop, known_sops: Collection[str] | None = None) -> list[Findi
             ("entry", "conditions", i), condition, contact_fields, produced, ids
         )
     findings += _check_policy(sop)
+    findings += _check_schedule(sop, known_segments)
+    findings += segment_problems(sop, known_segments)  # segment conditions name real segments
     if not findings:  # graph checks need every reference to resolve
         findings += check_graph(sop)
     return findings
@@ -156,7 +166,8 @@ def _check_condition(
                 (*loc, "any", i, j), inner, contact_fields, produced, step_ids
             )
         ]
-    assert condition.field is not None
+    if condition.field is None:  # `segment` / `not_segment`: segment_checks.py
+        return []
     root, _, rest = condition.field.partition(".")
     where: Loc = (*loc, "field")
     if root == "contact":
@@ -181,6 +192,14 @@ def _check_condition(
             (where, f"branches on outcome {v!r}, which no step produces{hint(str(v), produced)}")
             for v in values
             if v not in produced
+        ]
+    elif root in ("segment", "segments"):
+        return [
+            (
+                where,
+                f"a segment is not a field: write `segment: {rest or 'ID'}` (or `not_segment: "
+                f"{rest or 'ID'}`) as a condition of its own",
+            )
         ]
     elif root not in ("event", "variant") or (root == "variant" and rest):
         return [
@@ -263,6 +282,51 @@ def _check_policy(sop: Sop) -> list[Finding]:
                     ("policy", "holidays", "subdivision"),
                     f"unknown subdivision {calendar.subdivision!r} of {calendar.country}"
                     f"{hint(calendar.subdivision, subdivisions)}",
+                )
+            )
+    return out
+
+
+def _check_schedule(sop: Sop, known_segments: Collection[str] | None) -> list[Finding]:
+    """A contact-date rule reads a declared date field; a rule's segment exists."""
+    rule = sop.entry.schedule
+    out: list[Finding] = []
+    if rule is None:
+        return out
+    if isinstance(rule, ContactDateSchedule):
+        name, where = rule.contact_date, ("entry", "schedule", "contact_date")
+        field = sop.contact_fields.get(name)
+        dates = [n for n, f in sop.contact_fields.items() if f.type in ("date", "datetime")]
+        if name in STANDARD_CONTACT_FIELDS:
+            out.append((where, f"contact field {name!r} is a standard text field, not a date"))
+        elif field is None:
+            out.append(
+                (
+                    where,
+                    f"unknown contact field {name!r}{hint(name, dates)}; declare it under "
+                    "contact_fields with type date or datetime",
+                )
+            )
+        elif field.type not in ("date", "datetime"):
+            out.append((where, f"contact field {name!r} is a {field.type}, not a date or datetime"))
+    if rule.segment is not None:
+        broken = 0
+        if known_segments is None:
+            known, broken = segments_in_working_folder()
+        else:
+            known = set(known_segments)
+        if rule.segment not in known:
+            listed = f"known segments: {', '.join(sorted(known)) or 'none'}"
+            unread = (
+                f"; {broken} segment file{'s' if broken != 1 else ''} cannot be read: "
+                "`sopflow segments validate` says why"
+                if broken
+                else ""
+            )
+            out.append(
+                (
+                    ("entry", "schedule", "segment"),
+                    f"unknown segment {rule.segment!r}{hint(rule.segment, known)}; {listed}{unread}",
                 )
             )
     return out

@@ -67,9 +67,17 @@ def next_anniversary(when: date, today: date) -> date:
 
 
 def holds(condition: Condition, scope: Mapping[str, Any]) -> bool:
-    """Evaluate one condition. `scope` has contact, event, outcome, variant, visits and today."""
+    """Evaluate one condition. `scope` has contact, event, outcome, variant, visits and today,
+    and `segments` (segment id -> membership) as the shell found them. A segment the scope has
+    no answer for holds neither way: the case that names it is not taken."""
     if condition.any is not None:
         return any(all_hold(group, scope) for group in condition.any)
+    if condition.segment is not None or condition.not_segment is not None:
+        answers: Mapping[str, bool] = scope.get("segments") or {}
+        name = condition.segment or condition.not_segment or ""
+        if name not in answers:
+            return False
+        return answers[name] == (condition.segment is not None)
     assert condition.field is not None
     value = lookup(condition.field, scope)
     op = condition.operator

@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any, assert_never
 
 from sopflow.errors import InvalidContactError, InvalidEventError
+from sopflow.sop import segment_routing
 from sopflow.sop.conditions import all_hold
 from sopflow.sop.plan import Plan
 from sopflow.sop.protocol import (
@@ -129,12 +130,24 @@ def outcome_problem(
 
 
 def entry_matches(
-    plan: Plan, event_type: str, contact: Mapping[str, Any], data: Mapping[str, Any]
+    plan: Plan,
+    event_type: str,
+    contact: Mapping[str, Any],
+    data: Mapping[str, Any],
+    segments: Mapping[str, bool] | None = None,
 ) -> bool:
-    """Does this event enrol this contact into the plan's SOP?"""
+    """Does this event enrol this contact into the plan's SOP? `segments`: the store's answers
+    for the segments the entry names (segment_routing.entry_segments); None: not asked yet, so
+    conditions naming a segment are left out (intake asks the store next, sopflow/segmenting/
+    membership.py), and a True here means "unless a segment says no"."""
     entry = plan.sop.entry
-    scope = {"contact": contact, "event": {**data, "type": event_type}}
-    return event_type in entry.events and all_hold(entry.conditions, scope)
+    scope = {"contact": contact, "event": {**data, "type": event_type}, "segments": segments}
+    conditions = (
+        entry.conditions
+        if segments is not None
+        else segment_routing.without_segments(entry.conditions)
+    )
+    return event_type in entry.events and all_hold(conditions, scope)
 
 
 # ------------------------------------------------------------ the walk

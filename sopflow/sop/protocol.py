@@ -163,6 +163,16 @@ class UpdateContact(_Command):
     context: dict[str, Any]
 
 
+class CheckSegments(_Command):
+    """Is the contact in these segments (at `at`)? Membership is SQL, so the shell answers: the
+    workflow through an activity, the simulator from the memberships it was given. The answer is
+    an ActionResult whose detail["segments"] maps each id to true/false (segment_routing.py)."""
+
+    kind: Literal["segments"] = "segments"
+    contact_id: str
+    segments: list[str] = Field(min_length=1)
+
+
 # Everything the engine writes down besides commands with side effects. Closed: the scorer, the
 # store and the CLI read these names, so a new one is added here and handled there.
 RecordAction = Literal[
@@ -213,6 +223,7 @@ Command = Annotated[
     | Escalate
     | EnrollContact
     | UpdateContact
+    | CheckSegments
     | Record
     | Finish,
     Field(discriminator="kind"),
@@ -221,11 +232,12 @@ Command = Annotated[
 
 def awaits_result(command: Command) -> bool:
     """The result contract: a send, call or task holds the run until its ActionResult arrives
-    (the engine routes done / blocked / failed). Any other effect (escalation, enrolment, contact
+    (the engine routes done / blocked / failed), and so does a segment check (its answers). Any
+    other effect (escalation, enrolment, contact
     update) does not hold the run; a shell reports it only when it failed, and the engine records
     that as `effect_failed`. Records and the finish are bookkeeping with no result at all."""
     match command:
-        case SendMessage() | PlaceCall() | AssignTask():
+        case SendMessage() | PlaceCall() | AssignTask() | CheckSegments():
             return True
         case Escalate() | EnrollContact() | UpdateContact() | Record() | Finish():
             return False
@@ -248,7 +260,7 @@ def touch_channel(command: Command) -> Channel | None:
             return "call"
         case AssignTask():
             return command.channel
-        case Escalate() | EnrollContact() | UpdateContact() | Record() | Finish():
+        case Escalate() | EnrollContact() | UpdateContact() | CheckSegments() | Record() | Finish():
             return None
         case _:
             assert_never(command)

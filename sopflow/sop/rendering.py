@@ -9,6 +9,7 @@ from sopflow.channels.unsubscribe import UnsubscribeLinks
 from sopflow.referrals import template_values as referral_values
 from sopflow.sop.protocol import (
     AssignTask,
+    CheckSegments,
     Command,
     EnrollContact,
     Escalate,
@@ -78,7 +79,7 @@ def render_command(
                 "set": {k: one(v) for k, v in command.set.items()},
                 "add_tags": list(command.add_tags),
             }
-        case Escalate() | Record() | Finish():
+        case Escalate() | CheckSegments() | Record() | Finish():
             return {}
         case _:
             assert_never(command)

@@ -16,13 +16,18 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     PlainSerializer,
+    SerializerFunctionWrapHandler,
     StringConstraints,
+    Tag,
     WithJsonSchema,
+    model_serializer,
     model_validator,
 )
 
+from sopflow.cohorts.cron import parse_cron
 from sopflow.sop.values import ClockTime, Duration, format_clock, parse_clock
 
 Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
@@ -142,10 +147,12 @@ class ContactField(Strict):
 
 # ---------------------------------------------------------------- conditions
 class Condition(Strict):
-    """A test on one value, or `any` of several groups of tests.
+    """A test on one value, `any` of several groups of tests, or a segment membership.
 
     `field` is contact.<name>, event.<name>, event.type, outcome, variant or visits.<step id>.
     `within_days: N` holds when the next yearly occurrence of a date (a birthday) is in N days.
+    `segment: ID` / `not_segment: ID` stand alone: membership is SQL, so the shell asks the store
+    (sopflow/sop/segment_routing.py) and the engine reads the answer from the scope.
     """
 
     field: str | None = None
@@ -163,15 +170,34 @@ class Condition(Strict):
     lte: float | str | None = None
     exists: bool | None = None
     within_days: int | None = Field(None, ge=0, le=366)
+    segment: Identifier | None = Field(
+        None, description="holds when the contact is in this segment (segments/<id>.yaml)"
+    )
+    not_segment: Identifier | None = Field(
+        None, description="holds when the contact is not in this segment"
+    )
 
     @model_validator(mode="after")
     def _one_operator(self) -> Condition:
+        named = [name for name in SEGMENT_KEYS if getattr(self, name) is not None]
+        if named:
+            if len(named) > 1:
+                raise ValueError(
+                    "use either `segment` or `not_segment` in one condition "
+                    "(list two conditions to test two segments)"
+                )
+            if self.any is not None or self.field is not None or self.operator_names():
+                raise ValueError(
+                    f"a `{named[0]}` condition stands alone: no field, operator or `any` beside "
+                    "it (write the other test as another condition of the list)"
+                )
+            return self
         if self.any is not None:
             if self.field is not None or self.operator_names():
                 raise ValueError("a condition with `any` has no field or operator of its own")
             return self
         if self.field is None:
-            raise ValueError("a condition needs `field` (or `any`)")
+            raise ValueError("a condition needs `field` (or `any`, `segment`, `not_segment`)")
         used = self.operator_names()
         if len(used) != 1:
             names = ", ".join("in" if n == "in_" else n for n in OPERATORS)
@@ -185,7 +211,17 @@ class Condition(Strict):
     def operator(self) -> str:
         return self.operator_names()[0]
 
+    @model_serializer(mode="wrap")
+    def _no_segment_no_key(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Plans compiled before segment conditions existed keep their digest (and version).
+        data: dict[str, Any] = handler(self)
+        for name in SEGMENT_KEYS:
+            if data.get(name, "") is None:
+                del data[name]
+        return data
 
+
+SEGMENT_KEYS = ("segment", "not_segment")
 OPERATORS = (
     "equals",
     "not_equals",
@@ -201,9 +237,90 @@ OPERATORS = (
 )
 
 
+def _check_cron(text: str) -> str:
+    parse_cron(text)  # CronError (a ValueError) says what is wrong
+    return text
+
+
+class _Cohort(Strict):
+    segment: Identifier | None = Field(
+        None, description="only the members of this segment (segments/<id>.yaml) at that time"
+    )
+    max_per_second: int = Field(
+        100, ge=1, le=1000, description="enrolments started per second at most (the pace)"
+    )
+
+
+class CronSchedule(_Cohort):
+    """A calendar: the cohort is enrolled at each time the cron expression names, in `timezone`."""
+
+    cron: Annotated[str, AfterValidator(_check_cron)] = Field(
+        description="minute hour day-of-month month day-of-week, e.g. '0 10 * * MON'"
+    )
+    timezone: ZoneName = Field(description="the zone the cron's times are read in")
+
+
+class ContactDateSchedule(_Cohort):
+    """A date of each contact (a membership start, a birthday), at a time of day in each
+    contact's own zone (the policy's timezone sources, as the run reads it)."""
+
+    contact_date: Identifier = Field(description="a contact field of type date or datetime")
+    annual: bool = Field(False, description="every year on its anniversary (29 Feb: 28 Feb)")
+    at: ClockTime = Field(description="local time in each contact's zone, e.g. 10:00")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_zone(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "timezone" in data:
+            raise ValueError(
+                "a contact date is read in each contact's own zone (policy.timezone); "
+                "`timezone` is for cron schedules"
+            )
+        return data
+
+
+def _schedule_kind(value: Any) -> str | None:
+    """The rule a mapping is by the key it names (callable: one key decides, not a `kind`)."""
+    if isinstance(value, dict):
+        named = [key for key in ("cron", "contact_date") if key in value]
+        tags = {"cron": "CronSchedule", "contact_date": "ContactDateSchedule"}
+        return tags[named[0]] if len(named) == 1 else None
+    return type(value).__name__ if isinstance(value, _Cohort) else None
+
+
+# Tags are the class names: the loader skips them in error locations (a key name would not be).
+ScheduleRule = Annotated[
+    Annotated[CronSchedule, Tag("CronSchedule")]
+    | Annotated[ContactDateSchedule, Tag("ContactDateSchedule")],
+    Discriminator(
+        _schedule_kind,
+        custom_error_type="schedule_kind",
+        custom_error_message="a schedule names either `cron` (with `timezone`) or "
+        "`contact_date` (with `at`)",
+    ),
+]
+
+
 class Entry(Strict):
-    events: list[EventType] = Field(min_length=1, description="events that enrol a contact")
+    events: list[EventType] = Field(default_factory=list, description="events that enrol a contact")
+    schedule: ScheduleRule | None = Field(
+        None, description="enrol a cohort on a calendar or on a date of each contact"
+    )
     conditions: list[Condition] = Field(default_factory=list, description="all must hold")
+
+    @model_validator(mode="after")
+    def _a_trigger(self) -> Entry:
+        if not self.events and self.schedule is None:
+            raise ValueError("an entry needs `events`, a `schedule`, or both")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _no_schedule_no_key(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Plans compiled before schedules existed keep their digest (and their version).
+        data: dict[str, Any] = handler(self)
+        if self.schedule is None:
+            data.pop("schedule", None)
+        return data
 
 
 # ---------------------------------------------------------------- time expressions

@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import re
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, assert_never
@@ -26,11 +26,12 @@ from sopflow.compliance.preflight import (
 )
 from sopflow.compliance.rules import Rule
 from sopflow.errors import InvalidContactError, SopflowError
-from sopflow.sop import clock, engine, splits
+from sopflow.sop import clock, engine, segment_routing, splits
 from sopflow.sop.plan import Plan
 from sopflow.sop.protocol import (
     ActionResult,
     AssignTask,
+    CheckSegments,
     Command,
     ContactEvent,
     EnrollContact,
@@ -259,12 +260,16 @@ def simulate(
     rules: Sequence[Rule] = (),
     facts: ContactFacts | None = None,
     links: UnsubscribeLinks | None = PREVIEW_LINKS,
+    segments: Collection[str] = (),
 ) -> Simulation:
     """Run the plan for one contact from `start` until it finishes (or two years pass).
     `variants`: split step -> arm, as production assigns at enrolment; else the hash decides.
+    `segments`: the segments the contact is in, as the store would answer a branch that routes
+    by segment; every other segment the SOP names answers no (a contact with no history).
     `links`: email's unsubscribe links as production signs them (`Settings.unsubscribe_links`);
     the default signs with a preview key, so only the link's signature differs."""
     assigned = splits.check_assignment(plan, variants or {})
+    members = check_segments(plan, segments)
     script = script or Script()
     check_script(plan, script)
     script = Script(
@@ -300,7 +305,11 @@ def simulate(
         while todo:
             command = todo.popleft()
             sim.commands.append(command)
-            answer = _carry_out(command, run, rules, facts, sim, links)
+            answer = (
+                _answer_segments(command, members)
+                if isinstance(command, CheckSegments)
+                else _carry_out(command, run, rules, facts, sim, links)
+            )
             if answer is None:
                 continue
             transition = engine.handle(plan, sim.state, answer)
@@ -353,6 +362,24 @@ def simulate(
     for step, queue in script.outcomes.items():
         sim.dropped += [f"{step}={o.outcome}: never used, the run did not reach it" for o in queue]
     return sim
+
+
+def check_segments(plan: Plan, segments: Collection[str]) -> frozenset[str]:
+    """The memberships to answer with; a segment the SOP never names is refused (a typo
+    would otherwise preview the path of a non-member without a word)."""
+    named = segment_routing.plan_segments(plan)
+    unknown = [s for s in segments if s not in named]
+    if unknown:
+        listed = f"it routes by {', '.join(named)}" if named else "it routes by no segment"
+        raise SopflowError(f"--segment {unknown[0]!r} is no segment {plan.sop.id} names ({listed})")
+    return frozenset(segments)
+
+
+def _answer_segments(command: CheckSegments, members: frozenset[str]) -> ActionResult:
+    """What the store would say (the `sopflow.check_segments` activity), from the script."""
+    answers = {s: s in members for s in command.segments}
+    detail = segment_routing.answer_detail(answers)
+    return ActionResult(at=command.at, key=command.key, status="done", detail=detail)
 
 
 def _carry_out(
@@ -423,6 +450,8 @@ def _entry(command: Command, rendered: Mapping[str, Any]) -> TimelineEntry:
             detail = {"sop": command.sop, **rendered}
         case UpdateContact():
             action, detail = "update", dict(rendered)
+        case CheckSegments():  # answered apart (_answer_segments); the branch records the answers
+            action, detail = "segments", {"segments": list(command.segments)}
         case Finish():
             action, detail = "end", {"result": command.result}
         case _:

@@ -58,14 +58,30 @@ def _sibling_ids(files: Sequence[Path]) -> set[str]:
     return ids
 
 
+def segments_beside(file: Path) -> Path:
+    """Where an SOP file's segments are by default: `segments/` beside its folder, as
+    `segments/` sits beside `sop_definitions/`."""
+    return file.parent.resolve().parent / "segments"
+
+
+def _segment_ids(folder: Path) -> set[str]:
+    from sopflow.segmenting.files import folder_segments  # it imports this module
+
+    return set(folder_segments(folder, missing_ok=True)[0])
+
+
 def validate_paths(
-    paths: Iterable[Path], known_sops: Collection[str] | None = None
+    paths: Iterable[Path],
+    known_sops: Collection[str] | None = None,
+    segments: Path | None = None,
 ) -> tuple[dict[Path, Plan], list[Problem]]:
     """Validate every file (folders: their .yaml/.yml files); the plans of the valid ones and
     all problems found.
 
     `known_sops`: the SOP ids `enroll` steps may name besides the given files' own (deploy
     passes the ids already deployed); default: the ids of SOP files next to the given ones.
+    `segments`: the folder whose segment files segment conditions may name; default: the
+    `segments/` folder beside each file's folder, else the working directory's `segments/`.
     """
     given = list(paths)
     problems = [
@@ -76,12 +92,12 @@ def validate_paths(
     files = expand(given)
     if not given:
         problems.append(Problem("-", 1, 1, "no SOP files given (expected .yaml or .yml files)"))
-    plans, found = _validate(files, known_sops)
+    plans, found = _validate(files, known_sops, segments)
     return plans, sorted(set(problems + found))
 
 
 def _validate(
-    files: Sequence[Path], known_sops: Collection[str] | None
+    files: Sequence[Path], known_sops: Collection[str] | None, segments: Path | None = None
 ) -> tuple[dict[Path, Plan], list[Problem]]:
     parsed: dict[Path, tuple[Sop, LoadedYaml]] = {}
     problems: list[Problem] = []
@@ -94,8 +110,15 @@ def _validate(
     known = others | {sop.id for sop, _ in parsed.values()}
     seen: dict[str, Path] = {}
     plans: dict[Path, Plan] = {}
+    segment_ids: dict[Path, set[str] | None] = {}  # by folder; None: the working directory's
     for path, (sop, doc) in parsed.items():
-        found = [doc.problem(loc, message) for loc, message in check_sop(sop, known)]
+        folder = segments or segments_beside(path)
+        if folder not in segment_ids:
+            given = segments is not None or folder.is_dir()
+            segment_ids[folder] = _segment_ids(folder) if given else None
+        found = [
+            doc.problem(loc, message) for loc, message in check_sop(sop, known, segment_ids[folder])
+        ]
         if sop.id in seen:
             found.append(doc.problem(("id",), f"SOP id {sop.id!r} is also used by {seen[sop.id]}"))
         seen.setdefault(sop.id, path)

@@ -32,7 +32,7 @@ def sopflow(*args: str) -> subprocess.CompletedProcess[str]:
 def test_validate_all_seed_sops() -> None:
     result = sopflow("sop", "validate", str(SOPS))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("ok ") == 5
+    assert result.stdout.count("ok ") == 7  # with lead_triage and lead_nurture (layering)
 
 
 def test_validate_reports_file_line_col_and_exits_1(tmp_path: Path) -> None:
