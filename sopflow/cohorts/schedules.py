@@ -191,7 +191,7 @@ class CohortSchedules:
                 list(action.args),  # raw payloads when described
                 [CohortRunInput],
             )
-        except Exception:  # held by an older format, or not ours: rewrite it
+        except (ValueError, TypeError, RuntimeError):  # an older format, or not ours: rewrite
             return None
         return held.fingerprint if isinstance(held, CohortRunInput) else None
 

@@ -13,9 +13,12 @@ from pathlib import Path
 import pytest
 from cohort_helpers import SOP_ID, plan, write_segment
 from temporalio.client import (
+    Schedule,
     ScheduleActionStartWorkflow,
     ScheduleIntervalSpec,
     ScheduleOverlapPolicy,
+    ScheduleSpec,
+    ScheduleState,
 )
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
@@ -154,6 +157,31 @@ async def test_schedules_of_another_task_queue_are_left_alone(
     finally:
         if not await gone(live_env, sid):
             await live_env.client.get_schedule_handle(sid).delete()
+
+
+async def test_a_schedule_holding_something_else_is_rewritten(
+    live_env: WorkflowEnvironment, store: Store, task_queue: str, tmp_path: Path
+) -> None:
+    """Made by hand under our id, or by an older sopflow: the sync puts the rule back."""
+    sid = schedule_id(task_queue, SOP_ID)
+    await live_env.client.create_schedule(
+        sid,
+        Schedule(
+            action=ScheduleActionStartWorkflow(
+                "CohortRun", "by hand", id=sid, task_queue=task_queue
+            ),
+            spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(days=1))]),
+            state=ScheduleState(paused=True),
+        ),
+    )
+    try:
+        store.deploy(plan({"cron": "0 10 * * MON", "timezone": "UTC"}))
+        assert (
+            await CohortSchedules(live_env.client, store, task_queue, tmp_path).sync()
+        ).updated == [sid]
+        assert (await held_input(live_env, sid)).sop_id == SOP_ID
+    finally:
+        await live_env.client.get_schedule_handle(sid).delete()
 
 
 @pytest.mark.timeout(180)
