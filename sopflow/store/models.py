@@ -73,6 +73,7 @@ class Team(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     supervisor_id: Mapped[str | None] = mapped_column(String(64))
+    timezone: Mapped[str | None] = mapped_column(String(64))  # IANA; its reps' default
 
 
 class Rep(Base):
@@ -84,6 +85,7 @@ class Rep(Base):
     team_id: Mapped[str | None] = mapped_column(ForeignKey("teams.id"))
     active: Mapped[bool] = mapped_column(default=True)
     max_tasks_per_day: Mapped[int | None]  # workload cap: tasks assigned in any 24 hours
+    timezone: Mapped[str | None] = mapped_column(String(64))  # IANA; due times shown in it
 
 
 class Contact(Base):
