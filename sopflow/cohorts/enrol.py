@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -28,8 +29,10 @@ from temporalio.client import Client
 from sopflow.cohorts.contracts import CohortTotals, Member
 from sopflow.cohorts.select import contacts_by_id, running_or_enrolled
 from sopflow.enrolment import Enrolment, enrolment_for, start_enrolment, workflow_id
-from sopflow.errors import InvalidContactError
-from sopflow.sop.conditions import all_hold
+from sopflow.errors import InvalidContactError, SopflowError
+from sopflow.segmenting.files import SEGMENTS_DIR
+from sopflow.segmenting.membership import page_entry_answers
+from sopflow.sop.engine import entry_holds
 from sopflow.sop.plan import Plan
 from sopflow.sop.splits import split_steps
 from sopflow.store.contacts import contact_view
@@ -103,8 +106,9 @@ class Backpressure:
 
 
 class CohortEnroller:
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, store: Store, segments: Path = SEGMENTS_DIR) -> None:
+        """`segments`: the folder of segment files the entry's conditions may name."""
+        self.store, self.segments = store, segments
         self.splits = SplitAssignments(store.engine)
 
     def _triage(
@@ -118,7 +122,7 @@ class CohortEnroller:
         rows = contacts_by_id(engine, ids)
         running, started = running_or_enrolled(engine, sop.id, ids, keys)
         totals, ready, unfit = CohortTotals(), [], []
-        event = {**trigger_data, "type": TRIGGER}
+        answers, unanswered = self._segment_answers(plan, ids, trigger_data)
         for member, key in zip(members, keys, strict=True):
             row = rows.get(member.id)
             if row is None:  # contacts are never deleted; a member that vanished is unfit
@@ -130,7 +134,12 @@ class CohortEnroller:
                 totals.already += 1
             elif member.id in running:
                 totals.running += 1
-            elif not all_hold(sop.entry.conditions, {"contact": contact_view(row), "event": event}):
+            elif member.id in unanswered:
+                totals.invalid += 1
+                unfit.append(f"{member.id}: {unanswered[member.id]}")
+            elif not entry_holds(
+                plan, TRIGGER, contact_view(row), trigger_data, answers[member.id]
+            ):
                 totals.not_matching += 1
             else:
                 try:
@@ -143,6 +152,18 @@ class CohortEnroller:
         if len(unfit) > _LOGGED_PER_PAGE:
             log.warning("cohort of %s: %d more not enrolled", sop.id, len(unfit) - _LOGGED_PER_PAGE)
         return ready, totals
+
+    def _segment_answers(
+        self, plan: Plan, ids: Sequence[str], trigger_data: dict[str, Any]
+    ) -> tuple[dict[str, dict[str, bool]], dict[str, str]]:
+        """The store's answers for the segments the entry names, per member, as of the
+        occurrence; a segment no file defines any more leaves every member unanswered (why)."""
+        as_of = datetime.fromisoformat(trigger_data["occurrence"])
+        try:
+            found = page_entry_answers(self.store.engine, self.segments, plan, ids, as_of)
+        except SopflowError as exc:
+            return {}, {i: f"entry condition: {exc}" for i in ids}
+        return found, {}
 
     def _record_runs(self, rows: Sequence[dict[str, Any]]) -> None:
         """The runs' rows, as `Store.start_run` writes one, in one transaction."""

@@ -24,24 +24,31 @@ from sqlalchemy import Engine
 from sopflow.enrolment import Enrolment
 from sopflow.errors import SopflowError
 from sopflow.segmenting.files import UnknownSegmentError, folder_segments
-from sopflow.segmenting.query import is_member
+from sopflow.segmenting.query import is_member, members_among
+from sopflow.segmenting.schema import Segment
 from sopflow.sop import engine as sop_engine
 from sopflow.sop import segment_routing
 from sopflow.sop.plan import Plan
 
 
-def memberships(
-    engine: Engine, folder: Path, contact_id: str, segment_ids: Iterable[str], as_of: datetime
-) -> dict[str, bool]:
-    """Whether the contact is in each segment at `as_of`. UnknownSegmentError (naming the known
-    ids) for a segment no valid file of `folder` defines: deleted or broken since deployment."""
+def _defined(folder: Path, segment_ids: Iterable[str]) -> dict[str, Segment]:
+    """The named segments as `folder` defines them now. UnknownSegmentError (naming the known
+    ids) for a segment no valid file defines: deleted or broken since deployment."""
     found, problems = folder_segments(folder, missing_ok=True)
     ids = list(dict.fromkeys(segment_ids))
     for segment_id in ids:
         if segment_id not in found:
             broken = len({p.file for p in problems if p.file != str(folder)})
             raise UnknownSegmentError(segment_id, found, folder, broken)
-    return {s: is_member(engine, found[s], contact_id, as_of) for s in ids}
+    return {s: found[s] for s in ids}
+
+
+def memberships(
+    engine: Engine, folder: Path, contact_id: str, segment_ids: Iterable[str], as_of: datetime
+) -> dict[str, bool]:
+    """Whether the contact is in each segment at `as_of` (UnknownSegmentError: see _defined)."""
+    defined = _defined(folder, segment_ids)
+    return {s: is_member(engine, segment, contact_id, as_of) for s, segment in defined.items()}
 
 
 def entry_answers(
@@ -50,6 +57,20 @@ def entry_answers(
     """The answers `engine.entry_matches` needs for the plan's entry (empty: it names none)."""
     named = segment_routing.entry_segments(plan)
     return memberships(engine, folder, contact_id, named, as_of) if named else {}
+
+
+def page_entry_answers(
+    engine: Engine, folder: Path, plan: Plan, contact_ids: Sequence[str], as_of: datetime
+) -> dict[str, dict[str, bool]]:
+    """`entry_answers` for a page of contacts (a cohort's), one query per named segment."""
+    named = segment_routing.entry_segments(plan)
+    if not named:
+        return {c: {} for c in contact_ids}
+    inside = {
+        s: members_among(engine, segment, contact_ids, as_of)
+        for s, segment in _defined(folder, named).items()
+    }
+    return {c: {s: c in ids for s, ids in inside.items()} for c in contact_ids}
 
 
 @dataclass

@@ -8,7 +8,7 @@ read as they are now (a contact's tags and fields have no history).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, assert_never
@@ -98,6 +98,19 @@ def _streamed(engine: Engine, query: Select[Any]) -> Iterator[str]:
         with streamed.execute(query) as result:
             for row in result:
                 yield row[0]
+
+
+def members_among(
+    engine: Engine, segment: Segment, contact_ids: Sequence[str], as_of: datetime
+) -> set[str]:
+    """Which of `contact_ids` are in the segment at `as_of`: one query for a page of contacts
+    (an RFM rule ranks every purchaser once per page, not once per contact)."""
+    if not contact_ids:
+        return set()
+    compiled = compile_segment(segment, dialect_of(engine), as_of)
+    query = compiled.select.where(compiled.contacts.c.id.in_(contact_ids)).order_by(None)
+    with engine.connect() as connection:
+        return set(connection.scalars(query))
 
 
 def is_member(engine: Engine, segment: Segment, contact_id: str, as_of: datetime) -> bool:

@@ -140,14 +140,25 @@ def entry_matches(
     for the segments the entry names (segment_routing.entry_segments); None: not asked yet, so
     conditions naming a segment are left out (intake asks the store next, sopflow/segmenting/
     membership.py), and a True here means "unless a segment says no"."""
-    entry = plan.sop.entry
-    scope = {"contact": contact, "event": {**data, "type": event_type}, "segments": segments}
-    conditions = (
-        entry.conditions
-        if segments is not None
-        else segment_routing.without_segments(entry.conditions)
+    return event_type in plan.sop.entry.events and entry_holds(
+        plan, event_type, contact, data, segments
     )
-    return event_type in entry.events and all_hold(conditions, scope)
+
+
+def entry_holds(
+    plan: Plan,
+    trigger: str,
+    contact: Mapping[str, Any],
+    data: Mapping[str, Any],
+    segments: Mapping[str, bool] | None = None,
+) -> bool:
+    """The entry's conditions, for an event or a schedule's `trigger` ("schedule": a cohort's
+    enrolment, sopflow/cohorts/enrol.py); `segments` as for `entry_matches`."""
+    conditions = plan.sop.entry.conditions
+    scope = {"contact": contact, "event": {**data, "type": trigger}, "segments": segments}
+    if segments is None:
+        conditions = segment_routing.without_segments(conditions)
+    return all_hold(conditions, scope)
 
 
 # ------------------------------------------------------------ the walk
