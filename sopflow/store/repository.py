@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -163,6 +163,30 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _contact_merge(contact: dict[str, Any]) -> Callable[[Session], Contact]:
+    """`upsert_contact`'s merge, checked now (InvalidContactError before any write), applied
+    to the transaction it is given: the locked row, changed and within its budget."""
+    given = {k: v for k, v in contact.items() if v not in (None, "")}
+    contact_id = _contact_column(contact["id"], "id", contact["id"])
+    columns = {
+        name: _contact_column(contact_id, name, given[name])
+        for name in CONTACT_COLUMNS
+        if name in given
+    }
+    news = {k: v for k, v in given.items() if k not in ("id", *CONTACT_COLUMNS)}
+
+    def merge(session: Session) -> Contact:
+        row = locked_contact(session, contact_id, _now())
+        for name, value in columns.items():
+            setattr(row, name, value)
+        row.fields = {**(row.fields or {}), **news}
+        row.updated_at = _now()
+        check_budget(row)
+        return row
+
+    return merge
+
+
 def _contact_column(contact_id: str, name: str, value: Any) -> Any:
     """`value` for the contact's column `name`, or InvalidContactError if it cannot be kept."""
     if not isinstance(value, str):
@@ -313,21 +337,9 @@ class Store:
         by; an owner claimed by a rep stays until the CRM names one). A value the store cannot
         keep, or that would take the contact over its budget (64 KiB of JSON), is refused
         (InvalidContactError) before anything is written."""
-        given = {k: v for k, v in contact.items() if v not in (None, "")}
-        contact_id = _contact_column(contact["id"], "id", contact["id"])
-        columns = {
-            name: _contact_column(contact_id, name, given[name])
-            for name in CONTACT_COLUMNS
-            if name in given
-        }
+        merge = _contact_merge(contact)
         with Session(self.engine) as session, session.begin():
-            row = locked_contact(session, contact_id, _now())
-            for name, value in columns.items():
-                setattr(row, name, value)
-            news = {k: v for k, v in given.items() if k not in ("id", *CONTACT_COLUMNS)}
-            row.fields = {**(row.fields or {}), **news}
-            row.updated_at = _now()
-            check_budget(row)
+            merge(session)
 
     def update_contact(
         self, contact_id: str, changes: dict[str, Any], add_tags: list[str] | None = None
@@ -469,18 +481,45 @@ class Store:
         died between claim and finish) is taken over by the next attempt with a new token, else
         the event would be refused as "in progress" forever. A key, type or contact id the
         store cannot keep: InvalidEventError, nothing written."""
+        return self._claim(key, type_, contact_id, data, None)[0]
+
+    def event_begin_with_contact(
+        self, key: str, type_: str, contact: dict[str, Any], data: dict[str, Any]
+    ) -> tuple[EventClaim, datetime | None]:
+        """`event_begin`, and when the claim is this attempt's, the event's contact merged as
+        `upsert_contact` merges it, in the claim's transaction (intake's throughput on SQLite
+        is its write lock: one write transaction for both); with the contact's opt-out.
+        InvalidContactError: nothing written, the key unclaimed."""
+        return self._claim(key, type_, str(contact["id"]), data, _contact_merge(contact))
+
+    def _claim(
+        self,
+        key: str,
+        type_: str,
+        contact_id: str,
+        data: dict[str, Any],
+        merge: Callable[[Session], Contact] | None,
+    ) -> tuple[EventClaim, datetime | None]:
         checked(key, InboundEvent.key, "idempotency key", InvalidEventError)
         checked(type_, InboundEvent.type, "event type", InvalidEventError)
         checked(contact_id, InboundEvent.contact_id, "contact id", InvalidEventError)
         now, token = _now(), secrets.token_hex(16)
         claim = {"type": type_, "contact_id": contact_id, "data": data, "received_at": now}
+
+        def claimed(session: Session) -> tuple[EventClaim, datetime | None]:
+            """The claim is ours: the contact's news go in the same transaction."""
+            opted_out_at = merge(session).opted_out_at if merge is not None else None
+            session.commit()
+            return EventClaim(token, None), opted_out_at
+
         with Session(self.engine) as session:
             session.add(InboundEvent(key=key, claim=token, **claim))
             try:
-                session.commit()
-                return EventClaim(token, None)
+                session.flush()
             except IntegrityError:
                 session.rollback()
+            else:
+                return claimed(session)
             # One conditional update: of attempts racing for a stale claim, only one matches
             # (PostgreSQL re-checks the row after the winner's commit; SQLite writes in turn).
             taken = session.scalar(
@@ -493,16 +532,26 @@ class Store:
                 .values(claim=token, **claim)
                 .returning(InboundEvent.key)
             )
-            session.commit()
             if taken is not None:
-                return EventClaim(token, None)
+                return claimed(session)
+            session.commit()
             row = session.get(InboundEvent, key)
-            return EventClaim(None, row.answer if row is not None else None)
+            return EventClaim(None, row.answer if row is not None else None), None
 
-    def event_finish(self, key: str, token: str, answer: dict[str, Any]) -> bool:
-        """Keep the answer of the attempt holding the claim `token`. False, and nothing changes,
-        when another attempt took the claim over (this one outlived its lease): that one answers."""
+    def event_finish(
+        self,
+        key: str,
+        token: str,
+        answer: dict[str, Any],
+        runs: Sequence[dict[str, Any]] = (),
+    ) -> bool:
+        """Keep the answer of the attempt holding the claim `token`. False, and the answer is
+        not kept, when another attempt took the claim over (this one outlived its lease): that
+        one answers. `runs` (`run_row`s of the runs this event started) are recorded in the same
+        transaction either way, as `start_run` records one."""
         with Session(self.engine) as session, session.begin():
+            for row in runs:
+                insert_if_new(session, Run, row, Run.workflow_id)
             done = session.scalar(
                 update(InboundEvent)
                 .where(

@@ -10,9 +10,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.orm import Session
 
-from sopflow.errors import InvalidEventError
+from sopflow.errors import InvalidContactError, InvalidEventError
+from sopflow.store.consent import ConsentBook
 from sopflow.store.models import InboundEvent
-from sopflow.store.repository import CLAIM_LEASE, Store
+from sopflow.store.repository import CLAIM_LEASE, Store, run_row
 
 
 def _age_claim(store: Store, key: str, age: timedelta) -> None:
@@ -86,3 +87,41 @@ def test_two_retries_racing_for_a_stale_claim_cannot_both_take_it(store: Store) 
         tokens = list(pool.map(retry, range(attempts)))
     (winner,) = [t for t in tokens if t is not None]
     assert store.event_finish("k1", winner, {"ok": True})
+
+
+def test_the_claim_and_the_contact_are_one_transaction(store: Store) -> None:
+    """Intake claims the key and stores the contact together; a contact the store refuses
+    leaves the key unclaimed, so the corrected retry is processed."""
+    too_big = {"id": "c-1", "phone": "+12125550101", "notes": "x" * 70_000}
+    with pytest.raises(InvalidContactError, match="c-1"):
+        store.event_begin_with_contact("k1", "lead", too_big, {})
+    assert store.contact("c-1") is None
+    (token, answer), opted_out_at = store.event_begin_with_contact(
+        "k1", "lead", {"id": "c-1", "phone": "+12125550101", "first_name": "Ann"}, {}
+    )
+    assert token is not None and answer is None and opted_out_at is None
+    stored = store.contact("c-1")
+    assert stored is not None and stored.phone == "+12125550101"
+    assert stored.fields == {"first_name": "Ann"}
+    # Seen before: the contact is not merged again, and the answer is the first one's.
+    again = store.event_begin_with_contact("k1", "lead", {"id": "c-1", "first_name": "Bo"}, {})
+    assert again == ((None, None), None)
+    assert store.contact("c-1").fields == {"first_name": "Ann"}  # type: ignore[union-attr]
+
+    ConsentBook(store.engine).record("c-1", "revoke", channels=["all"], method="test")
+    (_, _), opted_out_at = store.event_begin_with_contact("k2", "lead", {"id": "c-1"}, {})
+    assert opted_out_at is not None  # what intake skips enrolments by
+
+
+def test_the_runs_an_event_started_are_recorded_with_its_answer(store: Store) -> None:
+    """Even by an attempt whose claim was taken over: the runs it started exist."""
+    slow = _claimed(store, "k1")
+    _age_claim(store, "k1", CLAIM_LEASE + timedelta(seconds=1))
+    retry = _claimed(store, "k1")
+    at = datetime.now(UTC)
+    mine = run_row("sop:a:c-1", "r1", "a", 1, "sha256:x", "c-1", at)
+    assert not store.event_finish("k1", slow, {"from": "slow"}, [mine])
+    assert store.run("sop:a:c-1") is not None
+    both = [mine, run_row("sop:b:c-1", "r2", "b", 1, "sha256:y", "c-1", at)]
+    assert store.event_finish("k1", retry, {"from": "retry"}, both)  # a row twice is fine
+    assert sorted(store.running_runs("c-1")) == ["sop:a:c-1", "sop:b:c-1"]
