@@ -34,6 +34,24 @@ IDLE_BEFORE_LOOKUP = timedelta(minutes=5)  # longer than an activity attempt may
 ABANDON_AFTER = timedelta(hours=1)
 
 
+class Repeats:
+    """Says a problem at `level` the first pass it is seen, then at debug while it lasts: an
+    invalid SOP file or an unreachable Temporal is news once, not every 10 seconds. A problem
+    that went away and comes back is news again."""
+
+    def __init__(self, level: int) -> None:
+        self.level = level
+        self.seen: set[str] = set()
+        self.now: set[str] = set()
+
+    def say(self, message: str) -> None:
+        log.log(logging.DEBUG if message in self.seen else self.level, "%s", message)
+        self.now.add(message)
+
+    def pass_done(self) -> None:
+        self.seen, self.now = self.now, set()
+
+
 class Upkeep:
     def __init__(
         self,
@@ -45,6 +63,8 @@ class Upkeep:
         """`provider` None (touches go to the in-memory loopback): no outbox reconciliation."""
         self.store, self.provider, self.sop_dir = store, provider, sop_dir
         self.cohorts = cohorts
+        self.deploy_problems = Repeats(logging.ERROR)
+        self.sync_problems = Repeats(logging.WARNING)
 
     async def reconcile_outbox(self, now: datetime | None = None) -> dict[str, int]:
         now = now or datetime.now(UTC)
@@ -89,14 +109,15 @@ class Upkeep:
             return []
         plans, problems = validate_paths([self.sop_dir])
         for problem in problems:
-            log.error("not deployed: %s", problem)
+            self.deploy_problems.say(f"not deployed: {problem}")
         created = []
         for plan in plans.values():
             try:
                 if self.store.deploy(plan).created:
                     created.append(f"{plan.sop.id} v{plan.sop.version}")
             except SopflowError as exc:
-                log.error("not deployed: %s", exc)
+                self.deploy_problems.say(f"not deployed: {exc}")
+        self.deploy_problems.pass_done()
         for name in created:
             log.info("deployed %s", name)
         return created
@@ -107,8 +128,9 @@ class Upkeep:
             return
         try:
             await self.cohorts.sync()
-        except Exception as exc:  # Temporal or the store away: said once a pass, not a traceback
-            log.warning("cohort schedules not synced, retrying in 10 s: %s", exc)
+        except Exception as exc:  # Temporal or the store away: said once, not a traceback
+            self.sync_problems.say(f"cohort schedules not synced, retrying every 10 s: {exc}")
+        self.sync_problems.pass_done()
 
     def schedule(self, scheduler: AsyncIOScheduler) -> None:
         if self.provider is not None:
