@@ -16,9 +16,7 @@ the preview's key.
 
 from __future__ import annotations
 
-import base64
 import binascii
-import hashlib
 import hmac
 import re
 from collections.abc import Iterator, Mapping
@@ -29,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal, assert_never
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta
 
 from sopflow.channels.unsubscribe import UnsubscribeLinks
+from sopflow.signing import b64, tag, unb64
 from sopflow.sop.schema import MAX_CONTACT_ID
 from sopflow.sop.templates import environment
 
@@ -47,10 +46,6 @@ NO_LINKS = (
 )
 
 
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
 @dataclass(frozen=True)
 class ReferralLinks:
     public_url: str  # the gateway as the people a link is forwarded to reach it
@@ -62,11 +57,10 @@ class ReferralLinks:
         return cls(links.public_url, links.key)
 
     def _tag(self, contact_id: str) -> str:
-        digest = hmac.new(self.key, b"referral:" + contact_id.encode(), hashlib.sha256)
-        return _b64(digest.digest()[:6])
+        return tag(self.key, b"referral:", contact_id, 6)
 
     def code(self, contact_id: str) -> str:
-        return _b64(contact_id.encode()) + self._tag(contact_id)
+        return b64(contact_id.encode()) + self._tag(contact_id)
 
     def url(self, contact_id: str) -> str:
         return f"{self.public_url.rstrip('/')}{PATH}{self.code(contact_id)}"
@@ -75,16 +69,16 @@ class ReferralLinks:
         """The contact a code was made for; None when it is forged, cut or altered."""
         if not TAG_LENGTH < len(code) <= MAX_CODE or not _CODE.fullmatch(code):
             return None
-        encoded, tag = code[:-TAG_LENGTH], code[-TAG_LENGTH:]
+        encoded, given = code[:-TAG_LENGTH], code[-TAG_LENGTH:]
         try:
-            contact_id = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+            contact_id = unb64(encoded).decode()
         except (binascii.Error, ValueError):  # UnicodeDecodeError is a ValueError
             return None
         # Base64 decoding forgives stray bits in the last character: only the one spelling
         # this module writes is a code, so no two codes name one contact.
-        if not contact_id or _b64(contact_id.encode()) != encoded:
+        if not contact_id or b64(contact_id.encode()) != encoded:
             return None
-        return contact_id if hmac.compare_digest(tag, self._tag(contact_id)) else None
+        return contact_id if hmac.compare_digest(given, self._tag(contact_id)) else None
 
 
 def template_values(contact_id: Any, links: UnsubscribeLinks | None) -> dict[str, Any]:

@@ -7,20 +7,12 @@ in the footer of the text (people click it). Pure: the key comes in as bytes.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 from dataclasses import dataclass
 
+from sopflow.signing import b64, tag, unb64
+
 PATH = "/unsubscribe/"
-
-
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 @dataclass(frozen=True)
@@ -29,11 +21,10 @@ class UnsubscribeLinks:
     key: bytes
 
     def _mac(self, contact_id: str) -> str:
-        digest = hmac.new(self.key, b"unsubscribe:email:" + contact_id.encode(), hashlib.sha256)
-        return _b64(digest.digest()[:16])
+        return tag(self.key, b"unsubscribe:email:", contact_id, 16)
 
     def token(self, contact_id: str) -> str:
-        return f"{_b64(contact_id.encode())}.{self._mac(contact_id)}"
+        return f"{b64(contact_id.encode())}.{self._mac(contact_id)}"
 
     def url(self, contact_id: str) -> str:
         return f"{self.public_url.rstrip('/')}{PATH}{self.token(contact_id)}"
@@ -42,7 +33,7 @@ class UnsubscribeLinks:
         """The contact a token was signed for; None when it is forged, cut or not ours."""
         encoded, _, mac = token.partition(".")
         try:
-            contact_id = _unb64(encoded).decode()
+            contact_id = unb64(encoded).decode()
         except (ValueError, UnicodeDecodeError):
             return None
         if not contact_id or not hmac.compare_digest(mac, self._mac(contact_id)):
