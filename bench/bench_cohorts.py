@@ -54,12 +54,13 @@ from sopflow.cohorts.schedules import CohortSchedules  # noqa: E402
 from sopflow.compliance.rules import load_rules  # noqa: E402
 from sopflow.enrolment import enrolment_for, start_enrolment  # noqa: E402
 from sopflow.gateway.app import create_app  # noqa: E402
-from sopflow.runtime import build_worker  # noqa: E402
+from sopflow.runtime import BUILD_ID, build_worker  # noqa: E402
 from sopflow.settings import Secret  # noqa: E402
 from sopflow.sop.plan import compile_plan  # noqa: E402
 from sopflow.sop.schema import Sop  # noqa: E402
 from sopflow.store.models import Contact, Run, StepEvent  # noqa: E402
 from sopflow.store.repository import Store, connect  # noqa: E402
+from workflows.search_attributes import KEYS as SEARCH_ATTRIBUTES  # noqa: E402
 
 TEMPORAL = str(Path(sys.executable).with_name("temporal"))
 # As sopflow/up.py starts it.
@@ -123,6 +124,7 @@ class Stack:
             dev_server_existing_path=TEMPORAL,
             dev_server_database_filename=str(self.folder / "temporal.db"),
             dev_server_extra_args=[*PRAGMAS, "--log-level", "error"],
+            search_attributes=SEARCH_ATTRIBUTES,
         )
         self.store = Store(connect(f"sqlite:///{self.folder / 'store.db'}"))
         self.store.migrate()
@@ -132,7 +134,9 @@ class Stack:
                 connection.execute(insert(Contact), rows[start : start + 5000])
         self.store.deploy(compile_plan(Sop.model_validate(SOP)))
         self.worker = build_worker(self.env.client, self.store, self.queue, load_rules())
-        self.empty = Worker(self.env.client, task_queue=f"{self.queue}-empty", workflows=[Empty])
+        self.empty = Worker(
+            self.env.client, task_queue=f"{self.queue}-empty", workflows=[Empty], build_id=BUILD_ID
+        )
         await self.worker.__aenter__()
         await self.empty.__aenter__()
         return self

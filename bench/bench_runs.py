@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from activities.sop_activities import MemoryEffects, SopActivities  # noqa: E402
+from sopflow.runtime import BUILD_ID  # noqa: E402
 from sopflow.sop.plan import Plan, compile_plan  # noqa: E402
 from sopflow.sop.protocol import SendMessage  # noqa: E402
 from sopflow.sop.schema import Sop  # noqa: E402
@@ -46,6 +47,7 @@ from sopflow.sop.simulator import simulate  # noqa: E402
 from sopflow.sop.validate import load_plan  # noqa: E402
 from workflows.contracts import SopRunInput, SopRunResult  # noqa: E402
 from workflows.sandbox import workflow_runner  # noqa: E402
+from workflows.search_attributes import KEYS as SEARCH_ATTRIBUTES  # noqa: E402
 from workflows.sop_run import SopRun  # noqa: E402
 
 TEMPORAL = str(Path(sys.executable).with_name("temporal"))
@@ -154,6 +156,7 @@ def worker(client: Client, queue: str, effects: MemoryEffects) -> Worker:
         workflows=[SopRun, Baseline],
         activities=[*SopActivities(effects).all(), noop],
         workflow_runner=workflow_runner(),
+        build_id=BUILD_ID,
     )
 
 
@@ -182,6 +185,7 @@ async def throughput(n: int) -> None:
         data_converter=pydantic_data_converter,
         dev_server_existing_path=TEMPORAL,
         dev_server_extra_args=TIME_SKIPPING,
+        search_attributes=SEARCH_ATTRIBUTES,
     )
     async with env:
         queue = f"bench-{uuid.uuid4()}"
@@ -249,7 +253,9 @@ async def lateness(n: int) -> None:
     plan = compile_plan(Sop.model_validate(LATENESS_SOP))
     segments = [Segment(sleep_until=5.0 * k, activities=1) for k in (1, 2, 3)]
     env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter, dev_server_existing_path=TEMPORAL
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=TEMPORAL,
+        search_attributes=SEARCH_ATTRIBUTES,
     )
     async with env:
         queue = f"bench-{uuid.uuid4()}"
@@ -313,6 +319,7 @@ async def enrolments(n: int) -> None:
                 dev_server_existing_path=TEMPORAL,
                 dev_server_database_filename=db,
                 dev_server_extra_args=extra,
+                search_attributes=SEARCH_ATTRIBUTES,
             )
             async with env:
                 queue = f"bench-{uuid.uuid4()}"

@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from sopflow.asgi import free_port  # noqa: E402
 from sopflow.up import die_with_parent  # noqa: E402
+from workflows.search_attributes import dev_server_args  # noqa: E402
 
 POSTGRES = os.environ.get("SOPFLOW_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1/test")
 TEMPORAL = str(Path(sys.executable).with_name("temporal"))
@@ -120,6 +121,7 @@ class Stack:
         self._spawn("temporal", [
             TEMPORAL, "server", "start-dev", "--ip", "127.0.0.1",
             "--port", str(self.temporal_port), "--headless", *persistence, "--log-level", "error",
+            *dev_server_args(),
         ])  # fmt: skip
 
     def start_worker(self, i: int) -> None:

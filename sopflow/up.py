@@ -44,6 +44,7 @@ from sopflow.store.repository import Store, connect, use_store_threads
 from sopflow.store.reps import RepDirectory
 from sopflow.teams import load_teams
 from sopflow.upkeep import Upkeep, start_upkeep
+from workflows.search_attributes import dev_server_args
 
 log = logging.getLogger("sopflow.up")
 
@@ -214,6 +215,8 @@ async def up(
         "synchronous=normal",
         "--log-level",
         "warn",
+        # SopRun's search attributes: registered at every start, a no-op once the db has them.
+        *dev_server_args(),
         stdout=server_log,
         stderr=asyncio.subprocess.STDOUT,
         preexec_fn=die_with_parent,

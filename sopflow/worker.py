@@ -22,7 +22,13 @@ from sopflow.logs import LogSettings, configure_logging
 from sopflow.metrics import metrics_address
 from sopflow.providers.smtp import SmtpMailer, smtp_config
 from sopflow.providers.twilio import TwilioProvider, provider_config
-from sopflow.runtime import build_worker, connect_client, hard_exit, telemetry_runtime
+from sopflow.runtime import (
+    build_worker,
+    check_search_attributes,
+    connect_client,
+    hard_exit,
+    telemetry_runtime,
+)
 from sopflow.settings import Settings, temporal_connect_config
 from sopflow.store.repository import Store, connect, use_store_threads
 from sopflow.upkeep import Upkeep, start_upkeep
@@ -51,6 +57,7 @@ async def run(settings: Settings, stop: asyncio.Event, metrics_at: str | None = 
         raise ConfigurationError(
             f"cannot reach Temporal at {config['target_host']}: {exc}"
         ) from None
+    await check_search_attributes(client)  # before serving a run that would upsert them
     if twilio is None:
         log.warning("no TWILIO_ACCOUNT_SID: touches go to the in-memory loopback, not to phones")
     if mail is None:

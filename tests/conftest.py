@@ -16,6 +16,8 @@ import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from workflows.search_attributes import KEYS as SEARCH_ATTRIBUTES
+
 TIME_SKIPPING = ["--dynamic-config-value", "frontend.WorkflowTimeSkippingEnabled=true"]
 
 
@@ -35,6 +37,7 @@ async def skipping_env() -> AsyncIterator[WorkflowEnvironment]:
         data_converter=pydantic_data_converter,
         dev_server_existing_path=temporal_cli(),
         dev_server_extra_args=TIME_SKIPPING,
+        search_attributes=SEARCH_ATTRIBUTES,  # SopRun upserts them (workflows/search_attributes.py)
     )
     async with env:
         yield env
@@ -43,7 +46,9 @@ async def skipping_env() -> AsyncIterator[WorkflowEnvironment]:
 @pytest.fixture(scope="session")
 async def live_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter, dev_server_existing_path=temporal_cli()
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=temporal_cli(),
+        search_attributes=SEARCH_ATTRIBUTES,
     )
     async with env:
         yield env

@@ -10,10 +10,10 @@ from __future__ import annotations
 import contextlib
 from collections import deque
 from datetime import timedelta
-from typing import Any, assert_never
+from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, CancelledError, FailureError
 
 with workflow.unsafe.imports_passed_through():
@@ -26,19 +26,13 @@ with workflow.unsafe.imports_passed_through():
         Command,
         ContactEvent,
         Control,
-        EnrollContact,
         Escalate,
         Event,
-        Finish,
         OutcomeReported,
-        PlaceCall,
         ProviderEvent,
-        Record,
         RunState,
-        SendMessage,
         Tick,
         Transition,
-        UpdateContact,
         awaits_result,
         is_bookkeeping,
         touch_channel,
@@ -54,6 +48,8 @@ with workflow.unsafe.imports_passed_through():
         SopRunInput,
         SopRunResult,
     )
+    from workflows.search_attributes import REP, Progress, identity, progress
+    from workflows.summaries import activity_summary, timer_summary
 
 # Anything that reaches a person retries a bounded number of times, never forever.
 EFFECT_RETRY = RetryPolicy(
@@ -68,6 +64,8 @@ RECORD_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attemp
 # recorded before merged everything, and replays as it ran).
 CONTACT_BUDGET_PATCH = "contact-budget"
 LOCAL_RECORDS_PATCH = "records-as-local-activities"
+# Runs started before it upsert no search attributes: their histories have no such commands.
+SEARCH_ATTRIBUTES_PATCH = "search-attributes"
 
 
 def _over_budget(state: RunState, data: dict[str, Any]) -> str | None:
@@ -79,29 +77,6 @@ def _over_budget(state: RunState, data: dict[str, Any]) -> str | None:
         f"the contact would be over its {CONTACT_BUDGET // 1024} KiB with "
         f"{', '.join(dropped)}: send less data"
     )
-
-
-def _summary(command: Command) -> str:
-    """What the activity does, as Temporal's UI shows it in the history."""
-    match command:
-        case SendMessage():
-            return f"{command.channel} {command.step}"
-        case PlaceCall():
-            return f"call {command.step}"
-        case AssignTask():
-            return f"task {command.step}: {command.title}"[:200]
-        case Escalate():
-            return f"{command.action} {command.step} (level {command.level})"
-        case EnrollContact():
-            return f"enrol in {command.sop}"
-        case UpdateContact():
-            return f"update contact ({command.step})"
-        case CheckSegments():
-            return f"segments {', '.join(command.segments)}"[:200]
-        case Record() | Finish():
-            return command.kind
-        case _:
-            assert_never(command)
 
 
 def _within_budget(state: RunState, event: ContactEvent) -> ContactEvent:
@@ -132,6 +107,11 @@ class SopRun:
         self._state: RunState | None = params.state
         self._input: SopRunInput | None = params
         self._next_request = 0
+        # The rep the run assigned last (a continued run reads it back from its attributes), and
+        # the attributes last upserted: None until the run upserts any (before the patch: never).
+        reps = workflow.info().typed_search_attributes.get(REP)
+        self._rep: str | None = reps[-1] if reps else None
+        self._shown: Progress | None = None
 
     @workflow.run
     async def run(self, params: SopRunInput) -> SopRunResult:
@@ -150,6 +130,8 @@ class SopRun:
         else:
             transition = Transition(state=params.state, commands=[])
         state = transition.state
+        if workflow.patched(SEARCH_ATTRIBUTES_PATCH):  # at the first task, before any activity
+            self._show(state, identity(state))
         transition_count = state.transitions
         todo: deque[Command] = deque(transition.commands)
         while True:
@@ -161,6 +143,7 @@ class SopRun:
                     transition = engine.handle(plan, state, result)
                     state = self._state = transition.state
                     todo.extend(transition.commands)
+            self._show(state)
             if state.finished:
                 await self._close(state)
                 return SopRunResult(result=state.result, state=state, generation=params.generation)
@@ -185,6 +168,17 @@ class SopRun:
             transition = engine.handle(plan, state, event)
             state = transition.state
             todo.extend(transition.commands)
+
+    def _show(self, state: RunState, also: list[SearchAttributeUpdate[Any]] | None = None) -> None:
+        """Upsert the attributes that changed (status, what the run waits for, its rep), in runs
+        started with the patch, with `also` (one event); an unchanged value is not written again."""
+        if self._shown is None and not workflow.patched(SEARCH_ATTRIBUTES_PATCH):
+            return
+        assert self._input is not None
+        shown = progress(self._input.plan, state, self._rep)
+        if shown != self._shown or also:
+            workflow.upsert_search_attributes([*(also or []), *shown.updates()])
+            self._shown = shown
 
     async def _should_continue_as_new(
         self, params: SopRunInput, state: RunState, started_at: int
@@ -216,8 +210,12 @@ class SopRun:
         if state.wake_at is not None and not state.paused:  # a paused run arms no timer
             remaining = (state.wake_at - workflow.now()).total_seconds()
             if remaining > 0 and not self._inbox:
+                assert self._input is not None
+                summary = timer_summary(self._input.plan, state, self._rep)
                 with contextlib.suppress(TimeoutError):  # the timer fired: a Tick is due
-                    await workflow.wait_condition(lambda: bool(self._inbox), timeout=remaining)
+                    await workflow.wait_condition(
+                        lambda: bool(self._inbox), timeout=remaining, timeout_summary=summary
+                    )
             if not self._inbox:
                 return Tick(at=max(workflow.now(), state.wake_at)), None
         else:
@@ -241,6 +239,8 @@ class SopRun:
             sop = self._input.plan.sop
             params.zones, params.policy = state.zones, sop.policy
             params.purpose, params.priority = sop.purpose, sop.priority
+        assert self._input is not None
+        summary = activity_summary(self._input.plan, command, self._rep)
         if is_bookkeeping(command):
             if workflow.patched(LOCAL_RECORDS_PATCH):
                 # A local activity: one insert needs no round trip through the server's task
@@ -250,6 +250,7 @@ class SopRun:
                     params,
                     start_to_close_timeout=timedelta(seconds=30),
                     retry_policy=RECORD_RETRY,
+                    summary=summary,
                 )
             else:  # histories recorded before the patch replay as they ran
                 await workflow.execute_activity(
@@ -257,6 +258,7 @@ class SopRun:
                     params,
                     start_to_close_timeout=timedelta(seconds=30),
                     retry_policy=RECORD_RETRY,
+                    summary=summary,
                 )
             return None
         # A segment check is a query, not an effect: its own activity, no gate and no rep. New
@@ -269,7 +271,7 @@ class SopRun:
                 result_type=CommandResult,
                 start_to_close_timeout=timedelta(seconds=60),
                 retry_policy=EFFECT_RETRY,
-                summary=_summary(command),
+                summary=summary,
             )
         except ActivityError as exc:
             if isinstance(exc.cause, CancelledError):
@@ -278,6 +280,7 @@ class SopRun:
             # the command failed; the engine decides what that means (protocol.awaits_result).
             cause = exc.cause.message if isinstance(exc.cause, FailureError) else str(exc)
             result = CommandResult(status="failed", reason=f"gave up after retries: {cause}")
+        self._note_rep(command, result)
         if not awaits_result(command) and result.status == "done":
             return None
         return ActionResult(
@@ -289,6 +292,16 @@ class SopRun:
             due_at=result.due_at,
             detail=result.detail,
         )
+
+    def _note_rep(self, command: Command, result: CommandResult) -> None:
+        """The rep who holds the task after an assignment or a reassignment (the activity
+        chose them: round robin, least loaded, the owner)."""
+        moved = isinstance(command, AssignTask) or (
+            isinstance(command, Escalate) and command.action == "reassign"
+        )
+        rep = result.detail.get("rep") if moved and result.status == "done" else None
+        if isinstance(rep, str) and rep:
+            self._rep = rep
 
     @workflow.signal(name="contact_event")
     def contact_event(self, signal: ContactEventSignal) -> None:

@@ -20,6 +20,7 @@ from temporalio.worker import Worker
 
 from activities.sop_activities import MemoryEffects, SopActivities
 from sopflow.limits import CONTACT_BUDGET, EVENT_DATA_BUDGET, json_size
+from sopflow.runtime import BUILD_ID
 from sopflow.sop.plan import compile_plan
 from sopflow.sop.protocol import Record, RunState
 from sopflow.sop.schema import Sop
@@ -73,6 +74,7 @@ async def test_max_size_events_keep_the_contact_within_budget_and_the_run_going(
         workflows=[SopRun],
         activities=SopActivities(effects).all(),
         workflow_runner=workflow_runner(),
+        build_id=BUILD_ID,
         workflow_failure_exception_types=[Exception],  # a bug fails the run (and this test)
     ):
         handle = await live_env.client.start_workflow(
@@ -129,6 +131,7 @@ async def test_a_report_in_a_continued_runs_first_task_is_judged_on_the_state_it
         workflows=[SopRun],
         activities=SopActivities(MemoryEffects()).all(),
         workflow_runner=workflow_runner(),
+        build_id=BUILD_ID,
         workflow_failure_exception_types=[Exception],
     ):
         first = await live_env.client.start_workflow(

@@ -13,6 +13,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.sop_activities import MemoryEffects, SopActivities
+from sopflow.runtime import BUILD_ID
 from sopflow.sop.simulator import PREVIEW_LINKS, sample_contact, simulate
 from sopflow.sop.validate import load_plan
 from workflows.contracts import SopRunInput, SopRunResult
@@ -44,6 +45,7 @@ async def test_seed_sop_runs_as_previewed(
         workflows=[SopRun],
         activities=SopActivities(effects, links=PREVIEW_LINKS).all(),
         workflow_runner=workflow_runner(),
+        build_id=BUILD_ID,
         workflow_failure_exception_types=[Exception],
     ):
         handle = await skipping_env.client.start_workflow(

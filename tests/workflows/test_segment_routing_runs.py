@@ -24,6 +24,7 @@ from activities.store_effects import StoreEffects
 from sopflow.compliance.rules import load_rules
 from sopflow.enrolment import enrolment_for, start_enrolment
 from sopflow.providers.loopback import LoopbackProvider
+from sopflow.runtime import BUILD_ID
 from sopflow.sop.protocol import Record
 from sopflow.sop.rep_view import SAMPLE_REP
 from sopflow.sop.simulator import PREVIEW_LINKS, simulate
@@ -109,6 +110,7 @@ async def run_triage(
         workflows=[SopRun],
         activities=SopActivities(effects, RULES, PREVIEW_LINKS).all(),
         workflow_runner=workflow_runner(),
+        build_id=BUILD_ID,
     ):
         await start_enrolment(env.client, enrolment, "lead.scored", {}, task_queue)
         handle: WorkflowHandle[Any, SopRunResult] = env.client.get_workflow_handle(
@@ -187,6 +189,7 @@ async def test_any_effects_backend_answers_and_the_history_replays_later(
         workflows=[SopRun],
         activities=SopActivities(effects, links=PREVIEW_LINKS).all(),
         workflow_runner=workflow_runner(),
+        build_id=BUILD_ID,
     ):
         handle = await skipping_env.client.start_workflow(
             SopRun.run,

@@ -16,6 +16,7 @@ from activities.sop_activities import MemoryEffects, SopActivities
 from activities.store_effects import StoreEffects
 from sopflow.providers.base import Template
 from sopflow.providers.loopback import LoopbackProvider
+from sopflow.runtime import BUILD_ID
 from sopflow.sop.plan import Plan, compile_plan
 from sopflow.sop.protocol import EnrollContact, Escalate, Record, RunState
 from sopflow.sop.schema import Sop
@@ -50,6 +51,7 @@ def worker(env: WorkflowEnvironment, task_queue: str, effects: MemoryEffects) ->
         workflows=[SopRun],
         activities=SopActivities(effects).all(),
         workflow_runner=workflow_runner(),
+        build_id=BUILD_ID,
         workflow_failure_exception_types=[
             Exception
         ],  # a bug fails the test now, not at its timeout
@@ -251,6 +253,7 @@ async def test_the_store_records_every_step_and_a_lost_response_never_sends_twic
         workflows=[SopRun],
         activities=SopActivities(StoreEffects(store, provider)).all(),
         workflow_runner=workflow_runner(),
+        build_id=BUILD_ID,
     ):
         result = await skipping_env.client.execute_workflow(
             SopRun.run,

@@ -18,6 +18,7 @@ from activities.sop_activities import SopActivities
 from activities.store_effects import StoreEffects
 from sopflow.enrolment import enrolment_for, start_enrolment
 from sopflow.providers.loopback import LoopbackProvider
+from sopflow.runtime import BUILD_ID
 from sopflow.sop.plan import Plan, compile_plan
 from sopflow.sop.protocol import RunState
 from sopflow.sop.schema import WEEKDAYS, ContactPolicy, Sop
@@ -85,6 +86,7 @@ def store_worker(
         workflows=[SopRun],
         activities=SopActivities(StoreEffects(store, provider)).all(),
         workflow_runner=workflow_runner(),
+        build_id=BUILD_ID,
     )
 
 
