@@ -23,6 +23,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, assert_never
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -73,9 +75,12 @@ class StoreEffects:
         provider: Provider,
         mailer: Mailer | None = None,
         segments: Path = SEGMENTS_DIR,
+        public_url: str | None = None,
     ) -> None:
-        """`segments`: the folder of segment files branches route by (as the gateway's)."""
+        """`segments`: the folder of segment files branches route by (as the gateway's);
+        `public_url`: the gateway as reps reach it, for the inbox link in task notices."""
         self.store = store
+        self.public_url = public_url
         self.segments = segments
         # No relay configured: emails are claimed and recorded like the loopback's texts.
         self.mailer: Mailer = mailer if mailer is not None else LoopbackProvider()
@@ -348,13 +353,18 @@ class StoreEffects:
             )
         detail: dict[str, Any] = {"rep": rep.id if rep else None}
         if notify is not None and notify.phone:
-            notice = Outgoing("sms", notify.phone, _notice(params, rendered, notify))
+            text = _notice(params, rendered, notify, self.public_url)
+            notice = Outgoing("sms", notify.phone, text)
             sent = await self._send_once(
                 f"{key}/notify", params, notice, rep_id=rep.id if rep else None
             )
             detail["notified"] = notify.id
             detail["provider_id"] = sent.detail.get("provider_id")
-        await asyncio.to_thread(self._record, params, None, actor=actor, detail=detail)
+        recorded = dict(detail)
+        if isinstance(command, AssignTask) and rendered.get("instructions"):
+            # What the inbox shows the rep; kept in the store only, not in the run's history.
+            recorded["instructions"] = rendered["instructions"]
+        await asyncio.to_thread(self._record, params, None, actor=actor, detail=recorded)
         return CommandResult(detail=detail)
 
     async def _enroll(
@@ -411,8 +421,16 @@ def _team(params: CommandInput) -> str | None:
     return None
 
 
-def _notice(params: CommandInput, rendered: Mapping[str, Any], rep: RepInfo) -> str:
-    """The text a rep gets on their phone."""
+def task_link(public_url: str, run_id: str, step: str) -> str:
+    """The task in the rep inbox (sopflow/gateway/inbox.py)."""
+    return f"{public_url.rstrip('/')}/inbox/task?{urlencode({'run': run_id, 'step': step})}"
+
+
+def _notice(
+    params: CommandInput, rendered: Mapping[str, Any], rep: RepInfo, public_url: str | None = None
+) -> str:
+    """The text a rep gets on their phone: a task's due time in the rep's zone (else UTC) and,
+    when the gateway's address is known, a link to the task in their inbox."""
     command = params.command
     contact = getattr(command, "context", {}).get("contact", {})
     who = " ".join(
@@ -420,7 +438,9 @@ def _notice(params: CommandInput, rendered: Mapping[str, Any], rep: RepInfo) -> 
     ) or str(contact.get("id", params.contact_id))
     phone = contact.get("phone", "")
     if isinstance(command, AssignTask):
-        return f"sopflow task: {command.title} — {who} {phone}, due {command.due_at:%Y-%m-%d %H:%M} UTC"
+        due = command.due_at.astimezone(ZoneInfo(rep.timezone or "UTC"))
+        link = f" {task_link(public_url, params.workflow_id, command.step)}" if public_url else ""
+        return f"sopflow task: {command.title} — {who} {phone}, due {due:%Y-%m-%d %H:%M %Z}{link}"
     assert isinstance(command, Escalate)
     if command.action == "notify_supervisor":
         return f"sopflow: step {command.step} for {who} is overdue (level {command.level}); please follow up"

@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from sopflow.errors import ConfigurationError, NotFoundError, SopflowError, SopValidationError
+from sopflow.identity.cli import users_app
 from sopflow.sop import clock
 from sopflow.sop.plan import Plan
 from sopflow.sop.schema import Sop
@@ -70,6 +71,7 @@ segments_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(segments_app, name="segments")
+app.add_typer(users_app, name="users")
 SANDBOX_URL = typer.Option(help="the sandbox's base URL", envvar="SOPFLOW_SANDBOX_URL")
 # Not click choices: a bad value, from here or from the environment, gets sopflow's one line.
 LOG_FORMAT = typer.Option(help="text or json lines (default: SOPFLOW_LOG_FORMAT, else text)")

@@ -44,6 +44,7 @@ class Settings:
     db_connections: int = (
         20  # store connections, and threads that use them (SOPFLOW_DB_CONNECTIONS)
     )
+    temporal_ui_url: str | None = None  # Temporal's web UI, linked from the dashboard's runs
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -58,6 +59,7 @@ class Settings:
             public_url=env.get("SOPFLOW_PUBLIC_URL") or None,
             unsubscribe_key=_env_secret(env, "SOPFLOW_UNSUBSCRIBE_KEY"),
             db_connections=_env_count(env, "SOPFLOW_DB_CONNECTIONS", 20),
+            temporal_ui_url=env.get("SOPFLOW_TEMPORAL_UI_URL") or None,
         )
 
     def kept_secret(self, name: str) -> Secret:

@@ -5,8 +5,9 @@ teams:
     name: Inside sales
     supervisor: sam            # a rep of any team; gets notify_supervisor escalations
     max_tasks_per_day: 40      # optional workload cap per rep (a rep may set their own)
+    timezone: America/New_York # optional IANA zone: due times in notices and the inbox
     reps:
-      - {id: ana, name: Ana Lima, phone: "+12125550101"}
+      - {id: ana, name: Ana Lima, phone: "+12125550101", timezone: America/Chicago}
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sqlalchemy.orm import QueryableAttribute
 
 from sopflow.errors import SopflowError, read_user_file
 from sopflow.phones import E164_HINT, e164
+from sopflow.sop.schema import ZoneName
 from sopflow.store.models import Rep, Team
 from sopflow.store.text import problem
 
@@ -49,6 +51,7 @@ class RepIn(BaseModel):
     max_tasks_per_day: int | None = Field(
         None, ge=1, description="at most this many tasks in any 24 hours (default: the team's)"
     )
+    timezone: ZoneName | None = Field(None, description="IANA zone (default: the team's)")
 
     @field_validator("phone")
     @classmethod
@@ -67,6 +70,7 @@ class TeamIn(BaseModel):
     name: Annotated[str, _storable(Team.name)] = ""
     supervisor: Annotated[str, _storable(Team.supervisor_id)] | None = None
     max_tasks_per_day: int | None = Field(None, ge=1, description="each rep's default cap")
+    timezone: ZoneName | None = Field(None, description="IANA zone of its reps, e.g. Europe/Paris")
     reps: list[RepIn] = Field(default_factory=list)
 
 

@@ -28,6 +28,7 @@ from sopflow.cohorts.schedules import CohortSchedules
 from sopflow.compliance.rules import load_rules
 from sopflow.errors import ConfigurationError, SopflowError
 from sopflow.gateway.app import create_app
+from sopflow.gateway.dashboard import TemporalUi
 from sopflow.gateway.readiness import smtp_probe, twilio_probe
 from sopflow.gateway.sandbox_page import sandbox_page_router
 from sopflow.gateway.twilio_hooks import TwilioHooks
@@ -251,6 +252,7 @@ async def up(
         app = create_app(
             store, client_factory, token, settings.task_queue, hooks, provider, rules, links,
             probes=probes,
+            temporal_ui=TemporalUi.for_server(settings.temporal_ui_url, "127.0.0.1", ui_port=ports.ui),
         )  # fmt: skip
         sandbox_server: _Gateway | None = None
         if sandbox_app is not None:

@@ -60,3 +60,22 @@ def test_text_the_store_cannot_keep_is_refused_naming_the_field(
     with pytest.raises(SopflowError) as refused:
         load_teams(path)
     assert str(refused.value).startswith(f"{path}: {message}")
+
+
+def test_time_zones_of_teams_and_reps_must_be_iana_names(tmp_path: Path) -> None:
+    path = tmp_path / "teams.yaml"
+    zoned = (
+        "teams:\n  - id: a\n    timezone: {team}\n    reps: [{{id: x, name: X, timezone: {rep}}}]\n"
+    )
+    path.write_text(zoned.format(team="Europe/Paris", rep="America/Chicago"))
+    (team,) = load_teams(path)
+    assert team["timezone"] == "Europe/Paris" and team["reps"][0]["timezone"] == "America/Chicago"
+    for team_zone, rep_zone, where, bad in (
+        ("Europe/Pariss", "UTC", "teams.0.timezone", "Europe/Pariss"),
+        ("UTC", "CST6", "teams.0.reps.0.timezone", "CST6"),
+    ):
+        path.write_text(zoned.format(team=team_zone, rep=rep_zone))
+        with pytest.raises(SopflowError) as caught:
+            load_teams(path)
+        assert f"{where}: Value error, unknown time zone {bad!r}" in str(caught.value)
+        assert "use an IANA name such as Europe/Paris" in str(caught.value)

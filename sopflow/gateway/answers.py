@@ -161,6 +161,161 @@ class ControlAccepted(_Answer):
     action: Literal["pause", "resume", "cancel"]
 
 
+# ---------------------------------------------------------------- dashboard reports
+# (sopflow/compliance/teams_report.py, funnel.py, pilots.py: the definitions in full)
+class TracedCount(_Answer):
+    value: int
+    listing: Literal["runs", "tasks"] = Field(
+        description="the listing of the rows behind the count: GET /api/v1/{listing}"
+    )
+    filter: dict[str, str | int | bool] = Field(description="its query parameters")
+    exact: bool = Field(
+        description="true: the listing so filtered shows exactly the rows counted; false: "
+        "rows that include them (the listing has no filter for what was counted, e.g. a step)"
+    )
+
+
+class RepMetrics(_Answer):
+    """A rep's (or a team's) rep tasks assigned in the window, as the compliance scorer judges
+    them."""
+
+    tasks: TracedCount = Field(description="rep tasks assigned in the window")
+    settled: TracedCount = Field(
+        description="tasks with a verdict or past their due time: on_time + overdue + skipped "
+        "(every task but those open and not due yet)"
+    )
+    on_time: TracedCount = Field(
+        description="outcome reported by the due time plus the step's score tolerance"
+    )
+    overdue: TracedCount = Field(
+        description="past their due time (the listings' `late`): late + missed + open past due"
+    )
+    late: TracedCount = Field(description="outcome reported after the due time and tolerance")
+    missed: TracedCount = Field(description="expired with no outcome reported")
+    skipped: TracedCount = Field(
+        description="excused: the run ended (cancelled, opted out, rerouted) before it was due"
+    )
+    open: TracedCount = Field(description="no outcome yet in a running run")
+    on_time_pct: float | None = Field(description="100 × on_time / settled (None: none settled)")
+    overdue_pct: float | None = Field(description="100 × overdue / settled")
+    skipped_pct: float | None = Field(description="100 × skipped / settled")
+    score: float | None = Field(
+        description="adherence score 0-100: each judged task's weight, on time all of it, late "
+        "half, missed none, minus one per violation, over the weights (None: nothing judged)"
+    )
+    violations: TracedCount = Field(
+        description="outcomes of these tasks reported outside the SOP's window for the channel "
+        "or after the contact opted out"
+    )
+    sla_met: TracedCount = Field(description="runs whose first rep task (theirs) was on time")
+    sla_judged: TracedCount = Field(description="runs whose first rep task (theirs) was judged")
+    sla_met_pct: float | None = Field(description="100 × sla_met / sla_judged")
+    touches: TracedCount = Field(
+        description="outcomes reported (on_time + late) in runs of SOPs naming success_results"
+    )
+    successes: TracedCount = Field(
+        description="runs ending with one of their SOP's success_results whose last reported "
+        "outcome was this rep's"
+    )
+    touches_per_success: float | None = Field(description="touches / successes (None: no success)")
+
+
+class RepRow(RepMetrics):
+    rep: str
+    name: str | None = Field(description="None: not in the rep directory any more")
+    team: str | None
+
+
+class TeamRow(RepMetrics):
+    team: str
+    name: str
+    reps: int = Field(description="its reps in this report; the counts add theirs up")
+
+
+class RepsReport(_Answer):
+    since: str | None
+    until: str | None
+    as_of: str = Field(description="the time open tasks were judged overdue or not")
+    reps: list[RepRow] = Field(description="every rep the caller may see, by id")
+    teams: list[TeamRow] = Field(description="their teams (none for a rep)")
+
+
+class FunnelCell(_Answer):
+    version: int
+    entries: TracedCount = Field(description="runs with a step event at the step")
+    items: TracedCount = Field(description="task and touch attempts the scorer judged there")
+    on_time: TracedCount
+    overdue: TracedCount = Field(
+        description="past their due or planned time: done late, never done, or open past due"
+    )
+    skipped: TracedCount = Field(
+        description="excused: blocked or deferred by a rule or window, a missed ladder slot, a "
+        "task whose run ended first"
+    )
+    open: TracedCount = Field(description="pending and not due yet")
+    exits: dict[str, TracedCount] = Field(description="runs that finished at the step, by result")
+
+
+class FunnelStep(_Answer):
+    step: str
+    kind: str
+    columns: list[FunnelCell | None] = Field(
+        description="one per version, in the order of `versions`; None: not a step of it"
+    )
+
+
+class FunnelVersion(_Answer):
+    version: int
+    digest: str
+    runs: TracedCount = Field(description="its runs enrolled in the window")
+
+
+class FunnelReport(_Answer):
+    sop: str
+    since: str | None
+    until: str | None
+    as_of: str
+    versions: list[FunnelVersion] = Field(description="every deployed version, oldest first")
+    steps: list[FunnelStep] = Field(
+        description="the newest version's steps in plan order, then older versions' others"
+    )
+
+
+class PilotArm(_Answer):
+    variant: str
+    runs: TracedCount = Field(description="runs that took this arm")
+    finished: TracedCount
+    successes: TracedCount = Field(description="finished with one of the success_results")
+    conversion: float | None = Field(description="successes / finished (None: none finished)")
+
+
+class Significance(_Answer):
+    verdict: Literal["too_few_runs", "not_significant", "significant_at_5pct"]
+    text: str = Field(description="too few runs to tell / not significant / significant at 5%")
+    test: Literal["chi_square", "fisher_exact", "fisher_exact_permutation"] | None = Field(
+        description="Pearson's chi-square test of independence (no Yates correction); Fisher's "
+        "exact test when an expected count is under 5 (r×c: p-value by permutations)"
+    )
+    statistic: float | None = Field(description="the chi-square statistic (chi-square test)")
+    p_value: float | None
+    why: str
+
+
+class PilotSplit(_Answer):
+    step: str
+    variants: list[PilotArm]
+    significance: Significance
+
+
+class PilotReport(_Answer):
+    sop: str
+    since: str | None
+    until: str | None
+    as_of: str
+    min_finished: int = Field(description="finished runs each arm needs for a test")
+    splits: list[PilotSplit]
+
+
 # ---------------------------------------------------------------- other modules' routes
 class CallPlaced(_Answer):
     call_sid: str | None

@@ -1,5 +1,6 @@
-"""REST API. Every route under /api/ needs `Authorization: Bearer <SOPFLOW_API_TOKEN>`, checked
-before the body is read (guards.py); errors are 4xx with a JSON `detail` that says what to fix."""
+"""REST API. Every route under /api/ needs `Authorization: Bearer <token>` (SOPFLOW_API_TOKEN, or
+a user's own token), checked before the body is read (auth.py); the browser pages a session of
+/signin. Errors are 4xx with a JSON `detail` that says what to fix."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi import Path as FastApiPath
 from fastapi import Query as FastApiQuery
 from fastapi.encoders import jsonable_encoder
@@ -19,9 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, field_validator, model_validator
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
-from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.exceptions import FailureError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.client import Client
 
 from sopflow import metrics
 from sopflow.channels.unsubscribe import PATH as UNSUBSCRIBE_PATH
@@ -32,27 +31,36 @@ from sopflow.contact_files import ContactImportError
 from sopflow.contacts_import import api_answer, api_problems, import_contacts
 from sopflow.enrolment import (
     Enrolment,
-    check_report_dates,
     normalise_contact,
     plan_enrolments,
     start_enrolment,
 )
 from sopflow.errors import ConfigurationError, SopflowError
 from sopflow.gateway import answers, referral_pages, twilio_hooks, unsubscribe
-from sopflow.gateway.click_to_call import click_to_call_router
+from sopflow.gateway.auth import MAX_FORM, Authenticate
+from sopflow.gateway.click_to_call import ClickToCall, click_to_call_router
+from sopflow.gateway.dashboard import TemporalUi, add_dashboard
 from sopflow.gateway.docs_pages import add_docs_pages
-from sopflow.gateway.guards import MAX_API_BODY, BearerAuth, BodyLimit, RequestMetrics
+from sopflow.gateway.guards import MAX_API_BODY, BodyLimit, RequestMetrics
+from sopflow.gateway.inbox import INBOX, inbox_router
 from sopflow.gateway.inputs import MAX_METHOD, Clean, ClientDatetime, ContactObject, EventData
 from sopflow.gateway.listing import listing_router
+from sopflow.gateway.outcomes import check_actor, report_outcome
 from sopflow.gateway.readiness import Probe
 from sopflow.gateway.referral_pages import (
     ReferralDesk,
     referral_api_router,
     referral_page_router,
 )
+from sopflow.gateway.reports_api import reports_router
 from sopflow.gateway.signals import signal_run, tell_runs
+from sopflow.gateway.signin import SIGNIN, signin_router
 from sopflow.gateway.twilio_hooks import TwilioHooks, twilio_router
 from sopflow.gateway.unsubscribe import unsubscribe_router
+from sopflow.gateway.who import principal
+from sopflow.identity.access import Refused, check_control, may_see_run, run_tasks
+from sopflow.identity.users import UserBook
+from sopflow.principals import Principal
 from sopflow.providers.base import Provider
 from sopflow.referrals import PATH as REFERRAL_PATH
 from sopflow.referrals import ReferralLinks
@@ -67,10 +75,10 @@ from sopflow.store.consent import ConsentBook, check_channels
 from sopflow.store.listing import Listing
 from sopflow.store.referrals import ReferralBook
 from sopflow.store.reports import Scores, parse_since, run_score_view
-from sopflow.store.repository import Store
+from sopflow.store.repository import Store, run_row
 from sopflow.store.splits import SplitAssignments
 from sopflow.store.views import run_view
-from workflows.contracts import ContactEventSignal, ControlSignal, OutcomeAnswer, OutcomeRequest
+from workflows.contracts import ContactEventSignal, ControlSignal, OutcomeAnswer
 
 ClientFactory = Callable[[], Awaitable[Client]]
 # Module level: FastAPI resolves the (string) annotations of dependencies in module globals.
@@ -80,6 +88,10 @@ MAX_NAME = 64  # step ids, outcomes, actors: the store's columns for them
 READY_TIMEOUT = 3.0  # seconds each readiness check may take
 PLANS_TTL = 2.0  # seconds a new deployment may go unseen by new enrolments (PlanCache)
 CONSENT_EVENTS = ("opted_out", "opted_in")
+Who = Annotated[Principal, Depends(principal)]
+# Kept for clients written before users had tokens of their own: the authenticated user is the
+# actor; a body naming someone else is refused (outcomes.check_actor).
+ACTOR = "deprecated: the actor is the user of the token; if given, it must be theirs"
 
 
 class EventIn(BaseModel):
@@ -135,27 +147,28 @@ class ConsentIn(BaseModel):
     method: Clean = Field(min_length=1, max_length=MAX_METHOD, description="web_form, call…")
     disclosure_text: Clean | None = Field(None, max_length=2000)
     disclosure_version: Clean | None = Field(None, max_length=40)
-    actor: Clean | None = Field(None, max_length=MAX_NAME)
+    actor: Clean | None = Field(None, max_length=MAX_NAME, description=ACTOR)
     at: ClientDatetime | None = Field(None, description="when it was given; default: now")
 
 
 class OutcomeIn(BaseModel):
     step: Clean = Field(max_length=MAX_NAME)
     outcome: Clean = Field(max_length=MAX_NAME)
-    actor: Clean = Field(min_length=1, max_length=MAX_NAME)
+    actor: Clean | None = Field(None, min_length=1, max_length=MAX_NAME, description=ACTOR)
     note: Clean = Field("", max_length=2000)
     data: EventData = Field(default_factory=dict)
 
     @field_validator("actor")
     @classmethod
-    def _a_person(cls, actor: str) -> str:
+    def _a_person(cls, actor: str | None) -> str | None:
         if actor in SYSTEM_ACTORS:  # a reporter cannot speak as the carrier or the engine
             raise ValueError(f"actor {actor!r} is reserved for sopflow's own reports")
         return actor
 
 
-class ControlIn(ControlSignal):
-    actor: Clean = Field(min_length=1, max_length=MAX_NAME)
+class ControlIn(BaseModel):
+    action: Literal["pause", "resume", "cancel"]  # ControlSignal's
+    actor: Clean | None = Field(None, min_length=1, max_length=MAX_NAME, description=ACTOR)
     reason: Clean = Field("", max_length=500)  # the store's step_events.reason
 
 
@@ -189,15 +202,6 @@ def intake(plans: list[Plan], event: EventIn) -> tuple[dict[str, Any], list[Enro
     return normalise_contact(event.contact), enrolments
 
 
-def update_refusal(exc: WorkflowUpdateFailedError) -> str:
-    """Why the run refused an update, in the validator's words. str() of the Temporal failure
-    would start with the exception's class ("ValueError: step …"): internals, not a reason."""
-    cause = exc.cause
-    if isinstance(cause, FailureError) and cause.message:
-        return cause.message
-    return "the run refused the report"
-
-
 def create_app(
     store: Store,
     client_factory: ClientFactory,
@@ -210,12 +214,14 @@ def create_app(
     plans_ttl: float = PLANS_TTL,
     probes: Mapping[str, Probe] | None = None,
     segments: Path = SEGMENTS_DIR,
+    temporal_ui: TemporalUi | None = None,
 ) -> FastAPI:
     """`twilio`: serve Twilio's webhooks under /twilio (signature-checked with its token);
     `provider` + `rules`: offer rep click-to-call, judged by the touch gate with `rules`;
     `links`: serve email's one-click unsubscribe under /unsubscribe (links signed with it);
     `probes`: what /readyz asks besides the store and Temporal (gateway/readiness.py);
-    `segments`: the folder of segment files /api/v1/segments reads."""
+    `segments`: the folder of segment files /api/v1/segments reads;
+    `temporal_ui`: where the dashboard links a run's history (default: the dev server's UI)."""
     if not api_token.reveal().strip():  # an empty token would open every route
         raise ConfigurationError("the API token is empty: set SOPFLOW_API_TOKEN to a secret")
     app = FastAPI(title="sopflow", version="0.1.0", docs_url=None, redoc_url=None)
@@ -225,8 +231,10 @@ def create_app(
         (UNSUBSCRIBE_PATH, unsubscribe.MAX_BODY),
         (REFERRAL_PATH, referral_pages.MAX_BODY),
     ]
+    limits += [(SIGNIN, MAX_FORM), (INBOX, MAX_FORM)]
     app.add_middleware(BodyLimit, limits=limits, default=MAX_API_BODY)
-    app.add_middleware(BearerAuth, token=api_token)
+    users = UserBook(store.engine)
+    app.add_middleware(Authenticate, token=api_token, users=users)  # after BodyLimit: runs first
     app.add_middleware(RequestMetrics, router=app.router)  # added last: runs first, counts 401s
     app.add_route("/metrics", metrics.endpoint, ["GET"], include_in_schema=False)  # no secrets
     plans = PlanCache(store, plans_ttl)
@@ -254,12 +262,18 @@ def create_app(
 
     if twilio is not None:
         app.include_router(twilio_router(twilio, store, temporal))
-    if provider is not None:
-        app.include_router(answers.document(click_to_call_router(store, temporal, provider, rules)))
+    calls = ClickToCall(store, temporal, provider, rules) if provider is not None else None
+    if calls is not None:
+        app.include_router(answers.document(click_to_call_router(calls)))
+    app.include_router(signin_router(users))
+    app.include_router(inbox_router(store, temporal, scores, calls))
     if links is not None:
         app.include_router(unsubscribe_router(links, consent))
     app.include_router(answers.document(segments_router(store.engine, segments)))
     app.include_router(listing_router(Listing(store.engine, scores)))
+    ui = temporal_ui or TemporalUi.for_server(None, "localhost:7233")
+    add_dashboard(app, store, scores, temporal, ui)  # /dashboard: supervisors and ops
+    app.include_router(reports_router(store.engine, scores))
 
     async def tell_referrer(type_: str, contact_id: str, data: dict[str, Any], key: str) -> None:
         """A referral's news to the referrer's runs, as POST /api/v1/events would bring it."""
@@ -314,8 +328,10 @@ def create_app(
     async def accept_event(event: EventIn) -> EventOut:
         """The event intake: the API's events, and the gateway's own (referral news)."""
         person, enrolments = await asyncio.to_thread(intake, await plans.get(), event)
-        token, answer = await asyncio.to_thread(
-            store.event_begin, event.idempotency_key, event.type, person["id"], event.data
+        # The claim and the contact's news in one write transaction, the runs' rows and the
+        # answer in another: SQLite's write lock is what bounds intake on the embedded default.
+        (token, answer), opted_out_at = await asyncio.to_thread(
+            store.event_begin_with_contact, event.idempotency_key, event.type, person, event.data
         )
         if token is None:
             if answer is None:
@@ -325,20 +341,26 @@ def create_app(
             metrics.event("replayed")
             return EventOut.model_validate(answer)
         try:
-            out = await process(event, person, enrolments)
+            out, runs = await process(event, person, enrolments, opted_out_at)
             if event.type == "order.created":  # a referred contact's purchase converts
                 await referrals.purchased(person["id"])
         except BaseException:
             await asyncio.to_thread(store.event_abandon, event.idempotency_key, token)
             raise
-        await asyncio.to_thread(store.event_finish, event.idempotency_key, token, out.model_dump())
+        await asyncio.to_thread(
+            store.event_finish, event.idempotency_key, token, out.model_dump(), runs
+        )
         metrics.event("accepted")
         return out
 
     async def process(
-        event: EventIn, person: dict[str, Any], enrolments: list[Enrolment]
-    ) -> EventOut:
-        await asyncio.to_thread(store.upsert_contact, person)
+        event: EventIn,
+        person: dict[str, Any],
+        enrolments: list[Enrolment],
+        opted_out_at: datetime | None,
+    ) -> tuple[EventOut, list[dict[str, Any]]]:
+        """The event's effects once its contact is stored (with its opt-out then): the answer,
+        and the rows of the runs it started, for `event_finish` to record."""
         if event.type in CONSENT_EVENTS:
             changed = await asyncio.to_thread(
                 consent.record,
@@ -349,9 +371,10 @@ def create_app(
             )
             if changed and event.type == "opted_out":
                 metrics.opt_out("event")
-        opted_out_at = await asyncio.to_thread(store.opted_out_at, person["id"])
+            opted_out_at = await asyncio.to_thread(store.opted_out_at, person["id"])
         client = await temporal()
         out = EventOut(enrolled=[], delivered=[], skipped=[])
+        runs: list[dict[str, Any]] = []
         # Entry conditions naming a segment: SQL over the contact just stored (layering).
         admitted = await admit_soon(store.engine, segments, enrolments, event.type, event.data)
         out.skipped += [SkippedSop(sop=sop, reason=why) for sop, why in admitted.refused]
@@ -367,27 +390,28 @@ def create_app(
             started = await start_enrolment(
                 client, enrolment, event.type, event.data, task_queue, variants
             )
-            if started.created:  # recorded now, so events that follow reach it at once
+            if started.created:  # recorded before the answer: events that follow reach it
                 metrics.enrolment("accepted")
-                await asyncio.to_thread(
-                    store.start_run,
-                    enrolment.workflow_id,
-                    started.run_id,
-                    sop.id,
-                    started.version,
-                    enrolment.plan.digest,
-                    person["id"],
-                    datetime.now(UTC),
+                runs.append(
+                    run_row(
+                        enrolment.workflow_id,
+                        started.run_id,
+                        sop.id,
+                        started.version,
+                        enrolment.plan.digest,
+                        person["id"],
+                        datetime.now(UTC),
+                    )
                 )
             out.enrolled.append(
                 EnrolledRun(run_id=enrolment.workflow_id, sop=sop.id, version=started.version)
             )
         if event.type in CONSENT_EVENTS and "all" not in event.data.get("channels", ["all"]):
-            return out  # one channel only: the gate honours it; the runs go on on the others
+            return out, runs  # one channel only: the gate honours it; the runs go on
         signal = ContactEventSignal(name=event.type, data=event.data)
         just_started = {run.run_id for run in out.enrolled}
         out.delivered = await tell_runs(client, store, person["id"], signal, just_started)
-        return out
+        return out, runs
 
     @app.post("/api/v1/contacts/import", response_model=answers.ContactsImported)
     async def post_contacts_import(given: ContactsImportIn) -> JSONResponse:
@@ -418,9 +442,10 @@ def create_app(
         status_code=201,
         response_model=answers.ConsentRecorded,
     )
-    async def post_consent(contact_id: ContactId, given: ConsentIn) -> dict[str, Any]:
+    async def post_consent(contact_id: ContactId, given: ConsentIn, who: Who) -> dict[str, Any]:
         """Record consent given or withdrawn, with how and under which disclosure. A repeat that
         changes nothing is answered `recorded: false`. The touch gate reads it before every touch."""
+        check_actor(given.actor, who, "recorded")
         recorded = await asyncio.to_thread(
             consent.record,
             contact_id,
@@ -430,7 +455,7 @@ def create_app(
             at=given.at,
             disclosure_text=given.disclosure_text,
             disclosure_version=given.disclosure_version,
-            actor=given.actor,
+            actor=who.actor,
         )
         if recorded and given.action == "revoke":
             metrics.opt_out("consent_api")
@@ -468,45 +493,51 @@ def create_app(
         return {"by": by, "since": start.isoformat() if start else None, "rows": rows}
 
     @app.get("/api/v1/runs/{run_id}/score", response_model=answers.RunScoreView)
-    async def get_run_score(run_id: RunId) -> dict[str, Any]:
+    async def get_run_score(run_id: RunId, who: Who) -> dict[str, Any]:
         """One run's score, its items and every point lost with the reason."""
+        await check_run_in_sight(who, run_id)
         found = await asyncio.to_thread(scores.run, run_id)  # NotFoundError: 404 by its class
         return run_score_view(found)
 
+    async def check_run_in_sight(who: Principal, run_id: str) -> None:
+        """404 for a run outside what the user may see, as for one that does not exist."""
+        if not who.sees_everything:
+            tasks = await asyncio.to_thread(run_tasks, store.engine, run_id)
+            if not may_see_run(who, tasks):
+                raise HTTPException(404, f"unknown run {run_id!r}")
+
     @app.post("/api/v1/runs/{run_id}/outcomes")
-    async def post_outcome(run_id: RunId, report: OutcomeIn) -> OutcomeAnswer:
-        # The run merges the data into its contact: its dates are checked as intake's are.
-        await asyncio.to_thread(check_report_dates, store, run_id, report.data)
-        handle = (await temporal()).get_workflow_handle(run_id)
-        try:
-            answer: OutcomeAnswer = await handle.execute_update(
-                "report_outcome", OutcomeRequest(**report.model_dump()), result_type=OutcomeAnswer
-            )
-        except WorkflowUpdateFailedError as exc:
-            raise HTTPException(422, update_refusal(exc)) from None
-        except RPCError as exc:
-            if exc.status != RPCStatusCode.NOT_FOUND:
-                raise
-            # Not found: no such run, or one that ended while this report waited to be
-            # delivered (Temporal aborts it: "workflow update was aborted by closing workflow").
-            if await asyncio.to_thread(store.run, run_id) is None:
-                raise HTTPException(404, f"unknown run {run_id!r}") from None
-            raise HTTPException(409, "the run has finished: it takes no more reports") from None
-        if not answer.accepted:  # another report for this step won a moment earlier
-            raise HTTPException(409, answer.message)
-        return answer
+    async def post_outcome(run_id: RunId, report: OutcomeIn, who: Who) -> OutcomeAnswer:
+        """Report the outcome of a task, as the user of the token: a rep on the tasks they
+        hold, a supervisor on their teams' tasks, ops on any (403 otherwise)."""
+        check_actor(report.actor, who)
+        return await report_outcome(
+            store, temporal, who, run_id, report.step, report.outcome, report.note, report.data
+        )
 
     @app.post(
         "/api/v1/runs/{run_id}/control", status_code=202, response_model=answers.ControlAccepted
     )
-    async def post_control(run_id: RunId, control: ControlIn) -> dict[str, str]:
-        """Pause, resume or cancel a run; the run records who and why."""
-        if not await signal_run(await temporal(), run_id, "control", control):
+    async def post_control(run_id: RunId, control: ControlIn, who: Who) -> dict[str, str]:
+        """Pause, resume or cancel a run; the run records who (the user of the token) and why.
+        Ops on any run, a supervisor on runs whose tasks went to their teams (403 otherwise)."""
+        check_actor(control.actor, who)
+        if not who.sees_everything:
+            tasks = await asyncio.to_thread(run_tasks, store.engine, run_id)
+            if not tasks and await asyncio.to_thread(store.run, run_id) is None:
+                raise HTTPException(404, f"unknown or finished run {run_id!r}")
+            try:
+                check_control(who, tasks, run_id)
+            except Refused as exc:
+                raise HTTPException(403, str(exc)) from None
+        signal = ControlSignal(action=control.action, actor=who.actor, reason=control.reason)
+        if not await signal_run(await temporal(), run_id, "control", signal):
             raise HTTPException(404, f"unknown or finished run {run_id!r}")
         return {"run_id": run_id, "action": control.action}
 
     @app.get("/api/v1/runs/{run_id}", response_model=answers.RunView)
-    async def get_run(run_id: RunId) -> dict[str, Any]:
+    async def get_run(run_id: RunId, who: Who) -> dict[str, Any]:
+        await check_run_in_sight(who, run_id)
         run = await asyncio.to_thread(store.run, run_id)
         if run is None:
             raise HTTPException(404, f"unknown run {run_id!r}")

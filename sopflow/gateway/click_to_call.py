@@ -3,7 +3,9 @@ when they answer, dials the lead. The lead leg's result comes back from Twilio (
 a call that did not connect reports the task's outcome itself (no_answer, busy) with the carrier
 as the actor; a connected call is recorded with its duration and the rep adds what only they
 know (booked, not interested…). Calling the lead is a touch: the compliance gate judges it first.
-One call per task attempt: a second click answers with the first call.
+One call per task attempt: a second click answers with the first call. Who may click: the rep
+who holds the task (from their own phone), their supervisor, ops (sopflow/identity/access.py);
+the rep inbox's button calls the same `ClickToCall.call`.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, Field
 from temporalio.client import Client
 from temporalio.service import RPCError
@@ -22,7 +24,10 @@ from sopflow.compliance.gate import TouchRequest, applicable, check_touch, lookb
 from sopflow.compliance.rules import Rule, contact_regions
 from sopflow.errors import InvalidContactError
 from sopflow.gateway.inputs import Clean
+from sopflow.gateway.outcomes import authorise_task
 from sopflow.gateway.signals import signal_run
+from sopflow.gateway.who import principal
+from sopflow.principals import Principal, Role
 from sopflow.providers.base import Provider, ProviderError
 from sopflow.sop import clock
 from sopflow.sop.protocol import RunState
@@ -33,23 +38,39 @@ from workflows.contracts import ProviderEventSignal
 
 
 class CallIn(BaseModel):
-    rep: Clean = Field(
-        min_length=1, max_length=64, description="the rep who clicked (their phone rings first)"
+    rep: Clean | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="the rep whose phone rings first (default: the user's own rep; a rep "
+        "calls from their own phone only)",
     )
 
 
-def click_to_call_router(
-    store: Store,
-    temporal: Callable[[], Awaitable[Client]],
-    provider: Provider,
-    rules: Sequence[Rule],
-) -> APIRouter:
-    """Its routes are under /api/: the gateway's BearerAuth checks the token."""
-    router = APIRouter(prefix="/api/v1")
-    reps, consent = RepDirectory(store.engine), ConsentBook(store.engine)
+class ClickToCall:
+    def __init__(
+        self,
+        store: Store,
+        temporal: Callable[[], Awaitable[Client]],
+        provider: Provider,
+        rules: Sequence[Rule],
+    ) -> None:
+        self.store, self.temporal, self.provider, self.rules = store, temporal, provider, rules
+        self.reps, self.consent = RepDirectory(store.engine), ConsentBook(store.engine)
 
-    @router.post("/runs/{run_id}/tasks/{step}/call", status_code=202)
-    async def call(run_id: Clean, step: Clean, body: CallIn) -> dict[str, Any]:
+    async def call(
+        self, who: Principal, run_id: str, step: str, rep_id: str | None = None
+    ) -> dict[str, Any]:
+        """Ring `rep_id`'s phone (default: the user's rep), then the lead: an HTTPException
+        says why not (403 not theirs, 409 not waiting for a call or not allowed now…)."""
+        rep_id = rep_id or who.rep_id
+        if rep_id is None:
+            raise HTTPException(422, "rep: give the rep whose phone rings first")
+        if who.role is Role.rep and rep_id != who.rep_id:
+            raise HTTPException(403, f"a rep calls from their own phone, not {rep_id!r}'s")
+        await authorise_task(self.store, who, run_id, step)
+        store, temporal, provider, rules = self.store, self.temporal, self.provider, self.rules
+        reps, consent = self.reps, self.consent
         run = await asyncio.to_thread(store.run, run_id)
         if run is None:
             raise HTTPException(404, f"unknown run {run_id!r}")
@@ -67,9 +88,9 @@ def click_to_call_router(
         task = next((e for e in reversed(events) if e.kind == "assign" and e.step == step), None)
         if task is None or task.channel != "call":
             raise HTTPException(409, f"step {step!r} is not a call task")
-        rep = await asyncio.to_thread(reps.rep, body.rep)
+        rep = await asyncio.to_thread(reps.rep, rep_id)
         if rep is None or not rep.phone:
-            raise HTTPException(422, f"rep {body.rep!r} is unknown, inactive or has no phone")
+            raise HTTPException(422, f"rep {rep_id!r} is unknown, inactive or has no phone")
         contact = await asyncio.to_thread(store.contact, run.contact_id)
         if contact is None or not contact.phone:
             raise HTTPException(422, f"contact {run.contact_id!r} has no phone number")
@@ -124,5 +145,16 @@ def click_to_call_router(
             ProviderEventSignal(key=task.key, status="dialing", detail={"rep": rep.id, "sid": sid}),
         )  # fmt: skip
         return {"call_sid": sid, "rep": rep.id, "already": False}
+
+
+def click_to_call_router(calls: ClickToCall) -> APIRouter:
+    """Its routes are under /api/: the gateway's authentication checks the token."""
+    router = APIRouter(prefix="/api/v1")
+
+    @router.post("/runs/{run_id}/tasks/{step}/call", status_code=202)
+    async def call(
+        run_id: Clean, step: Clean, body: CallIn, who: Annotated[Principal, Depends(principal)]
+    ) -> dict[str, Any]:
+        return await calls.call(who, run_id, step, body.rep)
 
     return router

@@ -1,12 +1,11 @@
-"""The gateway's door: the API token and a cap on request bodies, both checked before a body is
-read. They are ASGI middleware because FastAPI reads and parses a route's body before the route's
-dependencies run: a token check there would let anyone make the gateway buffer and parse any body.
-Outside them, RequestMetrics counts every request, the refused ones too.
+"""The gateway's door: authentication (auth.py) and a cap on request bodies, both checked before a
+body is read. They are ASGI middleware because FastAPI reads and parses a route's body before the
+route's dependencies run: a token check there would let anyone make the gateway buffer and parse
+any body. Outside them, RequestMetrics counts every request, the refused ones too.
 """
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Sequence
 
@@ -16,38 +15,11 @@ from starlette.routing import BaseRoute, Match, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sopflow.metrics import HTTP_LATENCY, HTTP_REQUESTS
-from sopflow.principals import ADMIN, PRINCIPAL_KEY
-from sopflow.settings import Secret
 
 MAX_API_BODY = 1024 * 1024  # an event or a report is a few kB; this leaves room for big CRMs
 PROTECTED = "/api/"  # the other routes authenticate themselves (signatures, signed links)
 METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 UNMATCHED = "(unmatched)"  # the route label of a path no route takes (a 404)
-
-
-class BearerAuth:
-    """401 for a request under /api/ without `Authorization: Bearer <token>`."""
-
-    def __init__(self, app: ASGIApp, token: Secret) -> None:
-        self.app = app
-        self.token = token.reveal().encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(PROTECTED):
-            scheme, _, given = Headers(scope=scope).get("authorization", "").partition(" ")
-            valid = scheme.lower() == "bearer" and secrets.compare_digest(
-                given.strip().encode(), self.token
-            )
-            if not valid:
-                refusal = JSONResponse(
-                    {"detail": "missing or wrong bearer token"},
-                    status_code=401,
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
-                await refusal(scope, receive, send)
-                return
-            scope[PRINCIPAL_KEY] = ADMIN
-        await self.app(scope, receive, send)
 
 
 class BodyTooLarge(Exception):

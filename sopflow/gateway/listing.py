@@ -1,18 +1,22 @@
 """GET /api/v1/runs and /api/v1/tasks: runs and rep tasks newest first, filtered, a page at a
 time (sopflow/store/listing.py does the work). Unknown query parameters are refused (a typo'd
-filter would otherwise list everything); bad values are a 422 naming the parameter."""
+filter would otherwise list everything); bad values are a 422 naming the parameter. A rep sees
+their own tasks (and the runs they were given tasks in), a supervisor their teams': the
+filters are narrowed to that here, and a parameter asking for more is a 403."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any, assert_never
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from sopflow.compliance.adherence import Status
 from sopflow.gateway.inputs import clean
+from sopflow.gateway.who import principal
+from sopflow.principals import Principal, Role
 from sopflow.store.listing import (
     DEFAULT_PAGE,
     MAX_PAGE,
@@ -121,19 +125,39 @@ def _moments(query: _Query, now: datetime) -> tuple[datetime | None, datetime | 
     return parse_since(query.since, now), parse_since(query.until, now, "until")
 
 
+def _scope(query: _Query, who: Principal) -> dict[str, Any]:
+    """The rep and team filters `who` may use: theirs only, whatever the query asks."""
+    match who.role:
+        case Role.ops:
+            return {"rep": query.rep, "team": query.team}
+        case Role.rep:
+            if query.rep is not None and query.rep != who.rep_id:
+                raise HTTPException(403, f"a rep lists their own tasks only, not {query.rep!r}'s")
+            return {"rep": who.rep_id, "team": query.team}
+        case Role.supervisor:
+            if query.team is not None and query.team not in who.teams:
+                raise HTTPException(403, f"team {query.team!r} is not one of your teams")
+            return {"rep": query.rep, "team": query.team, "teams": who.teams}
+        case _:
+            assert_never(who.role)
+
+
+Who = Annotated[Principal, Depends(principal)]  # module level: FastAPI resolves it here
+
+
 def listing_router(listing: Listing) -> APIRouter:
-    """Under /api/: the gateway's BearerAuth checks the token."""
+    """Under /api/: the gateway's authentication checks the token."""
     router = APIRouter(prefix="/api/v1")
 
     @router.get("/runs")
-    async def list_runs(query: Annotated[RunQuery, Query()]) -> RunPage:
+    async def list_runs(query: Annotated[RunQuery, Query()], who: Who) -> RunPage:
         """Runs, newest enrolment first, each with its score, late tasks and what it waits for.
         Keyset pages: pass `next_cursor` back as `cursor`; a page can be short with a
         `next_cursor` when `late` or `waiting_for` matched few of the runs it looked at."""
         now = datetime.now(UTC)
         since, until = _moments(query, now)
         filters = RunFilters(
-            sop=query.sop, version=query.version, rep=query.rep, team=query.team,
+            sop=query.sop, version=query.version, **_scope(query, who),
             waiting_for=query.waiting_for, late=query.late, since=since, until=until,
             status=query.status,
         )  # fmt: skip
@@ -141,13 +165,13 @@ def listing_router(listing: Listing) -> APIRouter:
         return RunPage.model_validate({"items": page.items, "next_cursor": page.next_cursor})
 
     @router.get("/tasks")
-    async def list_tasks(query: Annotated[TaskQuery, Query()]) -> TaskPage:
+    async def list_tasks(query: Annotated[TaskQuery, Query()], who: Who) -> TaskPage:
         """Rep tasks, newest assignment first, with the scorer's status, due and done times.
         Pages as /api/v1/runs; `status`, `late` and `waiting_for` may give short pages."""
         now = datetime.now(UTC)
         since, until = _moments(query, now)
         filters = TaskFilters(
-            sop=query.sop, version=query.version, rep=query.rep, team=query.team,
+            sop=query.sop, version=query.version, **_scope(query, who),
             waiting_for=query.waiting_for, late=query.late, since=since, until=until,
             status=query.status,
         )  # fmt: skip

@@ -20,6 +20,7 @@ from temporalio.runtime import Runtime
 from sopflow.compliance.rules import load_rules
 from sopflow.errors import ConfigurationError
 from sopflow.gateway.app import create_app
+from sopflow.gateway.dashboard import TemporalUi
 from sopflow.gateway.readiness import Probe, smtp_probe, twilio_probe
 from sopflow.gateway.twilio_hooks import TwilioHooks
 from sopflow.providers.smtp import smtp_config
@@ -80,6 +81,9 @@ def app_from_env() -> FastAPI:
         rules,
         links,
         probes=probes,
+        temporal_ui=TemporalUi.for_server(
+            settings.temporal_ui_url, config["target_host"], config.get("namespace") or "default"
+        ),
     )
 
     @asynccontextmanager

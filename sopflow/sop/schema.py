@@ -22,7 +22,9 @@ from pydantic import (
     SerializerFunctionWrapHandler,
     StringConstraints,
     Tag,
+    ValidationInfo,
     WithJsonSchema,
+    field_validator,
     model_serializer,
     model_validator,
 )
@@ -651,3 +653,45 @@ class Sop(Strict):
         description="events that jump to a step whatever the run is doing (opted_out ends a run by default)",
     )
     steps: list[Step] = Field(min_length=1, max_length=500)
+    # After `steps`: its validator reads them.
+    success_results: list[Identifier] = Field(
+        default_factory=list,
+        description="results of this SOP's runs that count as a success (a booking, a sale): "
+        "conversion in pilot reports, touches per success in rep reports; each a result the "
+        "SOP can end with",
+    )
+
+    @field_validator("success_results")
+    @classmethod
+    def _results_it_ends_with(cls, names: list[str], info: ValidationInfo) -> list[str]:
+        steps = info.data.get("steps")
+        if steps is None:  # the steps are invalid: their errors say what to fix first
+            return names
+        possible = end_results(steps)
+        for index, name in enumerate(names):
+            if name in names[:index]:
+                raise ValueError(f"{name!r} is listed twice")
+            if name not in possible:
+                raise ValueError(
+                    f"{name!r} is not a result this SOP can end with; "
+                    f"it ends with {', '.join(sorted(possible))}"
+                )
+        return names
+
+    @model_serializer(mode="wrap")
+    def _no_success_results_no_key(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Plans compiled before success results existed keep their digest (and version).
+        data: dict[str, Any] = handler(self)
+        if not self.success_results:
+            data.pop("success_results", None)
+        return data
+
+
+def end_results(steps: list[Step]) -> set[str]:
+    """The results a run of these steps can end with by the SOP's design: each `end` step's,
+    and `completed` when the last step is not an `end` (a run goes past it). The engine's own
+    endings (cancelled, opted_out, invalid_contact) are never a success."""
+    results = {step.result for step in steps if isinstance(step, EndStep)}
+    if steps and not isinstance(steps[-1], EndStep):
+        results.add("completed")
+    return results

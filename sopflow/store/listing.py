@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, TypeVar, assert_never
@@ -31,7 +31,7 @@ from sqlalchemy import (
     or_,
     select,
 )
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
 from sopflow.compliance.adherence import SYSTEM, Item, RunScore, Status
 from sopflow.errors import SopflowError
@@ -84,6 +84,9 @@ class Filters:
     late: bool | None = None
     since: datetime | None = None
     until: datetime | None = None
+    # The viewer's scope (a supervisor's teams), not a filter they chose: runs and tasks of
+    # reps of these teams only. None: everything (ops).
+    teams: frozenset[str] | None = None
 
     def check(self) -> None:
         if self.version is not None and self.sop is None:
@@ -159,6 +162,16 @@ def _assigned(run: InstrumentedAttribute[Any]) -> Any:
     return select(StepEvent.id).where(StepEvent.workflow_id == run, StepEvent.kind == "assign")
 
 
+def of_teams(run: InstrumentedAttribute[Any], teams: Collection[str]) -> ColumnElement[bool]:
+    """A run with a task assigned to a rep of one of `teams`: what "a run of a team" means in
+    the listings' `team` filter and in a supervisor's scope (the dashboard)."""
+    task = aliased(StepEvent)  # not correlated with a query that itself reads step events
+    reps = select(Rep.id).where(Rep.team_id.in_(teams))
+    return exists(
+        select(task.id).where(task.workflow_id == run, task.kind == "assign", task.actor.in_(reps))
+    )
+
+
 def _recorded(action: str) -> Any:
     return exists(
         select(StepEvent.id).where(
@@ -204,8 +217,9 @@ class Listing:
         if filters.rep is not None:
             where.append(exists(_assigned(Run.workflow_id).where(StepEvent.actor == filters.rep)))
         if filters.team is not None:
-            team = select(Rep.id).where(Rep.team_id == filters.team)
-            where.append(exists(_assigned(Run.workflow_id).where(StepEvent.actor.in_(team))))
+            where.append(of_teams(Run.workflow_id, [filters.team]))
+        if filters.teams is not None:
+            where.append(of_teams(Run.workflow_id, filters.teams))
         if filters.since is not None:
             where.append(Run.enrolled_at >= filters.since)
         if filters.until is not None:
@@ -264,6 +278,8 @@ class Listing:
             where.append(StepEvent.actor == filters.rep)
         if filters.team is not None:
             where.append(Rep.team_id == filters.team)
+        if filters.teams is not None:
+            where.append(Rep.team_id.in_(filters.teams))
         if filters.since is not None:
             where.append(StepEvent.executed_at >= filters.since)
         if filters.until is not None:

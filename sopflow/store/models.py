@@ -304,3 +304,40 @@ class Referral(Base):
     converted_at: Mapped[datetime | None]
     signup_told_at: Mapped[datetime | None]
     conversion_told_at: Mapped[datetime | None]
+
+
+class User(Base):
+    """Someone who signs in (sopflow/identity): their role, the rep they work as (reps and
+    supervisors: a rep id of the teams file) and their password's argon2id hash (None: API
+    tokens only)."""
+
+    __tablename__ = "users"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(20))  # sopflow.principals.Role
+    rep_id: Mapped[str | None] = mapped_column(ForeignKey("reps.id"))
+    password_hash: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+
+
+class ApiToken(Base):
+    """A user's API token, kept as the SHA-256 of the token only (it is shown once)."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    hint: Mapped[str] = mapped_column(String(8))  # its last characters, to tell tokens apart
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class BrowserSession(Base):
+    """A signed-in browser: keyed by the SHA-256 of the random id in its cookie, so a copy of
+    the table signs nobody in; deleting the row signs the browser out."""
+
+    __tablename__ = "browser_sessions"
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    csrf: Mapped[str] = mapped_column(String(64))  # the token its forms must carry
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]

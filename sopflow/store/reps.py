@@ -39,14 +39,17 @@ class RepInfo:
     team_id: str | None
     max_tasks_per_day: int | None = None
     email: str | None = None
+    timezone: str | None = None  # IANA: the rep's own, else their team's (None: neither set)
 
     def template_view(self) -> dict[str, Any]:
         """What `{{ rep.* }}` shows in templates (one definition: sopflow.sop.rep_view)."""
         return rep_view(self.id, self.name, self.phone, self.email, self.team_id)
 
 
-def _info(row: Rep) -> RepInfo:
-    return RepInfo(row.id, row.name, row.phone, row.team_id, row.max_tasks_per_day, row.email)
+def _info(row: Rep, session: Session) -> RepInfo:
+    team = session.get(Team, row.team_id) if row.team_id and not row.timezone else None
+    zone = row.timezone or (team.timezone if team is not None else None)
+    return RepInfo(row.id, row.name, row.phone, row.team_id, row.max_tasks_per_day, row.email, zone)
 
 
 class RepsAtCapacity(SopflowError):
@@ -72,6 +75,7 @@ class RepDirectory:
                 row = session.get(Team, team_id) or Team(id=team_id)
                 row.name = str(team.get("name") or team_id)
                 row.supervisor_id = team.get("supervisor")
+                row.timezone = team.get("timezone")
                 session.add(row)
                 session.flush()
                 team_count += 1
@@ -82,6 +86,7 @@ class RepDirectory:
                     rep_row.email = rep.get("email")
                     rep_row.team_id = team_id
                     rep_row.active = bool(rep.get("active", True))
+                    rep_row.timezone = rep.get("timezone")
                     rep_row.max_tasks_per_day = rep.get("max_tasks_per_day") or team.get(
                         "max_tasks_per_day"
                     )
@@ -97,14 +102,14 @@ class RepDirectory:
 
     def reps(self) -> list[RepInfo]:
         with Session(self.engine) as session:
-            return [_info(r) for r in session.scalars(select(Rep).order_by(Rep.id))]
+            return [_info(r, session) for r in session.scalars(select(Rep).order_by(Rep.id))]
 
     def rep(self, rep_id: str | None) -> RepInfo | None:
         if not rep_id:
             return None
         with Session(self.engine) as session:
             row = session.get(Rep, rep_id)
-            return _info(row) if row is not None and row.active else None
+            return _info(row, session) if row is not None and row.active else None
 
     def owner_of(self, contact_id: str) -> str | None:
         with Session(self.engine) as session:
@@ -163,7 +168,7 @@ class RepDirectory:
             return named
         with Session(self.engine) as session:
             team = [
-                _info(r)
+                _info(r, session)
                 for r in session.scalars(
                     select(Rep).where(Rep.team_id == rule.team, Rep.active).order_by(Rep.id)
                 )

@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import time
+from html import escape
 from pathlib import Path
 
 import httpx
@@ -336,7 +337,9 @@ def test_up_enrols_stops_cleanly_and_keeps_runs_across_a_restart(tmp_path: Path)
         assert inbox[0]["sid"] == assign["detail"]["provider_id"]
         token = first.auth["Authorization"].removeprefix("Bearer ")
         page = httpx.get(f"{first.base}/sandbox/+12125550101", params={"token": token})
-        assert page.status_code == 200 and inbox[0]["body"] in page.text and "<form" in page.text
+        assert f"{first.base}/inbox/task?run=" in inbox[0]["body"]  # the notice links the task
+        assert page.status_code == 200 and escape(inbox[0]["body"]) in page.text
+        assert "<form" in page.text
         assert httpx.get(f"{first.base}/sandbox/+12125550101").status_code == 401
         replied = httpx.post(
             f"{first.base}/sandbox/+12125550101/reply", data={"text": "on it", "token": token}
@@ -390,7 +393,7 @@ def test_up_enrols_stops_cleanly_and_keeps_runs_across_a_restart(tmp_path: Path)
         assert "on it" in [m["body"] for m in kept.json()]
         mail = sopflow(tmp_path, "sandbox", "mail", "mia@example.com", "--url", second.sandbox)
         assert "#1" in mail.stdout and "Welcome, Mia" in mail.stdout, mail.stdout
-        outcome = {"step": "call_lead", "outcome": "booked", "actor": "rep-1"}
+        outcome = {"step": "call_lead", "outcome": "booked"}
         answer = httpx.post(
             f"{second.base}/api/v1/runs/{run_id}/outcomes", json=outcome, headers=second.auth
         )

@@ -24,11 +24,12 @@ Gateway = Callable[..., contextlib.AbstractAsyncContextManager[tuple[httpx.Async
 @pytest.fixture
 def gateway(live_env: WorkflowEnvironment, task_queue: str, tmp_path: Path) -> Gateway:
     """`async with gateway(sop, token, **create_app options) as (http, store)`: the SOP deployed,
-    the app served through ASGI at http://sopflow, a worker (loopback provider) running."""
+    the app served through ASGI at http://sopflow (`base_url`: https for the browser pages'
+    Secure cookies), a worker (loopback provider) running."""
 
     @contextlib.asynccontextmanager
     async def start(
-        sop: dict[str, Any], token: str, **options: Any
+        sop: dict[str, Any], token: str, base_url: str = "http://sopflow", **options: Any
     ) -> AsyncIterator[tuple[httpx.AsyncClient, Store]]:
         store = Store(connect(f"sqlite:///{tmp_path / 'store.db'}"))
         store.migrate()
@@ -41,7 +42,7 @@ def gateway(live_env: WorkflowEnvironment, task_queue: str, tmp_path: Path) -> G
         transport = httpx.ASGITransport(app=app)
         async with (
             build_worker(live_env.client, store, task_queue, ()),
-            httpx.AsyncClient(transport=transport, base_url="http://sopflow") as http,
+            httpx.AsyncClient(transport=transport, base_url=base_url) as http,
         ):
             yield http, store
 

@@ -150,13 +150,9 @@ async def test_outcomes_are_validated_and_the_run_shows_every_step(
     run_id = await enrol(api, "evt-9")
     await awaiting_outcome(live_env, run_id)
     url = f"/api/v1/runs/{run_id}/outcomes"
-    bad = await api.post(
-        url, json={"step": "call_lead", "outcome": "voicemail", "actor": "rep-1"}, headers=AUTH
-    )
+    bad = await api.post(url, json={"step": "call_lead", "outcome": "voicemail"}, headers=AUTH)
     assert bad.status_code == 422 and "not allowed for step 'call_lead'" in bad.text
-    missing = await api.post(
-        url, json={"step": "call_lead", "outcome": "booked", "actor": "rep-1"}, headers=AUTH
-    )
+    missing = await api.post(url, json={"step": "call_lead", "outcome": "booked"}, headers=AUTH)
     assert missing.status_code == 422 and "needs appointment_at" in missing.text
     for system in ("carrier", "sopflow"):  # nobody reports as the carrier or the engine
         posing = await api.post(
@@ -169,7 +165,6 @@ async def test_outcomes_are_validated_and_the_run_shows_every_step(
         json={
             "step": "call_lead",
             "outcome": "booked",
-            "actor": "rep-1",
             "data": {"appointment_at": "2026-12-05T11:00:00+00:00"},
         },
     )
@@ -180,7 +175,7 @@ async def test_outcomes_are_validated_and_the_run_shows_every_step(
     actions = [s["action"] for s in run["steps"]]
     assert actions == ["enrolled", "assign", "outcome", "end"]
     outcome = run["steps"][2]
-    assert outcome["outcome"] == "booked" and outcome["actor"] == "rep-1"
+    assert outcome["outcome"] == "booked" and outcome["actor"] == "admin"  # the token's user
     assign = run["steps"][1]
     assert assign["due_at"] is not None and assign["planned_at"] is not None
     # The run's adherence: the task was reported right away, so on time and the SLA is met.
@@ -206,7 +201,7 @@ async def test_a_refused_outcome_says_why_in_the_validators_words(
     await awaiting_outcome(live_env, run_id)
     response = await api.post(
         f"/api/v1/runs/{run_id}/outcomes",
-        json={"step": "lost", "outcome": "connected", "actor": "rep-1"},
+        json={"step": "lost", "outcome": "connected"},
         headers=AUTH,
     )
     assert response.status_code == 422
@@ -230,7 +225,7 @@ async def test_unknown_runs_are_404(api: httpx.AsyncClient) -> None:
     response = await api.post(
         "/api/v1/runs/nope/outcomes",
         headers=AUTH,
-        json={"step": "call_lead", "outcome": "booked", "actor": "rep-1"},
+        json={"step": "call_lead", "outcome": "booked"},
     )
     assert response.status_code == 404 and "unknown run 'nope'" in response.text
 
@@ -240,29 +235,27 @@ async def test_supervisors_pause_and_cancel_runs_and_the_record_says_who_and_why
 ) -> None:
     run_id = await enrol(api, "evt-c")
     url = f"/api/v1/runs/{run_id}/control"
-    paused = await api.post(
-        url, json={"action": "pause", "actor": "sup-1", "reason": "complaint"}, headers=AUTH
-    )
+    paused = await api.post(url, json={"action": "pause", "reason": "complaint"}, headers=AUTH)
     assert paused.status_code == 202
-    invalid = await api.post(url, json={"action": "explode", "actor": "sup-1"}, headers=AUTH)
+    invalid = await api.post(url, json={"action": "explode"}, headers=AUTH)
     assert invalid.status_code == 422
     cancel = await api.post(
-        url, json={"action": "cancel", "actor": "sup-2", "reason": "duplicate lead"}, headers=AUTH
+        url, json={"action": "cancel", "reason": "duplicate lead"}, headers=AUTH
     )
     assert cancel.status_code == 202
     await live_env.client.get_workflow_handle(run_id).result()
     run = (await api.get(f"/api/v1/runs/{run_id}", headers=AUTH)).json()
     assert run["status"] == "finished" and run["result"] == "cancelled"
     by_action = {s["action"]: s for s in run["steps"]}
-    assert by_action["paused"]["actor"] == "sup-1" and by_action["paused"]["reason"] == "complaint"
+    assert by_action["paused"]["actor"] == "admin" and by_action["paused"]["reason"] == "complaint"
     assert (
-        by_action["cancelled"]["actor"] == "sup-2"
+        by_action["cancelled"]["actor"] == "admin"
         and by_action["cancelled"]["reason"] == "duplicate lead"
     )
-    late = await api.post(url, json={"action": "resume", "actor": "sup-1"}, headers=AUTH)
+    late = await api.post(url, json={"action": "resume"}, headers=AUTH)
     assert late.status_code == 404 and "unknown or finished run" in late.text
     # A report that comes too late (or lands as the run closes) is a conflict, not "unknown".
-    report = {"step": "call_lead", "outcome": "connected", "actor": "rep-1"}
+    report = {"step": "call_lead", "outcome": "connected"}
     too_late = await api.post(f"/api/v1/runs/{run_id}/outcomes", json=report, headers=AUTH)
     assert too_late.status_code == 409, too_late.text
     assert too_late.json() == {"detail": "the run has finished: it takes no more reports"}
@@ -326,7 +319,6 @@ async def test_consent_is_recorded_and_shown_per_channel(api: httpx.AsyncClient)
         "method": "web_form",
         "disclosure_text": "Texts from Acme; reply STOP to end",
         "disclosure_version": "v3",
-        "actor": "form-12",
         "at": "2026-11-20T10:00:00Z",
     }
     first = await api.post(url, json=given, headers=AUTH)
@@ -354,6 +346,9 @@ async def test_consent_is_recorded_and_shown_per_channel(api: httpx.AsyncClient)
     )
     assert [h["method"] for h in shown["history"]] == ["web_form", "rep_call"]
     assert shown["history"][0]["disclosure_version"] == "v3"
+    assert shown["history"][0]["actor"] == "admin"  # the token's user, not a field of the body
+    posing = await api.post(url, json={**given, "actor": "form-12"}, headers=AUTH)
+    assert posing.status_code == 422 and "actor 'form-12' is not you" in posing.text
     wrong = {**calls, "data": {"channels": ["pager"]}, "idempotency_key": "no-pager"}
     refused = await api.post("/api/v1/events", json=wrong, headers=AUTH)
     assert refused.status_code == 422 and "unknown channel 'pager'" in refused.text

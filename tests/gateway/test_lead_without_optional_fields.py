@@ -91,6 +91,6 @@ async def test_the_readme_lead_gets_its_first_call_assigned(
         text = render_command(task.command, rep, run_id)["instructions"]
         assert text.startswith("Call the lead on +12125550199 (from an unknown source).")
 
-        cancel = {"action": "cancel", "actor": "qa", "reason": "test over"}
+        cancel = {"action": "cancel", "reason": "test over"}
         await http.post(f"/api/v1/runs/{run_id}/control", json=cancel, headers=AUTH)
         await handle.result()

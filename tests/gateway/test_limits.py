@@ -259,7 +259,7 @@ async def test_dates_in_event_and_outcome_data_are_checked_as_contact_dates(
     plan = store.latest_plan("call_new_lead")
     run_id = "sop:call_new_lead:c-1:evt-1"
     store.start_run(run_id, "r-1", plan.sop.id, 1, plan.digest, "c-1", datetime.now(UTC))
-    report = {"step": "call_lead", "outcome": "connected", "actor": "ana", "data": data}
+    report = {"step": "call_lead", "outcome": "connected", "data": data}
     answer = await http.post(f"/api/v1/runs/{run_id}/outcomes", json=report, headers=AUTH)
     assert answer.status_code == 422 and "data field 'appointment_at'" in answer.text
 
@@ -284,7 +284,7 @@ async def test_event_and_outcome_data_over_16_kib_and_contacts_over_64_kib_are_a
     answer = await http.post("/api/v1/events", json=event(contact), headers=AUTH)
     assert answer.status_code == 422 and "contact: " in answer.text
     assert f"more than the {CONTACT_BUDGET} (64 KiB) allowed" in answer.text
-    report = {"step": "call_lead", "outcome": "connected", "actor": "ana", "data": big}
+    report = {"step": "call_lead", "outcome": "connected", "data": big}
     answer = await http.post("/api/v1/runs/r/outcomes", json=report, headers=AUTH)
     assert answer.status_code == 422 and over in answer.text
     assert store.contact("c-1") is None

@@ -240,3 +240,50 @@ async def test_a_retried_assignment_keeps_the_rep_it_texted(store: Store) -> Non
     assert len(provider.sent) == 1  # ben was never texted
     (event,) = store.step_events("w5")
     assert event.actor == "ana"
+
+
+async def test_a_task_notice_shows_the_due_time_in_the_reps_zone_and_links_to_the_task(
+    store: Store,
+) -> None:
+    """A rep's own zone wins, else their team's; the notice links to the task in the inbox, and
+    the assignment keeps the instructions as rendered for the inbox to show."""
+    from activities.store_effects import StoreEffects
+    from sopflow.providers.loopback import LoopbackProvider
+    from workflows.contracts import CommandInput
+
+    zoned = [
+        {"id": "east", "timezone": "America/New_York", "reps": [
+            {"id": "ana", "name": "Ana", "phone": "+12125550101"},
+            {"id": "ben", "name": "Ben", "phone": "+12125550102", "timezone": "Europe/Paris"},
+        ]},
+        {"id": "west", "reps": [{"id": "cho", "name": "Cho", "phone": "+12125550104"}]},
+    ]  # fmt: skip
+    reps = RepDirectory(store.engine)
+    reps.import_teams(zoned)
+    assert [(r.id, r.timezone) for r in reps.reps()] == [
+        ("ana", "America/New_York"),  # the team's
+        ("ben", "Europe/Paris"),  # their own
+        ("cho", None),
+    ]
+    provider = LoopbackProvider()
+    effects = StoreEffects(store, provider, public_url="https://sopflow.example.com/")
+    for n, rep in enumerate(("ana", "ben", "cho")):
+        task = AssignTask(
+            at=AT, step="call", key=f"call:{n}:1", title="Call", instructions="x",
+            assign=AssignRule(strategy="rep", rep=rep), due_at=AT + timedelta(minutes=30),
+            planned_at=AT, attempt=1, context={"contact": {"id": "c-1", "first_name": "Ann"}},
+        )  # fmt: skip
+        params = CommandInput(
+            workflow_id=f"sop:s:c-1:e{n}", run_id="r", sop="t", version=1, digest="d",
+            command=task, contact_id="c-1", enrolled_at=AT,
+        )  # fmt: skip
+        await effects.perform(
+            params.idempotency_key, params, {"instructions": "Hi Ann, this is Ana."}
+        )
+    texts = [text for _, _, _, text in provider.sent]
+    link = "https://sopflow.example.com/inbox/task?run=sop%3As%3Ac-1%3Ae{}&step=call"
+    assert texts[0].endswith(f"due 2026-12-01 10:30 EST {link.format(0)}")  # 15:30 UTC
+    assert texts[1].endswith(f"due 2026-12-01 16:30 CET {link.format(1)}")
+    assert texts[2].endswith(f"due 2026-12-01 15:30 UTC {link.format(2)}")
+    (assign,) = [e for e in store.step_events("sop:s:c-1:e0") if e.action == "assign"]
+    assert assign.detail["instructions"] == "Hi Ann, this is Ana."

@@ -240,7 +240,7 @@ async def test_click_to_call_connected_then_the_rep_adds_the_booking(
             await asyncio.sleep(0.1)
         connected = next(e for e in events if e.detail.get("status") == "connected")
         assert connected.detail["provider"]["duration"] == 42
-        booked = {"step": "call_lead", "outcome": "booked", "actor": "ana",
+        booked = {"step": "call_lead", "outcome": "booked",
                   "data": {"appointment_at": "2026-12-05T11:00:00+00:00"}}  # fmt: skip
         report = await stack.api.post(f"/api/v1/runs/{run_id}/outcomes", json=booked, headers=AUTH)
         assert report.status_code == 200, report.text
@@ -271,6 +271,42 @@ async def test_click_to_call_is_gated_and_checked(
             "/api/v1/runs/nope/tasks/x/call", json={"rep": "ana"}, headers=AUTH
         )
         assert unknown.status_code == 404
+
+
+async def test_a_rep_clicks_to_call_their_own_tasks_from_their_own_phone(
+    live_env: WorkflowEnvironment, task_queue: str, tmp_path: Path
+) -> None:
+    """The rep of a token rings from their own phone, on the tasks they hold only."""
+    from sopflow.identity.users import UserBook
+    from sopflow.principals import Role
+
+    async with twilio_stack(live_env, task_queue, tmp_path, CALL_SOP) as stack:
+        other = {
+            "id": "u",
+            "name": "U",
+            "reps": [{"id": "ben", "name": "Ben", "phone": "+12125550102"}],
+        }
+        RepDirectory(stack.store.engine).import_teams([other])
+        users = UserBook(stack.store.engine)
+        tokens = {}
+        for rep in ("ana", "ben"):
+            users.add(rep, Role.rep, rep)
+            tokens[rep] = {"Authorization": f"Bearer {users.issue_token(rep)[1]}"}
+        run_id = await stack.enrol(task_queue)
+        await wait_for_task(stack, run_id)
+        url = f"/api/v1/runs/{run_id}/tasks/call_lead/call"
+        theirs = await stack.api.post(url, json={}, headers=tokens["ben"])
+        assert theirs.status_code == 403, theirs.text
+        assert (
+            theirs.json()["detail"]
+            == "the task of step 'call_lead' is held by 'ana', not by you ('ben')"
+        )
+        posing = await stack.api.post(url, json={"rep": "ben"}, headers=tokens["ana"])
+        assert posing.status_code == 403 and "from their own phone, not 'ben''s" in posing.text
+        assert not [r for r in stack.sandbox.resources.values() if r.kind == "call"]  # no call
+        mine = await stack.api.post(url, json={}, headers=tokens["ana"])
+        assert mine.status_code == 202 and mine.json()["rep"] == "ana", mine.text
+        assert stack.sandbox.resources[mine.json()["call_sid"]].to == REP  # her phone rang
 
 
 async def test_a_click_to_call_in_doubt_never_rings_the_rep_twice(

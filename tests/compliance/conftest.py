@@ -1,0 +1,17 @@
+"""The reports' store, on SQLite and on PostgreSQL (tests/compliance/report_world.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sopflow.store.repository import Store
+
+from .report_world import make_store
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def report_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    yield from make_store(request.param, tmp_path)
