@@ -32,6 +32,8 @@ from sopflow.gateway.dashboard import TemporalUi
 from sopflow.gateway.readiness import smtp_probe, twilio_probe
 from sopflow.gateway.sandbox_page import sandbox_page_router
 from sopflow.gateway.twilio_hooks import TwilioHooks
+from sopflow.identity.users import UserBook
+from sopflow.principals import Role
 from sopflow.providers.smtp import SmtpConfig, SmtpMailer, smtp_config
 from sopflow.providers.twilio import TwilioConfig, TwilioProvider, provider_config
 from sopflow.runtime import build_worker, connect_client, telemetry_runtime
@@ -116,6 +118,21 @@ def sandbox_config(settings: Settings, public_url: str, port: int) -> TwilioConf
     )
 
 
+FIRST_USER = "ops"
+
+
+def first_user(users: UserBook, settings: Settings) -> str:
+    """How to sign in to the dashboard, for the banner. With no users yet, the embedded default
+    creates the ops user `ops` with a password kept in the data dir (as the API token is), so a
+    newcomer can open the dashboard at once; `sopflow users` manages users from then on."""
+    kept = settings.data_dir / "ops_password"
+    if not users.users():
+        users.add(FIRST_USER, Role.ops, password=settings.kept_secret(kept.name).reveal())
+    if kept.exists() and any(u.id == FIRST_USER for u in users.users()):
+        return f"sign in as {FIRST_USER}, password in {kept.resolve()}"
+    return "sign in as a user of `sopflow users list`"
+
+
 def api_token(settings: Settings) -> Secret:
     """SOPFLOW_API_TOKEN, else a token generated once and kept in the data dir."""
     return settings.api_token or settings.kept_secret("api_token")
@@ -193,6 +210,7 @@ async def up(
         team_count, rep_count = RepDirectory(store.engine).import_teams(teams)
         log.info("imported %d teams, %d reps from %s", team_count, rep_count, teams_file)
     token = api_token(settings)
+    signin = first_user(UserBook(store.engine), settings)
     sandboxes = config is None or mail_config is None
     # The sandboxes' texts, calls and mail outlive a restart, as the store's runs do.
     keep = Keep(settings.data_dir / SANDBOX_KEEP if sandboxes else None)
@@ -301,6 +319,7 @@ async def up(
                     f"sopflow is up\n"
                     f"  API        http://127.0.0.1:{ports.gateway}/api/v1  (Authorization: Bearer {token.reveal()})\n"
                     f"  API docs   http://127.0.0.1:{ports.gateway}/docs\n"
+                    f"  dashboard  http://127.0.0.1:{ports.gateway}/dashboard  ({signin})\n"
                     f"  Temporal   http://127.0.0.1:{ports.ui}  (runs, histories)\n"
                     f"{phones}"
                     f"  data       {settings.data_dir.resolve()}\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -17,6 +18,8 @@ import httpx
 import pytest
 
 from sopflow.asgi import free_port
+from sopflow.gateway.auth import CSRF_FIELD, SESSION_COOKIE
+from sopflow.gateway.signin import SIGNIN_COOKIE
 from sopflow.sandbox.server import SANDBOX_ACCOUNT
 from sopflow.up import port_taken
 
@@ -264,6 +267,25 @@ class Up:
         return self.process.wait(timeout=60)
 
 
+def dashboard_page(base: str, user: str, password_file: Path) -> int:
+    """Sign in through /signin's form as a browser would, then open /dashboard: its status.
+    (httpx keeps Secure cookies away from http://; a browser sends them to 127.0.0.1.)"""
+    form = httpx.get(f"{base}/signin")
+    csrf = re.search(rf'name="{CSRF_FIELD}" value="([^"]+)"', form.text)
+    assert csrf is not None, form.text
+    fields = {CSRF_FIELD: csrf[1], "next": "/dashboard", "user": user,
+              "password": password_file.read_text().strip()}  # fmt: skip
+    signed_in = httpx.post(
+        f"{base}/signin",
+        data=fields,
+        headers={"Cookie": f"{SIGNIN_COOKIE}={form.cookies[SIGNIN_COOKIE]}"},
+    )
+    assert signed_in.status_code == 303, signed_in.text
+    session = signed_in.cookies[SESSION_COOKIE]
+    page = httpx.get(f"{base}/dashboard", headers={"Cookie": f"{SESSION_COOKIE}={session}"})
+    return page.status_code
+
+
 def test_up_enrols_stops_cleanly_and_keeps_runs_across_a_restart(tmp_path: Path) -> None:
     sops = tmp_path / "sops"
     sops.mkdir()
@@ -375,6 +397,8 @@ def test_up_enrols_stops_cleanly_and_keeps_runs_across_a_restart(tmp_path: Path)
         assert "sms" not in consent["channels"]  # email only
         missing = sopflow(tmp_path, "sandbox", "unsubscribe", "99", "--url", first.sandbox)
         assert missing.returncode == 1 and "no message 99" in missing.stderr
+        # The dashboard: the first ops user `sopflow up` made signs in with the kept password.
+        assert dashboard_page(first.base, "ops", (tmp_path / "data" / "ops_password")) == 200
     finally:
         assert first.stop() == 0
     output = first.log.read_text()
