@@ -36,7 +36,7 @@ Cursor = Annotated[str, StringConstraints(max_length=500), AfterValidator(clean)
 MOMENT = "an ISO date (2026-11-01) or date-time (naive: UTC), or a span back from now like 7d"
 
 
-class _Query(BaseModel):
+class ListingQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sop: Name | None = Field(None, description="SOP id")
@@ -59,11 +59,11 @@ class _Query(BaseModel):
     cursor: Cursor | None = Field(None, description="`next_cursor` of the previous page")
 
 
-class RunQuery(_Query):
+class RunQuery(ListingQuery):
     status: RunStatus | None = None
 
 
-class TaskQuery(_Query):
+class TaskQuery(ListingQuery):
     status: TaskStatus | None = Field(None, description="the scorer's status; pending: open")
 
 
@@ -121,11 +121,11 @@ class TaskPage(BaseModel):
     next_cursor: str | None = Field(description="pass as `cursor` for the next page; None: last")
 
 
-def _moments(query: _Query, now: datetime) -> tuple[datetime | None, datetime | None]:
+def parse_moments(query: ListingQuery, now: datetime) -> tuple[datetime | None, datetime | None]:
     return parse_since(query.since, now), parse_since(query.until, now, "until")
 
 
-def _scope(query: _Query, who: Principal) -> dict[str, Any]:
+def _scope(query: ListingQuery, who: Principal) -> dict[str, Any]:
     """The rep and team filters `who` may use: theirs only, whatever the query asks."""
     match who.role:
         case Role.ops:
@@ -155,7 +155,7 @@ def listing_router(listing: Listing) -> APIRouter:
         Keyset pages: pass `next_cursor` back as `cursor`; a page can be short with a
         `next_cursor` when `late` or `waiting_for` matched few of the runs it looked at."""
         now = datetime.now(UTC)
-        since, until = _moments(query, now)
+        since, until = parse_moments(query, now)
         filters = RunFilters(
             sop=query.sop, version=query.version, **_scope(query, who),
             waiting_for=query.waiting_for, late=query.late, since=since, until=until,
@@ -169,7 +169,7 @@ def listing_router(listing: Listing) -> APIRouter:
         """Rep tasks, newest assignment first, with the scorer's status, due and done times.
         Pages as /api/v1/runs; `status`, `late` and `waiting_for` may give short pages."""
         now = datetime.now(UTC)
-        since, until = _moments(query, now)
+        since, until = parse_moments(query, now)
         filters = TaskFilters(
             sop=query.sop, version=query.version, **_scope(query, who),
             waiting_for=query.waiting_for, late=query.late, since=since, until=until,

@@ -32,7 +32,7 @@ from sopflow.store.reports import Scores, parse_since
 Viewer = Annotated[Principal, Depends(principal)]
 
 
-class _Query(BaseModel):
+class ReportQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     since: Moment | None = Field(None, description=f"from: {MOMENT}")
@@ -45,13 +45,13 @@ class _Query(BaseModel):
         return Window(since, until)
 
 
-class RepsQuery(_Query):
+class RepsQuery(ReportQuery):
     """`since`/`until`: tasks assigned then (as /api/v1/tasks)."""
 
     team: Name | None = Field(None, description="reps of this team only")
 
 
-class SopQuery(_Query):
+class SopQuery(ReportQuery):
     """`since`/`until`: runs enrolled then (as /api/v1/runs)."""
 
     sop: Name = Field(description="SOP id")

@@ -134,7 +134,9 @@ def decode_cursor(listing: str, given: str, id_type: type[str] | type[int]) -> K
     return moment, key
 
 
-def _after(time: InstrumentedAttribute[Any], id_: InstrumentedAttribute[Any], key: Key) -> Any:
+def after_cursor(
+    time: InstrumentedAttribute[Any], id_: InstrumentedAttribute[Any], key: Key
+) -> Any:
     """Rows after `key` in newest-first order; the first term lets an index on time bound it."""
     return and_(time <= key[0], or_(time < key[0], id_ < key[1]))
 
@@ -232,7 +234,7 @@ class Listing:
         query = select(Run).where(*where).order_by(Run.enrolled_at.desc(), Run.workflow_id.desc())
 
         def fetch(after: Key | None, count: int) -> Sequence[Run]:
-            bounded = query if after is None else query.where(_after(*_RUN_KEY, after))
+            bounded = query if after is None else query.where(after_cursor(*_RUN_KEY, after))
             with Session(self.engine, expire_on_commit=False) as session:
                 return session.scalars(bounded.limit(count)).all()
 
@@ -247,7 +249,7 @@ class Listing:
 
         exact = filters.waiting_for is None and filters.late is None
         start = decode_cursor("runs", cursor, str) if cursor else None
-        return _collect("runs", fetch, judge, limit, start, exact)
+        return collect_page("runs", fetch, judge, limit, start, exact)
 
     def _run_row(
         self, run: Run, score: RunScore, states: dict[str, _RunState], now: datetime
@@ -297,7 +299,7 @@ class Listing:
         )
 
         def fetch(after: Key | None, count: int) -> Sequence[Any]:
-            bounded = query if after is None else query.where(_after(*_TASK_KEY, after))
+            bounded = query if after is None else query.where(after_cursor(*_TASK_KEY, after))
             with Session(self.engine, expire_on_commit=False) as session:
                 return session.execute(bounded.limit(count)).all()
 
@@ -337,7 +339,7 @@ class Listing:
 
         exact = filters.waiting_for is None and filters.late is None and filters.status is None
         start = decode_cursor("tasks", cursor, int) if cursor else None
-        return _collect("tasks", fetch, judge, limit, start, exact)
+        return collect_page("tasks", fetch, judge, limit, start, exact)
 
     # ------------------------------------------------------------ shared
     def _judged(self, ids: list[str]) -> tuple[dict[str, RunScore], dict[str, _RunState]]:
@@ -372,7 +374,7 @@ _RUN_KEY = (Run.enrolled_at, Run.workflow_id)
 _TASK_KEY = (StepEvent.executed_at, StepEvent.id)
 
 
-def _collect(
+def collect_page(
     listing: str,
     fetch: Callable[[Key | None, int], Sequence[Row]],
     judge: Callable[[Sequence[Row]], Iterable[tuple[Key, dict[str, Any] | None]]],

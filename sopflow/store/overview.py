@@ -23,7 +23,14 @@ from sqlalchemy import ColumnElement, Engine, and_, case, func, literal, or_, se
 from sqlalchemy.orm import Session
 
 from sopflow.compliance.adherence import RunScore, Violation
-from sopflow.store.listing import Page, _after, _collect, decode_cursor, of_teams, past_due
+from sopflow.store.listing import (
+    Page,
+    after_cursor,
+    collect_page,
+    decode_cursor,
+    of_teams,
+    past_due,
+)
 from sopflow.store.models import Run, StepEvent
 from sopflow.store.reports import Scores
 
@@ -257,7 +264,7 @@ class Overview:
         )
 
         def fetch(after: tuple[datetime, Any] | None, count: int) -> Sequence[Any]:
-            keyed = query if after is None else query.where(_after(*_EVENT_KEY, after))
+            keyed = query if after is None else query.where(after_cursor(*_EVENT_KEY, after))
             with Session(self.engine, expire_on_commit=False) as session:
                 return session.execute(keyed.limit(count)).all()
 
@@ -278,7 +285,7 @@ class Overview:
                 yield (event.executed_at, event.id), row
 
         start = decode_cursor("events", cursor, int) if cursor else None
-        return _collect("events", fetch, judge, limit, start, exact=True)
+        return collect_page("events", fetch, judge, limit, start, exact=True)
 
     # ------------------------------------------------------------ one run
     def timeline(self, run_id: str) -> list[tuple[StepEvent, str | None]]:

@@ -25,7 +25,15 @@ from sopflow.gateway.dashboard.render import (
     run_href,
 )
 from sopflow.gateway.dashboard.tables import Column, Row, Table, csv_response
-from sopflow.gateway.listing import Cursor, Moment, Name, RunQuery, TaskQuery, _moments, _Query
+from sopflow.gateway.listing import (
+    Cursor,
+    ListingQuery,
+    Moment,
+    Name,
+    RunQuery,
+    TaskQuery,
+    parse_moments,
+)
 from sopflow.principals import Principal
 from sopflow.store.listing import (
     DEFAULT_PAGE,
@@ -71,9 +79,9 @@ def period_of(query: PeriodQuery, now: datetime) -> Period:
     return Period(since, until)
 
 
-def filters_of(query: _Query, kind: type[F], now: datetime, teams: Scope) -> F:
+def filters_of(query: ListingQuery, kind: type[F], now: datetime, teams: Scope) -> F:
     """The store's filters from the API's query model, with the viewer's scope."""
-    since, until = _moments(query, now)
+    since, until = parse_moments(query, now)
     chosen = query.model_dump(exclude={"since", "until", "limit", "cursor"})
     return kind(**chosen, since=since, until=until, teams=teams)
 
