@@ -6,10 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from store_kinds import make_store
 
 from sopflow.store.repository import Store
-
-from .report_world import make_store
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -6,24 +6,17 @@ clock)."""
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import create_engine, text
 
 from sopflow.sop.plan import Plan, compile_plan
 from sopflow.sop.protocol import AssignTask, Command, Finish, Record
 from sopflow.sop.schema import AssignRule, Sop
-from sopflow.store.repository import Store, connect
+from sopflow.store.repository import Store
 
-POSTGRES_URL = os.environ.get(  # as tests/store/conftest.py
-    "SOPFLOW_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 ROOT = Path(__file__).parents[2]
 NOW = datetime.now(UTC).replace(microsecond=0)
 BASE = datetime(2026, 11, 3, 14, 0, tzinfo=UTC)  # 09:00 in New York, a Tuesday
@@ -51,29 +44,6 @@ OLD_PILOT = compile_plan(
         }
     )
 )
-
-
-def make_store(kind: str, tmp_path: Path) -> Iterator[Store]:
-    if kind == "sqlite":
-        instance = Store(connect(f"sqlite:///{tmp_path / 'store.db'}"))
-        instance.migrate()
-        yield instance
-        instance.engine.dispose()
-        return
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine = create_engine(POSTGRES_URL, connect_args={"options": f"-csearch_path={schema}"})
-    instance = Store(engine)
-    instance.migrate()
-    try:
-        yield instance
-    finally:
-        engine.dispose()
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 class Writer:

@@ -5,8 +5,6 @@ and "overdue" against the clock."""
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from sqlalchemy import create_engine, text
+from store_kinds import make_store
 
 from sopflow.gateway.app import create_app
 from sopflow.settings import Secret
@@ -25,12 +23,9 @@ from sopflow.sop.protocol import AssignTask, Command, Finish, Record
 from sopflow.sop.schema import AssignRule, Sop
 from sopflow.store import listing
 from sopflow.store.listing import Listing, RunFilters, TaskFilters
-from sopflow.store.repository import Store, connect
+from sopflow.store.repository import Store
 from sopflow.store.reps import RepDirectory
 
-POSTGRES_URL = os.environ.get(  # as tests/store/conftest.py
-    "SOPFLOW_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 TOKEN = "listing-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SOURCE = yaml.safe_load(
@@ -52,26 +47,7 @@ async def no_temporal() -> Any:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        instance = Store(connect(f"sqlite:///{tmp_path / 'store.db'}"))
-        instance.migrate()
-        yield instance
-        instance.engine.dispose()
-        return
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine = create_engine(POSTGRES_URL, connect_args={"options": f"-csearch_path={schema}"})
-    instance = Store(engine)
-    instance.migrate()
-    try:
-        yield instance
-    finally:
-        engine.dispose()
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    yield from make_store(request.param, tmp_path)
 
 
 class Writer:

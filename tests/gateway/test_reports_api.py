@@ -4,8 +4,6 @@ of each role, and the refusals (404 naming the SOP, 422 naming the parameter).""
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,8 +14,8 @@ import pytest
 import yaml
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import create_engine, text
 from starlette.types import ASGIApp, Receive, Scope, Send
+from store_kinds import make_store
 
 from sopflow.errors import SopflowError
 from sopflow.gateway.app import create_app
@@ -27,12 +25,9 @@ from sopflow.settings import Secret
 from sopflow.sop.plan import Plan, compile_plan
 from sopflow.sop.protocol import AssignTask, Finish, Record
 from sopflow.sop.schema import AssignRule, Sop
-from sopflow.store.repository import Store, connect
+from sopflow.store.repository import Store
 from sopflow.store.reps import RepDirectory
 
-POSTGRES_URL = os.environ.get(  # as tests/store/conftest.py
-    "SOPFLOW_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 TOKEN = "reports-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ROOT = Path(__file__).parents[2]
@@ -52,26 +47,7 @@ async def no_temporal() -> Any:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        instance = Store(connect(f"sqlite:///{tmp_path / 'store.db'}"))
-        instance.migrate()
-        yield instance
-        instance.engine.dispose()
-        return
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine = create_engine(POSTGRES_URL, connect_args={"options": f"-csearch_path={schema}"})
-    instance = Store(engine)
-    instance.migrate()
-    try:
-        yield instance
-    finally:
-        engine.dispose()
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    yield from make_store(request.param, tmp_path)
 
 
 def write(store: Store, plan: Plan, name: str, at: datetime) -> Any:
