@@ -46,3 +46,13 @@ def postgres_store() -> Iterator[Store]:
 async def site(sqlite_store: Store) -> AsyncIterator[Site]:
     async for opened in open_site(sqlite_store):
         yield opened
+
+
+@pytest.fixture(scope="module")
+async def report_site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Site]:
+    """The site with world.py's pilots and referrals too, on a store of its own."""
+    store = Store(connect(f"sqlite:///{tmp_path_factory.mktemp('reports') / 'store.db'}"))
+    store.migrate()
+    async for opened in open_site(store, reports=True):
+        yield opened
+    store.engine.dispose()

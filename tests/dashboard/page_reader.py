@@ -10,6 +10,7 @@ from html.parser import HTMLParser
 class Cell:
     text: str = ""
     href: str | None = None
+    hint: str | None = None  # the title of a marked count (its listing holds more)
 
 
 @dataclass
@@ -20,6 +21,8 @@ class Page(HTMLParser):
     links: list[tuple[str, str]] = field(default_factory=list)  # (text, href)
     forms: list[dict[str, str]] = field(default_factory=list)  # @action, @method, fields
     bars: list[dict[str, str]] = field(default_factory=list)  # chart segments: series, value, href
+    heading: str = ""  # the h1
+    groups: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # a table's colgroups
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -32,6 +35,7 @@ class Page(HTMLParser):
         self._link: tuple[str, list[str]] | None = None
         self._in_errors = False
         self._li: list[str] | None = None
+        self._h1: list[str] | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = {k: v or "" for k, v in attrs}
@@ -44,6 +48,16 @@ class Page(HTMLParser):
             self._row = []
         elif tag == "td" and self._row is not None:
             self._cell = Cell()
+        elif tag == "h1":
+            self._h1 = []
+        elif tag == "th" and a.get("scope") == "colgroup" and self._section is not None:
+            self.groups.setdefault(self._section, []).append(("", int(a["colspan"])))
+            self._group = True
+        elif tag in ("a", "span") and self._cell is not None and "superset" in a.get("class", ""):
+            self._cell.hint = a.get("title")
+            if tag == "a":
+                self._cell.href = a.get("href")
+                self._link = (a.get("href", ""), [])
         elif tag == "a":
             if self._cell is not None:
                 self._cell.href = a.get("href")
@@ -54,8 +68,10 @@ class Page(HTMLParser):
             self._span = a.get("class")
         elif tag == "li" and "card" in a.get("class", ""):
             self._card_li = True
-        elif tag == "div" and "errors" in a.get("class", ""):
-            self._in_errors = True
+        elif (tag == "div" and "errors" in a.get("class", "")) or (
+            tag == "ul" and "problem-lines" in a.get("class", "")
+        ):
+            self._in_errors = True  # a page's problems, or an error page's
         elif tag == "li" and self._in_errors:
             self._li = []
         elif tag == "form":
@@ -96,10 +112,20 @@ class Page(HTMLParser):
             if self._li is not None:
                 self.errors.append("".join(self._li).strip())
                 self._li = None
-        elif tag == "div" and self._in_errors:
+        elif tag in ("div", "ul") and self._in_errors:
             self._in_errors = False
+        elif tag == "h1" and self._h1 is not None:
+            self.heading = "".join(self._h1).strip()
+            self._h1 = None
+        elif tag == "th" and getattr(self, "_group", False):
+            self._group = False
 
     def handle_data(self, data: str) -> None:
+        if self._h1 is not None:
+            self._h1.append(data)
+        if getattr(self, "_group", False) and self._section is not None:
+            name, span = self.groups[self._section][-1]
+            self.groups[self._section][-1] = (name + data.strip(), span)
         if self._cell is not None:
             self._cell.text += data
         if self._card is not None and self._span is not None:

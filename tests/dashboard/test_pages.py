@@ -271,11 +271,11 @@ async def test_a_rep_is_sent_to_the_inbox_and_strangers_to_sign_in(site: Site) -
     assert answer.headers["location"] == "/signin?next=%2Fdashboard%2Fruns%3Flate%3Dtrue"
 
 
-async def test_the_nav_marks_the_page_and_the_reports_to_come(site: Site) -> None:
+async def test_the_nav_marks_the_page_and_links_the_reports(site: Site) -> None:
     answer = await site.browser("sue").get("/dashboard/tasks")
     assert '<a href="/dashboard/tasks" aria-current="page">Tasks</a>' in answer.text
     for report in ("Reps", "Funnel", "Pilots", "Referrals"):
-        assert f'title="coming soon">{report}</span>' in answer.text
+        assert f'<a href="/dashboard/{report.lower()}">{report}</a>' in answer.text
     assert "sue · supervisor · inside" in answer.text
     css = await site.browser("sue").get("/dashboard/static/dashboard.css")
     assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")

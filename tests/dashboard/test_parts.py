@@ -7,11 +7,18 @@ import csv
 import io
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
+from sopflow.errors import SopflowError
 from sopflow.gateway.dashboard.charts import HEIGHT, stacked_bars
+from sopflow.gateway.dashboard.error_pages import add_error_pages
 from sopflow.gateway.dashboard.tables import Column, Table, display, raw, wanted_export
 from sopflow.gateway.dashboard.temporal_ui import TemporalUi
+
+from .page_reader import read
 
 AT = datetime(2026, 11, 3, 14, 5, 9, tzinfo=UTC)
 
@@ -89,3 +96,62 @@ def test_temporal_ui_links() -> None:
     assert prod.runs('sop:"x"') == (
         "https://ui.example/namespaces/prod/workflows?query=WorkflowId%3D%22sop%3A%22x%22%22"
     )
+
+
+def test_column_groups_and_marked_cells() -> None:
+    table = Table(
+        "steps",
+        "Steps",
+        [Column("step", "Step"),
+         Column("a", "Entries", group="v1", href=lambda r: "/a",
+                hint=lambda r: "more" if r["a"] else None),
+         Column("b", "Exits", group="v1"), Column("c", "Entries", group="v2")],
+        [{"step": "s", "a": 2, "b": 1, "c": 0}, {"step": "t", "a": 0, "b": 0, "c": 1}],
+    )  # fmt: skip
+    assert table.groups() == [(None, 1), ("v1", 2), ("v2", 1)]
+    assert Table("x", "X", [Column("a", "A")], []).groups() == []
+    first, second = list(table.cells())
+    assert (first[1].href, first[1].hint, second[1].hint) == ("/a", "more", None)
+    # The CSV keeps each column's group in its heading.
+    assert table.csv().splitlines()[0] == "Step,v1 Entries,v1 Exits,v2 Entries"
+
+
+async def test_errors_under_dashboard_are_pages_and_elsewhere_the_apps_own() -> None:
+    app = FastAPI()
+
+    @app.exception_handler(SopflowError)
+    async def as_json(_: object, exc: SopflowError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.http_status)
+
+    for prefix in ("/dashboard", "/api"):
+
+        @app.get(f"{prefix}/count")
+        async def count(n: int) -> dict[str, int]:
+            return {"n": n}
+
+        @app.get(f"{prefix}/fails")
+        async def fails() -> None:
+            raise SopflowError("the plan is wrong")
+
+    add_error_pages(app)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test"
+    ) as http:
+        page = await http.get("/dashboard/count", params={"n": "many"})
+        assert page.status_code == 422 and page.headers["content-type"].startswith("text/html")
+        shown = read(page.text)
+        assert shown.heading == "422 · Unprocessable Entity"
+        assert shown.errors == [
+            "n: Input should be a valid integer, unable to parse string as an integer"
+        ]
+        assert '<span class="who">' not in page.text  # nobody signed in: no user shown
+        failed = await http.get("/dashboard/fails")
+        assert failed.status_code == 422 and read(failed.text).errors == ["the plan is wrong"]
+        assert (
+            (await http.get("/dashboard/nowhere")).headers["content-type"].startswith("text/html")
+        )
+        api = await http.get("/api/count", params={"n": "many"})
+        assert api.status_code == 422 and api.json()["detail"][0]["loc"] == ["query", "n"]
+        api_failed = await http.get("/api/fails")
+        assert api_failed.json() == {"detail": "the plan is wrong"}
+        assert (await http.get("/api/nowhere")).json() == {"detail": "Not Found"}

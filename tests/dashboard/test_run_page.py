@@ -91,7 +91,9 @@ async def test_a_supervisor_opens_their_teams_runs_only(site: Site) -> None:
     for who, name in ((sue, "r3"), (sue, "r6"), (fay, "r1"), (fay, "r6")):
         answer = await who.get(run_url(site, name))
         assert answer.status_code == 404, name
-        assert answer.json() == {"detail": f"unknown run {site.world.runs[name]!r}"}
+        assert answer.headers["content-type"].startswith("text/html")
+        shown = read(answer.text)
+        assert shown.errors == [f"unknown run {site.world.runs[name]!r}"]
     assert (await sue.get("/dashboard/runs/sop:nothing:here")).status_code == 404
     assert (await site.browser("olga").get(run_url(site, "r6"))).status_code == 200
 

@@ -10,6 +10,11 @@ Runs, enrolled in the week of Tue 3 Nov 2026 (BASE is 09:00 in New York, the con
 - r4 inside: ana's task is open, due tomorrow.
 - r5 inside: enrolled three weeks before: outside the week.
 - r6 other_sop: an SMS only, no task: of no team (ops see it, supervisors do not).
+With `reports=True` (its own store: the listings above stay as they are), runs enrolled in
+October: script_pilot's, PILOT_ARMS: per arm, finished runs and of them converted, and one
+still running; ben (inside) holds the tasks of script_a and script_b, cy (field) those of
+script_c. And referral_ask's: rf1 and rf2 asked by SMS, rf1's link visited twice, one visitor
+signed up and bought.
 """
 
 from __future__ import annotations
@@ -34,7 +39,9 @@ from sopflow.settings import Secret
 from sopflow.sop.plan import Plan, compile_plan
 from sopflow.sop.protocol import AssignTask, Command, Finish, Record, SendMessage
 from sopflow.sop.schema import AssignRule, Sop
+from sopflow.sop.validate import load_plan
 from sopflow.store.consent import ConsentBook
+from sopflow.store.referrals import ReferralBook
 from sopflow.store.repository import Store
 from sopflow.store.reps import RepDirectory
 
@@ -47,6 +54,16 @@ SOURCE = yaml.safe_load(
 A1 = compile_plan(Sop.model_validate(SOURCE | {"version": 1}))
 A2 = compile_plan(Sop.model_validate(SOURCE))  # version 2
 B1 = compile_plan(Sop.model_validate(SOURCE | {"id": "other_sop", "version": 1}))
+PILOT = compile_plan(
+    Sop.model_validate(
+        yaml.safe_load(
+            (Path(__file__).parents[2] / "sop_definitions" / "script_pilot.yaml").read_text()
+        )
+    )
+)
+PILOT_ARMS = {"script_a": (10, 2), "script_b": (10, 8), "script_c": (10, 5)}
+PILOT_START = datetime(2026, 10, 5, 14, 0, tzinfo=UTC)
+ASKING = load_plan(Path(__file__).parents[2] / "sop_definitions" / "referral_ask.yaml")
 BASE = datetime(2026, 11, 3, 14, 0, tzinfo=UTC)  # Tue 09:00 in New York
 WEEK = {"since": "2026-11-01", "until": "2026-11-08"}
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -57,8 +74,10 @@ UI = TemporalUi("http://temporal-ui.test:8233")
 class Writer:
     """A run's step events written as the worker writes them (Store.record_command)."""
 
-    def __init__(self, store: Store, plan: Plan, name: str, enrolled: datetime) -> None:
-        self.store, self.plan = store, plan
+    def __init__(
+        self, store: Store, plan: Plan, name: str, enrolled: datetime, step: str = "first_call"
+    ) -> None:
+        self.store, self.plan, self.step = store, plan, step
         self.run_id = f"sop:{plan.sop.id}:{name}:k"
         self.contact = f"c-{name}"
         self.seq = 0
@@ -67,18 +86,18 @@ class Writer:
             self.run_id, "first-run", plan.sop.id, plan.sop.version, plan.digest, self.contact,
             enrolled,
         )  # fmt: skip
-        self.record(Record(at=enrolled, step="first_call", key="enrolled", action="enrolled"))
+        self.record(Record(at=enrolled, step=step, key="enrolled", action="enrolled"))
 
     def record(self, command: Command, actor: str | None = None) -> None:
         self.store.record_command(self.run_id, "first-run", command, actor=actor)
 
     def key(self, what: str) -> str:
         self.seq += 1
-        return f"first_call:{self.seq}:{what}"
+        return f"{self.step}:{self.seq}:{what}"
 
     def task(self, rep: str, at: datetime, due: datetime) -> None:
         assign = AssignTask(
-            at=at, step="first_call", key=self.key("assign"), title="Call the new lead",
+            at=at, step=self.step, key=self.key("assign"), title="Call the new lead",
             instructions="Call", assign=AssignRule(strategy="round_robin", team="inside"),
             due_at=due, planned_at=at, attempt=1, context={}, channel="call",
         )  # fmt: skip
@@ -87,18 +106,18 @@ class Writer:
     def sms(self, at: datetime) -> str:
         key = self.key("sms")
         send = SendMessage(
-            at=at, step="first_call", key=key, channel="sms", body="Hi", planned_at=at, context={}
+            at=at, step=self.step, key=key, channel="sms", body="Hi", planned_at=at, context={}
         )
         self.record(send)
         return key
 
     def note(self, action: Any, at: datetime, **detail: Any) -> None:
         self.record(
-            Record(at=at, step="first_call", key=self.key(action), action=action, detail=detail)
+            Record(at=at, step=self.step, key=self.key(action), action=action, detail=detail)
         )
 
-    def finish(self, at: datetime, result: str = "done") -> None:
-        self.record(Finish(at=at, step="first_call", key="end", result=result))
+    def finish(self, at: datetime, result: str = "done", step: str | None = None) -> None:
+        self.record(Finish(at=at, step=step or self.step, key="end", result=result))
 
 
 @dataclass
@@ -167,6 +186,45 @@ def build(store: Store) -> World:
     return world
 
 
+def build_pilots(store: Store, world: World) -> None:
+    """script_pilot's runs: each arm's split record, its rep's call task, the outcome and the
+    end of the finished ones (PILOT_ARMS), one run per arm still waiting on its call."""
+    store.deploy(PILOT)
+    n = 0
+    for arm, (finished, converted) in PILOT_ARMS.items():
+        rep = "cy" if arm == "script_c" else "ben"
+        for i in range(finished + 1):
+            n += 1
+            at = PILOT_START + timedelta(hours=n)
+            run = Writer(store, PILOT, f"p{n}", at, step="pick_script")
+            world.runs[f"p{n}"] = run.run_id
+            run.note("variant", at, variant=arm)
+            run.step = f"call_{arm[-1]}"
+            run.task(rep, at, at + timedelta(hours=1))
+            if i == finished:
+                continue  # still running
+            won = i < converted
+            outcome = "booked" if won else "not_interested"
+            run.note("outcome", at + timedelta(minutes=20), outcome=outcome, actor=rep)
+            run.finish(at + timedelta(minutes=21), "converted" if won else "lost",
+                       "converted" if won else "not_converted")  # fmt: skip
+
+
+def build_referrals(store: Store, world: World) -> None:
+    store.deploy(ASKING)
+    book = ReferralBook(store.engine)
+    for name in ("rf1", "rf2"):
+        run = Writer(store, ASKING, name, PILOT_START, step="ask_sms")
+        world.runs[name] = run.run_id
+        run.sms(PILOT_START + timedelta(minutes=1))
+    referrer = "c-rf1"
+    for visitor in ("a" * 22, "b" * 22):
+        book.visit(referrer, visitor, None, PILOT_START + timedelta(hours=1))
+    person = {"id": "c-friend", "phone": "+12125550188"}
+    book.sign_up(referrer, person, "a" * 22, PILOT_START + timedelta(hours=2))
+    book.convert("c-friend", PILOT_START + timedelta(days=1))
+
+
 @dataclass
 class FakeTemporal:
     """Signals the dashboard sends, by run id; runs in `finished` answer NOT_FOUND, as
@@ -207,8 +265,11 @@ USERS = {
 }
 
 
-async def open_site(store: Store) -> AsyncIterator[Site]:
+async def open_site(store: Store, reports: bool = False) -> AsyncIterator[Site]:
     world = build(store)
+    if reports:
+        build_pilots(store, world)
+        build_referrals(store, world)
     users = UserBook(store.engine)
     cookies, sessions = {}, {}
     for user, (role, rep) in USERS.items():

@@ -1,5 +1,5 @@
 """Who may open the dashboard and what they see. Supervisors and ops use it; a rep is sent to
-their inbox. A supervisor's scope is their teams (the store's queries take it:
+their inbox, but for their own row of the reps report (`reader`, the reports API's rules). A supervisor's scope is their teams (the store's queries take it:
 sopflow/store/listing.py, sopflow/store/overview.py), ops see everything. Sign-in
 (gateway/auth.py) has put the user in the scope, and refuses a form POST without the session's
 CSRF token (the forms carry it: `csrf_token`)."""
@@ -36,3 +36,20 @@ def scope_of(who: Principal) -> Scope:
             return frozenset()
         case _:
             assert_never(who.role)
+
+
+def reader(request: Request) -> Principal:
+    """Anyone signed in: the report pages narrow what they show as the reports API does."""
+    return principal(request)
+
+
+def refuse_reps(who: Principal, what: str) -> None:
+    """A report of other reps' runs: a rep gets the 403 page (as GET /api/v1/reports/... 403s)."""
+    if who.role is Role.rep:
+        raise HTTPException(403, f"{what} counts other reps' runs: supervisors and ops see it")
+
+
+def ops_only(who: Principal, what: str) -> None:
+    """A report no team scope narrows (the API keeps its route for ops)."""
+    if not who.sees_everything:
+        raise HTTPException(403, f"{what} counts every team's contacts: ops see it")

@@ -16,9 +16,9 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pydantic import BaseModel, ValidationError
 
 from sopflow.errors import SopflowError
-from sopflow.gateway.dashboard.access import PREFIX
+from sopflow.gateway.dashboard.access import PREFIX, REP_HOME
 from sopflow.gateway.dashboard.tables import CSV_PARAMS, Table, csv_response, wanted_export
-from sopflow.principals import Principal
+from sopflow.principals import Principal, Role
 
 TEMPLATES = Path(__file__).parents[1] / "templates" / "dashboard"
 STATIC = Path(__file__).parents[1] / "static" / "dashboard"
@@ -29,7 +29,7 @@ Model = TypeVar("Model", bound=BaseModel)
 @dataclass(frozen=True)
 class NavItem:
     title: str
-    href: str | None  # None: not built yet (shown, not linked)
+    href: str
 
 
 NAV = [
@@ -37,14 +37,16 @@ NAV = [
     NavItem("Runs", f"{PREFIX}/runs"),
     NavItem("Tasks", f"{PREFIX}/tasks"),
 ]
-# The analytics pages (reps and teams, SOP funnel, pilots, referral funnel): give each its path
-# here when it exists; until then the nav shows where they will be.
+# The analytics pages (report_pages.py): reps and teams, SOP funnel, pilots, referral funnel.
 REPORTS = [
-    NavItem("Reps", None),
-    NavItem("Funnel", None),
-    NavItem("Pilots", None),
-    NavItem("Referrals", None),
+    NavItem("Reps", f"{PREFIX}/reps"),
+    NavItem("Funnel", f"{PREFIX}/funnel"),
+    NavItem("Pilots", f"{PREFIX}/pilots"),
+    NavItem("Referrals", f"{PREFIX}/referrals"),
 ]
+# A rep opens one page here, their own row of the reps report; the rest of their day is the inbox.
+REP_NAV = [NavItem("Inbox", REP_HOME)]
+REP_REPORTS = [REPORTS[0]]
 
 _env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined)
 
@@ -96,7 +98,7 @@ def parse(model: type[Model], values: Mapping[str, str]) -> Model:
 
 def render(
     request: Request,
-    who: Principal,
+    who: Principal | None,  # None: an error page of a request no sign-in reached
     template: str,
     tables: Sequence[Table] = (),
     status: int = 200,
@@ -120,8 +122,8 @@ def render(
 
     html = _env.get_template(template).render(
         who=who,
-        nav=NAV,
-        reports=REPORTS,
+        nav=REP_NAV if who is not None and who.role is Role.rep else NAV,
+        reports=REP_REPORTS if who is not None and who.role is Role.rep else REPORTS,
         here=request.url.path,
         static=STATIC_URL,
         tables={t.name: t for t in tables},

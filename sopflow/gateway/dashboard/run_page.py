@@ -19,6 +19,7 @@ from sopflow.gateway.auth import CSRF_FIELD
 from sopflow.gateway.dashboard.access import PREFIX
 from sopflow.gateway.dashboard.pages import Viewer
 from sopflow.gateway.dashboard.render import problems, render, run_href
+from sopflow.gateway.dashboard.report_tables import rep_href
 from sopflow.gateway.dashboard.tables import Column, Table
 from sopflow.gateway.dashboard.temporal_ui import TemporalUi
 from sopflow.gateway.inputs import Clean
@@ -107,7 +108,9 @@ def timeline_tables(
     )  # fmt: skip
     items = Table(
         "score", "Score: each required step",
-        [Column("step", "Step"), Column("kind", "Kind"), Column("actor", "Who"),
+        [Column("step", "Step"), Column("kind", "Kind"),
+         Column("actor", "Who", href=lambda r: rep_href(r["actor"])
+                if r["kind"] == "task" and r["actor"] else None),
          Column("status", "Status"), Column("due_at", "Due (UTC)"), Column("done_at", "Done (UTC)"),
          Column("late_by", "Late by"), Column("weight", "Weight", numeric=True),
          Column("reason", "Why")],

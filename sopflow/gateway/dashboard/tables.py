@@ -73,6 +73,15 @@ class Column:
     title: str
     href: Callable[[Row], str | None] | None = None  # the link of a cell, from its row
     numeric: bool = False  # right-aligned on the page
+    # A cell's caveat, shown on the page as a marked link with this title (a report's count
+    # whose listing holds more rows than were counted); not in the CSV.
+    hint: Callable[[Row], str | None] | None = None
+    group: str | None = None  # a heading over adjacent columns (a funnel's version)
+
+    @property
+    def heading(self) -> str:
+        """The CSV's header: the group's name kept with the column's."""
+        return f"{self.group} {self.title}" if self.group else self.title
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,7 @@ class Cell:
     text: str
     href: str | None
     numeric: bool
+    hint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -89,18 +99,41 @@ class Table:
     columns: Sequence[Column]
     rows: Sequence[Row]
     empty: str = "Nothing in this period or with these filters."
+    row_id: Callable[[Row], str] | None = None  # a row's anchor (a link can point at it)
 
     def cells(self) -> Iterable[list[Cell]]:
         for row in self.rows:
             yield [
-                Cell(display(row.get(c.key)), c.href(row) if c.href else None, c.numeric)
+                Cell(
+                    display(row.get(c.key)),
+                    c.href(row) if c.href else None,
+                    c.numeric,
+                    c.hint(row) if c.hint else None,
+                )
                 for c in self.columns
             ]
+
+    def anchored(self) -> Iterable[tuple[str | None, list[Cell]]]:
+        """Each row's anchor (None without `row_id`) and its cells."""
+        for row, cells in zip(self.rows, self.cells(), strict=True):
+            yield (self.row_id(row) if self.row_id else None), cells
+
+    def groups(self) -> list[tuple[str | None, int]]:
+        """Runs of adjacent columns under one group: (group, how many); none without groups."""
+        if not any(c.group for c in self.columns):
+            return []
+        found: list[tuple[str | None, int]] = []
+        for column in self.columns:
+            if found and found[-1][0] == column.group:
+                found[-1] = (column.group, found[-1][1] + 1)
+            else:
+                found.append((column.group, 1))
+        return found
 
     def csv(self) -> str:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow([c.title for c in self.columns])
+        writer.writerow([c.heading for c in self.columns])
         for row in self.rows:
             writer.writerow([raw(row.get(c.key)) for c in self.columns])
         return out.getvalue()
