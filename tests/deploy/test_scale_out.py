@@ -118,10 +118,10 @@ async def test_two_workers_and_two_gateways_survive_losing_one_of_each(
         "TWILIO_FROM": FROM,
         "TWILIO_BASE_URL": sandbox_url,
     }
-    workers = [spawn("worker", env, tmp_path / f"worker{i}.log") for i in range(2)]
+    logs = [tmp_path / f"{kind}{i}.log" for kind in ("worker", "gateway") for i in range(2)]
+    workers = [spawn("worker", env, logs[i]) for i in range(2)]
     gateways = [
-        spawn("gateway", env, tmp_path / f"gateway{i}.log", "--port", str(port))
-        for i, port in enumerate(ports)
+        spawn("gateway", env, logs[2 + i], "--port", str(port)) for i, port in enumerate(ports)
     ]
     bases = [f"http://127.0.0.1:{port}" for port in ports]
     processes = workers + gateways
@@ -201,9 +201,15 @@ async def test_two_workers_and_two_gateways_survive_losing_one_of_each(
         for process in processes:
             if process.poll() is None:
                 process.terminate()
-        for process in processes:
+        slow = []
+        for process, log in zip(processes, logs, strict=True):
             try:
                 process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
+            except subprocess.TimeoutExpired:  # reaped all the same, so no process outlives us
                 process.kill()
+                process.wait()
+                slow.append(
+                    f"{log.name} did not stop within 30 s of SIGTERM:\n{log.read_text()[-3000:]}"
+                )
         store.engine.dispose()
+    assert slow == [], "\n".join(slow)
