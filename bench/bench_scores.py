@@ -4,7 +4,7 @@ Fills a fresh store with callback-SOP runs (100 simulated runs with random outco
 under new workflow ids until there are N step events), then, each in a fresh process so its peak
 resident memory is its own:
 - baseline: stream the same step events and runs without scoring (what reading costs);
-- report: `Scores.report("rep")`, the whole recomputation.
+- report: `Scores.report("rep")`, the whole recomputation (kept verdicts emptied first).
 Reports medians of --repeat runs, the ratio report/baseline, and peak RSS at two sizes (memory
 must not grow with the number of events).
 
@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, insert, select, text
+from sqlalchemy import create_engine, delete, insert, select, text
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from sopflow.sop.protocol import AssignTask  # noqa: E402
 from sopflow.sop.simulator import Script, ScriptedOutcome, simulate  # noqa: E402
 from sopflow.sop.validate import load_plan  # noqa: E402
-from sopflow.store.models import Run, StepEvent  # noqa: E402
+from sopflow.store.models import Run, RunVerdict, StepEvent  # noqa: E402
 from sopflow.store.reports import Scores  # noqa: E402
 from sopflow.store.repository import Store, connect, event_fields  # noqa: E402
 
@@ -117,6 +117,9 @@ def measure(url: str, schema: str | None, mode: str) -> dict[str, float]:
                 for _ in result:
                     count += 1
     else:
+        with engine.begin() as connection:  # the whole recomputation, not kept verdicts
+            connection.execute(delete(RunVerdict))
+        began = time.perf_counter()
         rows = Scores(engine).report("rep")
         count = sum(r["runs"] for r in rows)
     seconds = time.perf_counter() - began

@@ -36,6 +36,9 @@ VIOLATION_COST = 1.0
 SYSTEM_GRACE = timedelta(minutes=1)
 SYSTEM = "(system)"  # the actor of touches sopflow makes itself
 _DEFAULT_SCORING = Scoring()
+# The record actions whose `detail` the scorer reads (_RunScorer._record): a store may leave
+# every other row's detail out.
+DETAIL_ACTIONS = ("variant", "blocked", "skipped", "slot_missed")
 
 
 @dataclass(frozen=True)

@@ -213,9 +213,10 @@ class TeamsReport:
         return query if team is None else query.where(of_team(StepEvent.actor, team))
 
     def _stream(self, query: Rows) -> Iterator[Any]:
-        options = {"stream_results": True, "yield_per": _BATCH}
-        with Session(self.engine) as session:
-            yield from session.execute(query, execution_options=options)
+        # Core rows: the ORM's row loading was a fifth of the report once verdicts were kept.
+        with self.engine.connect() as connection:
+            streamed = connection.execution_options(stream_results=True, yield_per=_BATCH)
+            yield from streamed.execute(query)
 
     def _teams(
         self, principal: Principal, team: str | None, reps: Any

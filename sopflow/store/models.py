@@ -13,6 +13,7 @@ from sqlalchemy import (
     Index,
     Numeric,
     String,
+    Text,
     TypeDecorator,
     UniqueConstraint,
     text,
@@ -186,6 +187,19 @@ class StepEvent(Base):
     provider_id: Mapped[str | None] = mapped_column(String(64))
     reason: Mapped[str | None] = mapped_column(String(500))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class RunVerdict(Base):
+    """The scorer's verdict on a run, kept so a report does not rescore a run whose inputs did
+    not change (store/verdicts.py): `basis` names those inputs (the scorer's version, the plan,
+    finished or not, the contact's phone and time zone (hashed) and opt-out, the run's step
+    events by count and last id), `verdict` is the zones, items and violations as JSON. A cache:
+    any row may be dropped."""
+
+    __tablename__ = "run_verdicts"
+    workflow_id: Mapped[str] = mapped_column(String(300), primary_key=True)
+    basis: Mapped[str] = mapped_column(Text)
+    verdict: Mapped[str] = mapped_column(Text)
 
 
 class OutboxEntry(Base):
