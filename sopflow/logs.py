@@ -108,8 +108,9 @@ def _logfmt(value: Any) -> str:
     return json.dumps(text) if not text or any(c in text for c in ' "=\n') else text
 
 
-# Secrets that travel in URLs: an email's one-click unsubscribe token (a path segment) and the
-# sandbox pages' `?token=`. Access logs keep the route, never the secret.
+# Secrets that travel in URLs: an email's one-click unsubscribe token (a path segment), and any
+# `?token=` a client still adds (the sandbox pages took one until they moved to sign-in; it opens
+# nothing now, but a pasted token must not land in a log). Access logs keep the route only.
 _SECRET_IN_PATH = re.compile(r"(/unsubscribe/)[^/?#\s]+|([?&]token=)[^&#\s]+")
 
 

@@ -275,9 +275,7 @@ async def up(
         sandbox_server: _Gateway | None = None
         if sandbox_app is not None:
             sandbox_url = f"http://127.0.0.1:{ports.sandbox}"
-            app.include_router(
-                sandbox_page_router(sandbox_url, token, SANDBOX_ACCOUNT, sandbox_token)
-            )
+            app.include_router(sandbox_page_router(sandbox_url, SANDBOX_ACCOUNT, sandbox_token))
             sandbox_server = _Gateway(
                 uvicorn.Config(
                     sandbox_app,
@@ -303,14 +301,14 @@ async def up(
                 upkeep = start_upkeep(Upkeep(store, provider, sop_dir, cohorts))
                 pages = f"http://127.0.0.1:{ports.gateway}/sandbox"
                 phones = (
-                    f"  phones     sandbox: {pages}/+12125550123?token={token.reveal()}"
-                    "  (any number's inbox; reply as it; or `sopflow sandbox --help`)\n"
+                    f"  phones     sandbox: {pages}/+12125550123  (signed in as ops:"
+                    " any number's inbox; reply as it; or `sopflow sandbox --help`)\n"
                     if config.account_sid == SANDBOX_ACCOUNT
                     else f"  phones     Twilio, callbacks to {public_url}/twilio/*\n"
                 )
                 phones += (
                     f"  email      sandbox SMTP on 127.0.0.1:{ports.smtp}: "
-                    f"{pages}/mail/ann@example.com?token={token.reveal()}  (any address's inbox)\n"
+                    f"{pages}/mail/ann@example.com  (signed in as ops: any address's inbox)\n"
                     if mail_server
                     else f"  email      SMTP {mail_config.host}:{mail_config.port}, "
                     f"unsubscribe links to {public_url}/unsubscribe/*\n"

@@ -4,7 +4,8 @@ is asking goes in the scope under PRINCIPAL_KEY (read with sopflow.gateway.who.p
 - Under /api/: `Authorization: Bearer <token>`, the configured SOPFLOW_API_TOKEN (ops, user
   "admin") or a user's own token (`sopflow users token`); else 401. A rep or a supervisor may
   call the routes of SCOPED_API only (each scopes its answer to them); the rest is ops' (403).
-- Browser pages (BROWSER_PAGES: /dashboard, /inbox, /signout): the session cookie of /signin;
+- Browser pages (BROWSER_PAGES: /dashboard, /inbox, /signout, and /sandbox: the pages of
+  `sopflow up`'s sandboxes): the session cookie of /signin;
   without a live one, 303 to `/signin?next=<the page>`. A form POST (any method but GET, HEAD,
   OPTIONS) must carry the session's CSRF token, as the `csrf_token` form field or an
   `X-CSRF-Token` header (the form is read here, capped at MAX_FORM, and handed on as read);
@@ -34,7 +35,7 @@ from sopflow.settings import Secret
 SESSION_COOKIE = "sopflow_session"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
-BROWSER_PAGES = ("/dashboard", "/inbox", "/signout")
+BROWSER_PAGES = ("/dashboard", "/inbox", "/signout", "/sandbox")
 SIGNIN = "/signin"
 MAX_FORM = 64 * 1024  # a browser form of the dashboard or the inbox is a few hundred bytes
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

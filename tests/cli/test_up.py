@@ -268,7 +268,14 @@ class Up:
 
 
 def dashboard_page(base: str, user: str, password_file: Path) -> int:
-    """Sign in through /signin's form as a browser would, then open /dashboard: its status.
+    """Sign in through /signin's form as a browser would, then open /dashboard: its status."""
+    session = sign_in(base, user, password_file)
+    page = httpx.get(f"{base}/dashboard", headers={"Cookie": f"{SESSION_COOKIE}={session}"})
+    return page.status_code
+
+
+def sign_in(base: str, user: str, password_file: Path) -> str:
+    """Sign in through /signin's form as a browser would: the session cookie.
     (httpx keeps Secure cookies away from http://; a browser sends them to 127.0.0.1.)"""
     form = httpx.get(f"{base}/signin")
     csrf = re.search(rf'name="{CSRF_FIELD}" value="([^"]+)"', form.text)
@@ -281,9 +288,7 @@ def dashboard_page(base: str, user: str, password_file: Path) -> int:
         headers={"Cookie": f"{SIGNIN_COOKIE}={form.cookies[SIGNIN_COOKIE]}"},
     )
     assert signed_in.status_code == 303, signed_in.text
-    session = signed_in.cookies[SESSION_COOKIE]
-    page = httpx.get(f"{base}/dashboard", headers={"Cookie": f"{SESSION_COOKIE}={session}"})
-    return page.status_code
+    return signed_in.cookies[SESSION_COOKIE]
 
 
 def test_up_enrols_stops_cleanly_and_keeps_runs_across_a_restart(tmp_path: Path) -> None:
@@ -357,14 +362,23 @@ def test_up_enrols_stops_cleanly_and_keeps_runs_across_a_restart(tmp_path: Path)
         inbox = httpx.get(ann_inbox, auth=sandbox_auth).json()
         assert inbox and "Call" in inbox[0]["body"] and inbox[0]["from"] == "+15005550006"
         assert inbox[0]["sid"] == assign["detail"]["provider_id"]
-        token = first.auth["Authorization"].removeprefix("Bearer ")
-        page = httpx.get(f"{first.base}/sandbox/+12125550101", params={"token": token})
+        # The sandbox pages open to the ops user's browser session, as the dashboard does.
+        session = sign_in(first.base, "ops", tmp_path / "data" / "ops_password")
+        ops = {"Cookie": f"{SESSION_COOKIE}={session}"}
+        page = httpx.get(f"{first.base}/sandbox/+12125550101", headers=ops)
         assert f"{first.base}/inbox/task?run=" in inbox[0]["body"]  # the notice links the task
         assert page.status_code == 200 and escape(inbox[0]["body"]) in page.text
-        assert "<form" in page.text
-        assert httpx.get(f"{first.base}/sandbox/+12125550101").status_code == 401
+        csrf = re.search(rf'name={CSRF_FIELD} value="([^"]+)"', page.text)
+        assert csrf is not None, page.text
+        token = first.auth["Authorization"].removeprefix("Bearer ")
+        for signed_out in ({}, {"token": token}):  # the API token in the URL opens nothing
+            to_signin = httpx.get(f"{first.base}/sandbox/+12125550101", params=signed_out)
+            assert to_signin.status_code == 303
+            assert to_signin.headers["location"].startswith("/signin?next=")
         replied = httpx.post(
-            f"{first.base}/sandbox/+12125550101/reply", data={"text": "on it", "token": token}
+            f"{first.base}/sandbox/+12125550101/reply",
+            data={"text": "on it", CSRF_FIELD: csrf[1]},
+            headers=ops,
         )
         assert replied.status_code == 303
         shown_inbox = sopflow(tmp_path, "sandbox", "inbox", "+12125550101", "--url", first.sandbox)
@@ -388,7 +402,7 @@ def test_up_enrols_stops_cleanly_and_keeps_runs_across_a_restart(tmp_path: Path)
             time.sleep(0.1)
         assert "#1" in mail.stdout and "Thanks for signing up." in mail.stdout, mail.stdout
         assert "Unsubscribe: http://127.0.0.1:" in mail.stdout
-        page = httpx.get(f"{first.base}/sandbox/mail/mia@example.com", params={"token": token})
+        page = httpx.get(f"{first.base}/sandbox/mail/mia@example.com", headers=ops)
         assert page.status_code == 200 and "Welcome, Mia" in page.text
         unsubscribed = sopflow(tmp_path, "sandbox", "unsubscribe", "1", "--url", first.sandbox)
         assert unsubscribed.returncode == 0 and "answered 200" in unsubscribed.stdout
@@ -403,6 +417,9 @@ def test_up_enrols_stops_cleanly_and_keeps_runs_across_a_restart(tmp_path: Path)
         assert first.stop() == 0
     output = first.log.read_text()
     assert "sopflow is up" in output and "Traceback" not in output
+    assert f"sandbox: {first.base}/sandbox/+12125550123  (signed in as ops:" in output
+    assert f"{first.base}/sandbox/mail/ann@example.com  (signed in as ops:" in output
+    assert "token=" not in output  # no token in any address the banner prints
     data = tmp_path / "data"
     assert stat.S_IMODE(data.stat().st_mode) == 0o700  # the store, Temporal's db, the secrets
     assert {stat.S_IMODE(f.stat().st_mode) for f in data.iterdir() if f.is_file()} == {0o600}
