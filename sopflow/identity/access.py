@@ -2,6 +2,8 @@
 store's step events: a task is held by the rep of its latest `assign` or `reassign` event (a
 reassignment that found nobody leaves it where it was); a run belongs to the reps given its
 tasks and to their teams (or the team the task's rule named, for a task nobody was given).
+A supervisor sees a run any rep of their teams ever held a task of (as the listings' `team`
+filter finds it: the rep first given the task), and acts on the tasks their teams hold now.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ class HeldTask:
     assigned_at: datetime
     detail: dict[str, Any] = field(default_factory=dict)  # title, rendered instructions…
     channel: str | None = None  # the channel the rep works it in (call: click-to-call)
+    held_by: frozenset[str] = frozenset()  # every rep who held it, the holder included
+    teams_seen: frozenset[str] = frozenset()  # their teams (held by nobody: its rule's team)
 
 
 class Refused(Exception):
@@ -56,14 +60,21 @@ def _tasks(session: Session, events: list[StepEvent]) -> dict[tuple[str, str], H
                 event.executed_at,
                 dict(event.detail or {}),
                 event.channel,
+                frozenset({event.actor} if event.actor else ()),
             )
         elif where in found and event.actor is not None:  # a reassignment to someone
-            found[where] = replace(found[where], holder=event.actor)
-    holders = {t.holder for t in found.values() if t.holder is not None}
+            task = found[where]
+            found[where] = replace(task, holder=event.actor, held_by=task.held_by | {event.actor})
+    holders = {rep for t in found.values() for rep in t.held_by}
     query = select(Rep.id, Rep.team_id).where(Rep.id.in_(holders))
-    teams = {rep: team for rep, team in session.execute(query)}
+    teams = {rep: team for rep, team in session.execute(query) if team is not None}
     return {
-        where: replace(task, team=teams.get(task.holder or "") or task.team)
+        where: replace(
+            task,
+            team=teams.get(task.holder or "") or task.team,
+            teams_seen=frozenset(teams[r] for r in task.held_by if r in teams)
+            or frozenset({task.team} if task.team else ()),
+        )
         for where, task in found.items()
     }
 
@@ -130,8 +141,12 @@ def check_task(principal: Principal, task: HeldTask | None, run_id: str, step: s
 
 
 def may_see_run(principal: Principal, tasks: list[HeldTask]) -> bool:
-    """Ops see every run; a rep the runs they hold a task in; a supervisor their teams'."""
+    """Ops see every run; a rep the runs they hold a task in; a supervisor the runs a rep of
+    their teams holds or held a task of (a task moved to another team leaves its history in
+    sight, as the listings show it)."""
     if principal.sees_everything:
+        return True
+    if principal.role is Role.supervisor and any(t.teams_seen & principal.teams for t in tasks):
         return True
     return any(principal.may_act_on_task(t.holder, t.team) for t in tasks)
 

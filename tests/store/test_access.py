@@ -96,3 +96,22 @@ def test_runs_are_seen_and_controlled_by_their_reps_teams(runs: Store) -> None:
         check_control(WES, mine, "w-1")
     with pytest.raises(Refused, match="a rep cannot pause, resume or cancel runs"):
         check_control(ANA, mine, "w-1")
+
+
+def test_a_task_moved_to_another_team_leaves_the_run_in_the_first_supervisors_sight(
+    runs: Store,
+) -> None:
+    """The listings' `team` filter finds a run by the rep first given its task: the supervisor
+    who sees it listed opens it, and may no longer act on it; the new team's may."""
+    reassign(runs, "w-1", "ben", 1)  # ana (north) → ben (south)
+    moved = run_tasks(runs.engine, "w-1")
+    assert [(t.holder, t.held_by, t.teams_seen) for t in moved] == [
+        ("ben", frozenset({"ana", "ben"}), frozenset({"north", "south"}))
+    ]
+    assert may_see_run(SAM, moved) and may_see_run(WES, moved)
+    with pytest.raises(Refused, match="run 'w-1' has no task of your teams"):
+        check_control(SAM, moved, "w-1")
+    check_control(WES, moved, "w-1")
+    with pytest.raises(Refused, match="held by 'ben'"):
+        check_task(SAM, held_task(runs.engine, "w-1", "call"), "w-1", "call")
+    assert not may_see_run(ANA, moved)  # a rep sees the tasks they hold, not their past ones
