@@ -325,7 +325,7 @@ async def up(
                     flush=True,
                 )
                 failed = await _until_stopped(stop, serving)
-                upkeep.shutdown(wait=False)
+                await upkeep.stop()
             finally:  # asked to stop, or a server failed: every server stops, once
                 for server_ in servers:
                     server_.should_exit = True

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("sopflow.upkeep")
 IDLE_BEFORE_LOOKUP = timedelta(minutes=5)  # longer than an activity attempt may run
 ABANDON_AFTER = timedelta(hours=1)
+STOP_SECONDS = 10.0  # a pass running at a stop may finish within this, else it is cancelled
 
 
 class Repeats:
@@ -132,27 +134,51 @@ class Upkeep:
             self.sync_problems.say(f"cohort schedules not synced, retrying every 10 s: {exc}")
         self.sync_problems.pass_done()
 
-    def schedule(self, scheduler: AsyncIOScheduler) -> None:
+    async def redeploy_pass(self) -> None:
+        await asyncio.to_thread(self.redeploy)
+
+    def schedule(self, jobs: UpkeepJobs) -> None:
         if self.provider is not None:
-            scheduler.add_job(
-                self.reconcile_outbox, "interval", minutes=1, id="reconcile_outbox",
-                max_instances=1, coalesce=True,
-            )  # fmt: skip
+            jobs.add(self.reconcile_outbox, "reconcile_outbox", minutes=1)
         if self.cohorts is not None:
-            scheduler.add_job(
-                self.sync_cohorts, "interval", seconds=10, id="sync_cohorts",
-                max_instances=1, coalesce=True, next_run_time=datetime.now(UTC),
-            )  # fmt: skip
+            jobs.add(self.sync_cohorts, "sync_cohorts", seconds=10, next_run_time=datetime.now(UTC))
         if self.sop_dir is not None:
-            scheduler.add_job(
-                self.redeploy, "interval", seconds=10, id="redeploy",
-                max_instances=1, coalesce=True,
-            )  # fmt: skip
+            jobs.add(self.redeploy_pass, "redeploy", seconds=10)
 
 
-def start_upkeep(upkeep: Upkeep) -> AsyncIOScheduler:
-    """Start the jobs on the running event loop; `scheduler.shutdown()` stops them."""
-    scheduler = AsyncIOScheduler(timezone=UTC)
-    upkeep.schedule(scheduler)
-    scheduler.start()
-    return scheduler
+class UpkeepJobs:
+    """The upkeep's jobs on an APScheduler, and the passes running now. `stop` lets a running
+    pass finish (up to STOP_SECONDS) before shutting the scheduler down: APScheduler's own
+    shutdown cancels it, and logs the cancelled pass as a failed job with a traceback."""
+
+    def __init__(self) -> None:
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+        self.running: set[asyncio.Task[Any]] = set()
+
+    def add(self, job: Callable[[], Awaitable[object]], name: str, **interval: Any) -> None:
+        async def tracked() -> None:
+            task = asyncio.current_task()
+            assert task is not None  # APScheduler runs a coroutine job as a task
+            self.running.add(task)
+            try:
+                await job()
+            finally:
+                self.running.discard(task)
+
+        self.scheduler.add_job(
+            tracked, "interval", id=name, max_instances=1, coalesce=True, **interval
+        )
+
+    async def stop(self, seconds: float = STOP_SECONDS) -> None:
+        self.scheduler.pause()  # no new pass starts
+        if self.running:
+            await asyncio.wait(set(self.running), timeout=seconds)
+        self.scheduler.shutdown(wait=False)
+
+
+def start_upkeep(upkeep: Upkeep) -> UpkeepJobs:
+    """Start the jobs on the running event loop; `await jobs.stop()` stops them."""
+    jobs = UpkeepJobs()
+    upkeep.schedule(jobs)
+    jobs.scheduler.start()
+    return jobs

@@ -77,7 +77,7 @@ async def run(settings: Settings, stop: asyncio.Event, metrics_at: str | None = 
         if metrics_at:
             log.info("metrics on http://%s/metrics", metrics_at)
         await stop.wait()
-        upkeep.shutdown(wait=False)
+        await upkeep.stop()
         log.info("worker stopping: finishing running activities")
     log.info("worker stopped")
 

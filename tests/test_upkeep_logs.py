@@ -3,7 +3,9 @@ pass, at debug while it stays invalid, and at error again if it breaks again aft
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,46 @@ def test_an_invalid_sop_file_is_logged_once_until_it_changes(
     upkeep.redeploy()
     assert levels(caplog) == ["ERROR"]
     store.engine.dispose()
+
+
+async def test_a_stop_lets_a_running_pass_finish_without_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """APScheduler's shutdown cancels a running pass and logs it as a failed job with a
+    traceback (a clean `sopflow up` stop printed one); the upkeep's stop waits for it."""
+    from sopflow.upkeep import UpkeepJobs
+
+    began, finished = asyncio.Event(), asyncio.Event()
+
+    async def slow_pass() -> None:
+        began.set()
+        await asyncio.sleep(0.3)
+        finished.set()
+
+    jobs = UpkeepJobs()
+    jobs.add(slow_pass, "slow", seconds=10, next_run_time=datetime.now(UTC))
+    jobs.scheduler.start()
+    await asyncio.wait_for(began.wait(), 10)
+    await jobs.stop()
+    assert finished.is_set() and not jobs.running
+    await asyncio.sleep(0.1)  # the scheduler's shutdown runs on the loop
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert not jobs.scheduler.running
+
+
+async def test_a_pass_that_outlasts_the_stop_is_cancelled() -> None:
+    from sopflow.upkeep import UpkeepJobs
+
+    began = asyncio.Event()
+
+    async def stuck_pass() -> None:
+        began.set()
+        await asyncio.sleep(60)
+
+    jobs = UpkeepJobs()
+    jobs.add(stuck_pass, "stuck", seconds=10, next_run_time=datetime.now(UTC))
+    jobs.scheduler.start()
+    await asyncio.wait_for(began.wait(), 10)
+    await asyncio.wait_for(jobs.stop(seconds=0.2), 10)  # bounded: a stop never hangs on a pass
+    await asyncio.sleep(0.1)
+    assert not jobs.scheduler.running

@@ -227,12 +227,12 @@ async def test_every_way_of_deploying_ends_in_the_same_schedules(
 
 
 def test_the_upkeep_syncs_at_once_then_every_ten_seconds(tmp_path: Path) -> None:
-    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+    from sopflow.upkeep import UpkeepJobs
 
     store = Store(connect(f"sqlite:///{tmp_path / 'store.db'}"))
-    scheduler = AsyncIOScheduler()
-    Upkeep(store, None, None, object()).schedule(scheduler)  # type: ignore[arg-type]
-    [job] = scheduler.get_jobs()  # no provider: no outbox reconciliation
+    jobs = UpkeepJobs()
+    Upkeep(store, None, None, object()).schedule(jobs)  # type: ignore[arg-type]
+    [job] = jobs.scheduler.get_jobs()  # no provider: no outbox reconciliation
     assert job.id == "sync_cohorts" and job.trigger.interval == timedelta(seconds=10)
     assert job.next_run_time is not None  # runs when the worker starts, not 10 s later
     store.engine.dispose()

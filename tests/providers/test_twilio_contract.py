@@ -421,8 +421,8 @@ async def test_upkeep_deploys_edited_sops_and_refuses_reused_versions(
     assert upkeep.redeploy() == ["hello v2"]
     (folder / "broken.yaml").write_text("id: [")
     assert upkeep.redeploy() == [] and "broken.yaml" in caplog.text
-    scheduler = start_upkeep(upkeep)
+    jobs = start_upkeep(upkeep)
     try:
-        assert {job.id for job in scheduler.get_jobs()} == {"reconcile_outbox", "redeploy"}
+        assert {job.id for job in jobs.scheduler.get_jobs()} == {"reconcile_outbox", "redeploy"}
     finally:
-        scheduler.shutdown(wait=False)
+        jobs.scheduler.shutdown(wait=False)
