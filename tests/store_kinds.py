@@ -26,6 +26,11 @@ def make_store(kind: str, tmp_path: Path) -> Iterator[Store]:
         yield instance
         instance.engine.dispose()
         return
+    yield from postgres_store()
+
+
+def postgres_store() -> Iterator[Store]:
+    """A migrated store on a fresh schema, dropped when the generator ends."""
     schema = f"t_{uuid.uuid4().hex[:12]}"
     admin = create_engine(POSTGRES_URL)
     with admin.begin() as connection:

@@ -4,21 +4,15 @@ session's plain dev server (schedules fire and are triggered in real time)."""
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from store_kinds import KINDS, make_store
 from temporalio.testing import WorkflowEnvironment
 
 from sopflow.runtime import build_worker
 from sopflow.store.repository import Store, connect
-
-POSTGRES_URL = os.environ.get(
-    "SOPFLOW_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 
 
 def sqlite_store(tmp_path: Path) -> Store:
@@ -27,27 +21,9 @@ def sqlite_store(tmp_path: Path) -> Store:
     return store
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=KINDS)
 def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        store = sqlite_store(tmp_path)
-        yield store
-        store.engine.dispose()
-        return
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine = create_engine(POSTGRES_URL, connect_args={"options": f"-csearch_path={schema}"})
-    store = Store(engine)
-    store.migrate()
-    try:
-        yield store
-    finally:
-        engine.dispose()
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    yield from make_store(request.param, tmp_path)
 
 
 @pytest.fixture

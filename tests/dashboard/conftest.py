@@ -3,15 +3,14 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from sqlalchemy import create_engine, text
+from store_kinds import postgres_store as fresh_postgres_store
 
 from sopflow.store.repository import Store, connect
 
-from .world import POSTGRES_URL, Site, open_site
+from .world import Site, open_site
 
 
 # Module-scoped: the pages only read (building a site takes seconds: migrations, password
@@ -26,20 +25,7 @@ def sqlite_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
 
 @pytest.fixture(scope="module")
 def postgres_store() -> Iterator[Store]:
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine = create_engine(POSTGRES_URL, connect_args={"options": f"-csearch_path={schema}"})
-    store = Store(engine)
-    store.migrate()
-    try:
-        yield store
-    finally:
-        engine.dispose()
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    yield from fresh_postgres_store()
 
 
 @pytest.fixture(scope="module")

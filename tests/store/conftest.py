@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
+from store_kinds import KINDS, POSTGRES_URL, make_store
 
-from sopflow.store.repository import Store, connect
-
-POSTGRES_URL = os.environ.get(
-    "SOPFLOW_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+from sopflow.store.repository import Store
 
 
 @pytest.fixture
@@ -42,26 +38,6 @@ def pg_schema() -> Iterator[Callable[[], Engine]]:
         admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=KINDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        engine = connect(f"sqlite:///{tmp_path / 'store.db'}")
-        instance = Store(engine)
-        instance.migrate()
-        yield instance
-        engine.dispose()
-        return
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine = create_engine(POSTGRES_URL, connect_args={"options": f"-csearch_path={schema}"})
-    instance = Store(engine)
-    instance.migrate()
-    try:
-        yield instance
-    finally:
-        engine.dispose()
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    yield from make_store(request.param, tmp_path)
