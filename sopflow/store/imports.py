@@ -13,13 +13,13 @@ from decimal import Decimal
 from typing import Any, assert_never
 
 from sqlalchemy import Engine, Row, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from sopflow.errors import SopflowError
 from sopflow.limits import CONTACT_BUDGET, size_problem
 from sopflow.store.models import ActivityKind, Contact, ContactActivity
 from sopflow.store.repository import CONTACT_COLUMNS
+from sopflow.store.rows import dialect_insert
 
 
 @dataclass(frozen=True)
@@ -200,12 +200,4 @@ def write_all(
 
 
 def _insert(session: Session) -> Any:
-    """The dialect's INSERT, which has ON CONFLICT (as rows.insert_if_new picks it)."""
-    dialect = session.get_bind().dialect.name
-    match dialect:
-        case "postgresql":
-            return postgresql.insert
-        case "sqlite":
-            return sqlite.insert
-        case _:
-            raise SopflowError(f"the store runs on PostgreSQL or SQLite, not {dialect}")
+    return dialect_insert(session.get_bind().dialect.name)

@@ -12,22 +12,21 @@ from sopflow.errors import SopflowError
 from sopflow.store.models import Base
 
 
+def dialect_insert(dialect: str) -> Any:
+    """The dialect's `insert`, the one with ON CONFLICT (`dialect`: an engine's dialect name)."""
+    match dialect:
+        case "postgresql":
+            return postgresql.insert
+        case "sqlite":
+            return sqlite.insert
+        case _:
+            raise SopflowError(f"the store runs on PostgreSQL or SQLite, not {dialect}")
+
+
 def insert_if_new(
     session: Session, model: type[Base], values: dict[str, Any], key: InstrumentedAttribute[Any]
 ) -> bool:
     """INSERT … ON CONFLICT (key) DO NOTHING: True when the row is new."""
-    dialect = session.get_bind().dialect.name
-    match dialect:
-        case "postgresql":
-            pg_new = postgresql.insert(model).values(values)
-            done = session.execute(
-                pg_new.on_conflict_do_nothing(index_elements=[key]).returning(key)
-            )
-        case "sqlite":
-            lite_new = sqlite.insert(model).values(values)
-            done = session.execute(
-                lite_new.on_conflict_do_nothing(index_elements=[key]).returning(key)
-            )
-        case _:
-            raise SopflowError(f"the store runs on PostgreSQL or SQLite, not {dialect}")
+    new = dialect_insert(session.get_bind().dialect.name)(model).values(values)
+    done = session.execute(new.on_conflict_do_nothing(index_elements=[key]).returning(key))
     return done.first() is not None  # RETURNING gives the key of an inserted row only

@@ -25,11 +25,10 @@ from typing import Any, cast
 
 import phonenumbers
 from sqlalchemy import Connection, Table
-from sqlalchemy.dialects import postgresql, sqlite
 
 from sopflow.compliance.adherence import Item, RunScore, Violation
-from sopflow.errors import SopflowError
 from sopflow.store.models import RunVerdict
+from sopflow.store.rows import dialect_insert
 
 # Bump when the scorer (compliance/adherence.py) judges differently or a verdict's shape
 # changes: every kept verdict then fails its basis and is rescored once. The phonenumbers
@@ -114,17 +113,7 @@ def save(connection: Connection, verdicts: Sequence[dict[str, Any]]) -> None:
     same run at once both succeed (the last write wins; both are right)."""
     if not verdicts:
         return
-    dialect = connection.dialect.name
-    match dialect:
-        case "postgresql":
-            pg = postgresql.insert(_TABLE)
-            excluded = {"basis": pg.excluded.basis, "verdict": pg.excluded.verdict}
-            upsert = pg.on_conflict_do_update(index_elements=["workflow_id"], set_=excluded)
-            connection.execute(upsert, list(verdicts))
-        case "sqlite":
-            lite = sqlite.insert(_TABLE)
-            excluded = {"basis": lite.excluded.basis, "verdict": lite.excluded.verdict}
-            upsert_lite = lite.on_conflict_do_update(index_elements=["workflow_id"], set_=excluded)
-            connection.execute(upsert_lite, list(verdicts))
-        case _:
-            raise SopflowError(f"the store runs on PostgreSQL or SQLite, not {dialect}")
+    insert = dialect_insert(connection.dialect.name)(_TABLE)
+    excluded = {"basis": insert.excluded.basis, "verdict": insert.excluded.verdict}
+    upsert = insert.on_conflict_do_update(index_elements=["workflow_id"], set_=excluded)
+    connection.execute(upsert, list(verdicts))
