@@ -57,7 +57,8 @@ class SopQuery(ReportQuery):
     sop: Name = Field(description="SOP id")
 
 
-def _no_reps(who: Principal, what: str) -> None:
+def refuse_reps(who: Principal, what: str) -> None:
+    """A report of other reps' runs: a rep gets a 403 (the dashboard's pages show it as one)."""
     if who.role is Role.rep:
         raise HTTPException(403, f"{what} counts other reps' runs: supervisors and ops see it")
 
@@ -83,7 +84,7 @@ def reports_router(engine: Engine, scores: Scores | None = None) -> APIRouter:
     async def get_funnel(query: Annotated[SopQuery, Query()], who: Viewer) -> dict[str, Any]:
         """Per step of the SOP, in plan order, one column per version: entries, on time,
         overdue, skipped and open attempts, exits by result."""
-        _no_reps(who, "an SOP's funnel")
+        refuse_reps(who, "an SOP's funnel")
         now = datetime.now(UTC)
         window = query.window(now)
         return await asyncio.to_thread(funnel.report, who, query.sop, window, now)
@@ -93,7 +94,7 @@ def reports_router(engine: Engine, scores: Scores | None = None) -> APIRouter:
         """Per split step and arm: runs, successes (the SOP's `success_results`), conversion,
         and whether the arms differ: the test used, its p-value, and "too few runs to tell",
         "not significant" or "significant at 5%"."""
-        _no_reps(who, "a pilot")
+        refuse_reps(who, "a pilot")
         now = datetime.now(UTC)
         window = query.window(now)
         return await asyncio.to_thread(pilots.report, who, query.sop, window, now)

@@ -43,12 +43,6 @@ def reader(request: Request) -> Principal:
     return principal(request)
 
 
-def refuse_reps(who: Principal, what: str) -> None:
-    """A report of other reps' runs: a rep gets the 403 page (as GET /api/v1/reports/... 403s)."""
-    if who.role is Role.rep:
-        raise HTTPException(403, f"{what} counts other reps' runs: supervisors and ops see it")
-
-
 def ops_only(who: Principal, what: str) -> None:
     """A report no team scope narrows (the API keeps its route for ops)."""
     if not who.sees_everything:

@@ -24,7 +24,7 @@ from sopflow.compliance.funnel import Funnel
 from sopflow.compliance.pilots import Pilots
 from sopflow.compliance.teams_report import TeamsReport
 from sopflow.errors import SopflowError
-from sopflow.gateway.dashboard.access import PREFIX, ops_only, reader, refuse_reps
+from sopflow.gateway.dashboard.access import PREFIX, ops_only, reader
 from sopflow.gateway.dashboard.render import form_values, parse, problems, render
 from sopflow.gateway.dashboard.report_tables import (
     funnel_tables,
@@ -33,7 +33,7 @@ from sopflow.gateway.dashboard.report_tables import (
     reps_tables,
 )
 from sopflow.gateway.listing import Moment, Name
-from sopflow.gateway.reports_api import RepsQuery, SopQuery
+from sopflow.gateway.reports_api import RepsQuery, SopQuery, refuse_reps
 from sopflow.principals import Principal, Role
 from sopflow.referrals import Period, funnel_view
 from sopflow.store.models import Team
