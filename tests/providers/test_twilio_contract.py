@@ -72,7 +72,7 @@ async def phones() -> AsyncIterator[Phones]:
 
     url = f"http://127.0.0.1:{sandbox_port}"
     provider = TwilioProvider(
-        TwilioConfig(ACCOUNT, TOKEN, FROM, public, whatsapp_from=FROM, base_url=url, timeout=2)
+        TwilioConfig(ACCOUNT, TOKEN, FROM, public, whatsapp_from=FROM, base_url=url, timeout=5)
     )
     phones = Phones(sandbox, url, provider)
     phones_ref.append(phones)
@@ -181,7 +181,7 @@ async def test_a_lost_response_is_found_by_listing_not_sent_again(phones: Phones
 
 
 async def test_a_slow_response_times_out_in_doubt(phones: Phones) -> None:
-    await phones.control("/sandbox/faults", {"next": ["slow"], "slow_seconds": 4})
+    await phones.control("/sandbox/faults", {"next": ["slow"], "slow_seconds": 8})
     with pytest.raises(ProviderError) as error:
         await phones.provider.send_message("sms", ANN, "Hi", "run-3/s:1:0")
     assert error.value.kind == "in_doubt"
